@@ -1,0 +1,521 @@
+"""The cascade's state machine.
+
+`decide()` is a pure function: given a delivery as stored and the time, it
+says what to do next (send on a provider, wait until a time, poll, finish).
+`Engine.advance()` is the thin driver that carries a decision out: one store
+write per transition, the provider call between two of them.
+
+A provider call is bracketed by two writes: the attempt is recorded as
+`sending` before the request, and its outcome after. A crash between the two
+leaves `sending` behind; the next worker reads that as an unknown outcome and
+does not resend (unless the provider declares idempotent sends, then it
+resends with the same attempt id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Protocol, cast
+from zoneinfo import ZoneInfo
+
+from tenacity import RetryCallState, wait_exponential_jitter
+
+from cascade_notify.clock import Clock
+from cascade_notify.errors import (
+    LeaseLost,
+    PermanentError,
+    ProviderError,
+    TransientError,
+    UnknownOutcomeError,
+    UnreachableError,
+)
+from cascade_notify.models import (
+    OPEN_ATTEMPT,
+    Attempt,
+    AttemptStatus,
+    Delivery,
+    DeliveryStatus,
+    SkippedStep,
+    Step,
+    WaitFor,
+)
+from cascade_notify.providers.base import Provider, SendRequest
+from cascade_notify.stores.base import Claim, Store, Transition, apply_transition
+
+log = logging.getLogger("cascade_notify.engine")
+
+_MEETS = {
+    WaitFor.ACCEPTED: frozenset(
+        {AttemptStatus.ACCEPTED, AttemptStatus.DELIVERED, AttemptStatus.READ}
+    ),
+    WaitFor.DELIVERED: frozenset({AttemptStatus.DELIVERED, AttemptStatus.READ}),
+    WaitFor.READ: frozenset({AttemptStatus.READ}),
+}
+_WAITING = frozenset(
+    {AttemptStatus.ACCEPTED, AttemptStatus.UNKNOWN, AttemptStatus.DELIVERED, AttemptStatus.READ}
+)
+
+
+class Traits(Protocol):
+    """What `decide()` reads of a provider: its declared capabilities, no I/O."""
+
+    @property
+    def idempotent_sends(self) -> bool: ...
+
+    @property
+    def poll_interval(self) -> float | None: ...
+
+
+class Action(Enum):
+    SEND = "send"
+    WAIT = "wait"
+    POLL = "poll"
+    FINISH = "finish"
+
+
+@dataclass(slots=True)
+class Decision:
+    """What to do next, and the bookkeeping that goes with it in the same write."""
+
+    action: Action
+    step: int
+    updates: list[Attempt] = field(default_factory=list)
+    skipped: list[SkippedStep] = field(default_factory=list)
+    provider: str | None = None  # SEND: on which provider
+    resend: Attempt | None = None  # SEND: repeat this attempt with its own id
+    attempt: Attempt | None = None  # POLL: ask about this one
+    wake_ts: float | None = None  # WAIT, POLL: look again at this time
+    status: DeliveryStatus | None = None  # FINISH
+    channel: str | None = None  # FINISH: where it was delivered
+
+
+def meets(attempt: Attempt, wait_for: WaitFor) -> bool:
+    return attempt.status in _MEETS[wait_for]
+
+
+def skip_reason(step: Step, delivery: Delivery, now: float) -> tuple[str, str] | None:
+    """Why `step` does not apply to this delivery now, or None if it does."""
+    recipient = delivery.recipient
+    if recipient.address(step.channel) is None:
+        return "no_address", f"the recipient has no {step.channel} address"
+    if step.channel in recipient.opted_out:
+        return "opted_out", f"the recipient opted out of {step.channel}"
+    category = delivery.message.category
+    if step.categories is not None and category not in step.categories:
+        allowed = ", ".join(sorted(step.categories))
+        return "category", f"{category} messages are not sent on this step (only {allowed})"
+    if step.quiet_hours is not None:
+        zone = ZoneInfo(recipient.timezone or "UTC")
+        local = datetime.fromtimestamp(now, zone)
+        minute = local.hour * 60 + local.minute
+        start, end = step.quiet_hours
+        inside = start <= minute < end if start <= end else minute >= start or minute < end
+        if inside:
+            return "quiet_hours", f"{local:%H:%M} in {zone.key} is within quiet hours"
+    return None
+
+
+def _close(attempt: Attempt, status: AttemptStatus, now: float, error: str | None) -> Attempt:
+    closed = attempt.copy()
+    closed.status = status
+    closed.finished_ts = now
+    if error is not None:
+        closed.error = error
+    return closed
+
+
+def _finish(
+    delivery: Delivery,
+    now: float,
+    status: DeliveryStatus,
+    decision: Decision,
+    channel: str | None = None,
+    keep: Attempt | None = None,
+) -> Decision:
+    for attempt in delivery.attempts:
+        if attempt.status in OPEN_ATTEMPT and attempt is not keep:
+            decision.updates.append(_close(attempt, AttemptStatus.ABANDONED, now, None))
+    decision.action = Action.FINISH
+    decision.status = status
+    decision.channel = channel
+    return decision
+
+
+def decide(delivery: Delivery, now: float, providers: Mapping[str, Traits]) -> Decision:
+    """The next move for `delivery` at time `now`. Pure: reads, never writes."""
+    steps = delivery.steps
+    decision = Decision(Action.FINISH, delivery.step)
+    for attempt in delivery.attempts:
+        if meets(attempt, steps[attempt.step].wait_for):
+            return _finish(
+                delivery, now, DeliveryStatus.DELIVERED, decision, attempt.channel, attempt
+            )
+    if now >= delivery.expires_ts:
+        return _finish(delivery, now, DeliveryStatus.EXPIRED, decision)
+
+    index = delivery.step
+    while index < len(steps):
+        step = steps[index]
+        decision.step = index
+        last: Attempt | None = None
+        for attempt in reversed(delivery.attempts):
+            if attempt.step == index:
+                last = attempt
+                break
+        if last is None:
+            reason = skip_reason(step, delivery, now)
+            if reason is not None:
+                decision.skipped.append(
+                    SkippedStep(
+                        step=index, channel=step.channel, reason=reason[0], ts=now, detail=reason[1]
+                    )
+                )
+                index += 1
+                continue
+            decision.action = Action.SEND
+            decision.provider = step.providers[0]
+            return decision
+
+        status = last.status
+        if status is AttemptStatus.SENDING:
+            if providers[last.provider].idempotent_sends:
+                decision.action = Action.SEND
+                decision.provider = last.provider
+                decision.resend = last
+                return decision
+            last = _close(
+                last,
+                AttemptStatus.UNKNOWN,
+                now,
+                "outcome unknown: the worker stopped during the request",
+            )
+            last.finished_ts = None
+            last.deadline_ts = last.started_ts + step.timeout
+            decision.updates.append(last)
+            status = AttemptStatus.UNKNOWN
+
+        if status in _WAITING:
+            deadline = last.deadline_ts if last.deadline_ts is not None else now
+            if now < deadline:
+                wake = min(deadline, delivery.expires_ts)
+                interval = providers[last.provider].poll_interval
+                if interval and last.provider_message_id is not None:
+                    if now >= last.started_ts + interval:
+                        decision.action = Action.POLL
+                        decision.attempt = last
+                    else:
+                        decision.action = Action.WAIT
+                    decision.wake_ts = min(wake, now + interval)
+                    return decision
+                decision.action = Action.WAIT
+                decision.wake_ts = wake
+                return decision
+            decision.updates.append(
+                _close(
+                    last, AttemptStatus.TIMED_OUT, now, f"no {step.wait_for.value} receipt in time"
+                )
+            )
+        elif status is AttemptStatus.TRANSIENT:
+            tries = sum(
+                1 for a in delivery.attempts if a.step == index and a.provider == last.provider
+            )
+            retry_ts = last.retry_ts if last.retry_ts is not None else now
+            waited = retry_ts - (last.finished_ts or last.started_ts)
+            if (
+                tries < step.retry_attempts
+                and waited <= step.timeout
+                and retry_ts < delivery.expires_ts
+            ):
+                if now >= retry_ts:
+                    decision.action = Action.SEND
+                    decision.provider = last.provider
+                    return decision
+                decision.action = Action.WAIT
+                decision.wake_ts = retry_ts
+                return decision
+
+        position = (
+            step.providers.index(last.provider) + 1
+            if last.provider in step.providers
+            else len(step.providers)
+        )
+        if position < len(step.providers):
+            decision.action = Action.SEND
+            decision.provider = step.providers[position]
+            return decision
+        index += 1
+
+    decision.step = len(steps)
+    return _finish(delivery, now, DeliveryStatus.EXHAUSTED, decision)
+
+
+def new_id() -> str:
+    """A 32-hex-digit id that sorts by creation time (friendly to B-tree indexes)."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to a delivery, for timelines, metrics and alerts."""
+
+    kind: str  # created, sending, outcome, skipped, receipt, finished
+    delivery_id: str
+    ts: float
+    channel: str | None = None
+    provider: str | None = None
+    status: str | None = None
+    detail: str | None = None
+
+
+Listener = Callable[[Event], None]
+
+
+def emit(listeners: Sequence[Listener], event: Event) -> None:
+    """Hand `event` to each listener; a failing listener is logged, never fatal."""
+    for listener in listeners:
+        try:
+            listener(event)
+        except Exception:
+            log.exception("event listener %r failed", listener)
+
+
+class _AttemptNumber:
+    """The one field of tenacity's RetryCallState its wait strategies read."""
+
+    def __init__(self, number: int) -> None:
+        self.attempt_number = number
+
+
+def backoff(step: Step, tries: int) -> float:
+    """Exponential backoff with jitter before retry number `tries` (tenacity's strategy)."""
+    wait = wait_exponential_jitter(initial=step.retry_initial, max=step.retry_max)
+    return float(wait(cast(RetryCallState, _AttemptNumber(tries))))
+
+
+class Engine:
+    """Carries out decisions: provider calls and store writes, nothing else."""
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, Provider],
+        clock: Clock,
+        *,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.clock = clock
+        self._listeners = listeners
+
+    def _event(self, kind: str, delivery: Delivery, **fields: str | None) -> None:
+        if self._listeners:
+            emit(self._listeners, Event(kind, delivery.id, self.clock.now(), **fields))
+
+    async def advance(self, claim: Claim) -> Delivery:
+        """Run `claim`'s delivery until it must wait or is finished; return its state."""
+        delivery = claim.delivery
+        pending: Transition | None = None
+        while True:
+            now = self.clock.now()
+            decision = decide(delivery, now, self.providers)
+            change = Transition(
+                attempts=list(decision.updates), skipped=decision.skipped, step=decision.step
+            )
+            if decision.action is Action.SEND:
+                assert decision.provider is not None
+                attempt = self._attempt(delivery, decision, now)
+                change.attempts.append(attempt)
+                change.wake_ts = now  # due again once the lease lapses, should we die mid-call
+                change.release = False
+            elif decision.action is Action.POLL:
+                assert decision.attempt is not None
+                polled = await self._poll(decision.attempt)
+                if polled is not None:
+                    change.attempts.append(polled)
+                    change.wake_ts = now
+                    change.release = False
+                    pending = change if pending is None else pending.merge(change)
+                    apply_transition(delivery, change)
+                    continue
+                change.wake_ts = decision.wake_ts
+            elif decision.action is Action.WAIT:
+                change.wake_ts = decision.wake_ts
+            else:
+                change.status = decision.status
+                change.channel = decision.channel
+                change.finished_ts = now
+            if pending is not None:
+                change = pending.merge(change)
+                pending = None
+            await self.store.commit(claim, change)
+            apply_transition(delivery, change)
+            self._report(delivery, decision)
+            if decision.action is not Action.SEND:
+                return delivery
+            outcome = await self._call(delivery, attempt)
+            pending = Transition(attempts=[outcome], wake_ts=now, release=False)
+            apply_transition(delivery, pending)
+            self._event(
+                "outcome",
+                delivery,
+                channel=outcome.channel,
+                provider=outcome.provider,
+                status=outcome.status.value,
+                detail=outcome.error,
+            )
+
+    def _attempt(self, delivery: Delivery, decision: Decision, now: float) -> Attempt:
+        if decision.resend is not None:
+            again = decision.resend.copy()
+            again.status = AttemptStatus.SENDING
+            return again
+        assert decision.provider is not None
+        step = delivery.steps[decision.step]
+        return Attempt(
+            id=new_id(),
+            delivery_id=delivery.id,
+            step=decision.step,
+            channel=step.channel,
+            provider=decision.provider,
+            status=AttemptStatus.SENDING,
+            started_ts=now,
+        )
+
+    def _report(self, delivery: Delivery, decision: Decision) -> None:
+        if not self._listeners:
+            return
+        for update in decision.updates:
+            self._event(
+                "outcome",
+                delivery,
+                channel=update.channel,
+                provider=update.provider,
+                status=update.status.value,
+                detail=update.error,
+            )
+        for skip in decision.skipped:
+            self._event(
+                "skipped", delivery, channel=skip.channel, status=skip.reason, detail=skip.detail
+            )
+        if decision.action is Action.SEND:
+            step = delivery.steps[decision.step]
+            self._event("sending", delivery, channel=step.channel, provider=decision.provider)
+        elif decision.action is Action.FINISH:
+            assert decision.status is not None
+            self._event(
+                "finished", delivery, channel=decision.channel, status=decision.status.value
+            )
+
+    async def _call(self, delivery: Delivery, attempt: Attempt) -> Attempt:
+        """Call the provider and turn whatever happens into the attempt's outcome."""
+        provider = self.providers[attempt.provider]
+        step = delivery.steps[attempt.step]
+        request = SendRequest(
+            attempt_id=attempt.id,
+            delivery_id=delivery.id,
+            channel=attempt.channel,
+            address=delivery.recipient.address(attempt.channel) or "",
+            recipient=delivery.recipient,
+            message=delivery.message,
+        )
+        outcome = attempt.copy()
+        try:
+            limit = provider.max_length
+            if limit is not None and len(request.text) > limit:
+                raise PermanentError(
+                    f"text is {len(request.text)} characters; this provider takes at most {limit}",
+                    provider=provider.name,
+                    code="too_long",
+                )
+            result = await provider.send(request)
+        except asyncio.CancelledError:
+            raise
+        except TransientError as exc:
+            now = self.clock.now()
+            tries = sum(
+                1
+                for a in delivery.attempts
+                if a.step == attempt.step and a.provider == attempt.provider
+            )
+            delay = max(backoff(step, tries), exc.retry_after or 0.0)
+            return self._failed(outcome, AttemptStatus.TRANSIENT, exc, now, retry_ts=now + delay)
+        except (PermanentError, UnreachableError, UnknownOutcomeError) as exc:
+            if isinstance(exc, UnreachableError):
+                status = AttemptStatus.UNREACHABLE
+            elif isinstance(exc, PermanentError):
+                status = AttemptStatus.FAILED
+            else:
+                status = AttemptStatus.UNKNOWN
+            return self._failed(
+                outcome, status, exc, self.clock.now(), deadline=self.clock.now() + step.timeout
+            )
+        except Exception as exc:
+            log.exception(
+                "provider %s raised an unclassified error; outcome unknown", provider.name
+            )
+            wrapped = UnknownOutcomeError(f"{type(exc).__name__}: {exc}", provider=provider.name)
+            return self._failed(
+                outcome,
+                AttemptStatus.UNKNOWN,
+                wrapped,
+                self.clock.now(),
+                deadline=self.clock.now() + step.timeout,
+            )
+        now = self.clock.now()
+        outcome.status = AttemptStatus.ACCEPTED
+        outcome.provider_message_id = result.provider_message_id
+        outcome.cost = result.cost
+        outcome.deadline_ts = now + step.timeout
+        return outcome
+
+    @staticmethod
+    def _failed(
+        outcome: Attempt,
+        status: AttemptStatus,
+        exc: ProviderError,
+        now: float,
+        *,
+        retry_ts: float | None = None,
+        deadline: float | None = None,
+    ) -> Attempt:
+        outcome.status = status
+        outcome.error = str(exc.args[0]) if exc.args else type(exc).__name__
+        outcome.code = exc.code
+        if status is AttemptStatus.UNKNOWN:
+            outcome.deadline_ts = deadline
+        else:
+            outcome.finished_ts = now
+            outcome.retry_ts = retry_ts
+        return outcome
+
+    async def _poll(self, attempt: Attempt) -> Attempt | None:
+        """Ask a polling provider about `attempt`; the attempt with any news, else None."""
+        provider = self.providers[attempt.provider]
+        assert attempt.provider_message_id is not None
+        try:
+            receipts = await provider.poll([attempt.provider_message_id])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning(
+                "polling %s for receipts failed; will try again", provider.name, exc_info=True
+            )
+            return None
+        updated = attempt.copy()
+        fresh = [
+            r
+            for r in receipts
+            if r.provider_message_id == attempt.provider_message_id and updated.absorb(r)
+        ]
+        return updated if fresh else None
+
+
+__all__ = ["Action", "Decision", "Engine", "Event", "LeaseLost", "decide", "meets", "new_id"]

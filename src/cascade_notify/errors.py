@@ -1,0 +1,155 @@
+"""Every error the library raises, under one root.
+
+```
+CascadeError
+├── PolicyError              a policy file or mapping is wrong (carries every issue found)
+├── RecipientError           a recipient's address is invalid (names the field); also ValueError
+├── MessageError             a message cannot be sent as given; also ValueError
+├── RegistryError            unknown provider type, or two plugins claim one name
+├── DeliveryNotFound         no delivery with that id; also KeyError
+├── WaitTimeout              wait() gave up before the delivery ended; also TimeoutError
+├── StoreError               the store cannot be reached or refused a write
+│   └── LeaseLost            another worker owns this delivery now (fencing)
+└── ProviderError            a provider call failed; carries `provider`, `code`
+    ├── TransientError       try the same provider again later (`retry_after` if it said when)
+    ├── PermanentError       this request can never succeed here (`account=True`: nothing will)
+    ├── UnreachableError     the recipient cannot be reached on this channel
+    └── UnknownOutcomeError  the request went out and the answer was lost: it may have been sent
+```
+
+Whether to retry is decided by the class alone; where it happened travels as
+attributes (`provider`, `code`), never as a subclass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class CascadeError(Exception):
+    """The root of every error raised by cascade_notify."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyIssue:
+    """One problem found in a policy: where it is and what is wrong."""
+
+    path: str
+    message: str
+    source: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = self.source or "<policy>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        field = f" {self.path}:" if self.path else ""
+        return f"{where}:{field} {self.message}"
+
+
+class PolicyError(CascadeError):
+    """A policy was refused. `issues` lists every problem, not just the first."""
+
+    def __init__(self, issues: Sequence[PolicyIssue]) -> None:
+        self.issues = list(issues)
+        count = len(self.issues)
+        head = f"{count} error{'s' if count != 1 else ''} in cascade policy"
+        super().__init__(head + "\n" + "\n".join(f"  {issue}" for issue in self.issues))
+
+
+class RecipientError(CascadeError, ValueError):
+    """A recipient field holds an invalid value; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"Recipient.{field}: {message}")
+
+
+class MessageError(CascadeError, ValueError):
+    """A message cannot be sent as given."""
+
+
+class RegistryError(CascadeError):
+    """A provider type is unknown, cannot be imported, or is claimed twice."""
+
+
+class DeliveryNotFound(CascadeError, KeyError):
+    """No delivery exists with the given id."""
+
+    def __init__(self, delivery_id: str) -> None:
+        self.delivery_id = delivery_id
+        super().__init__(f"no delivery with id {delivery_id!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class WaitTimeout(CascadeError, TimeoutError):
+    """`Notifier.wait` timed out; the delivery goes on."""
+
+
+class StoreError(CascadeError):
+    """The store could not do what was asked; nothing was half-written."""
+
+
+class LeaseLost(StoreError):
+    """This worker's lease on a delivery was taken over; its write was refused."""
+
+
+class ProviderError(CascadeError):
+    """A provider call failed. Subclasses say what the engine does about it."""
+
+    def __init__(self, message: str, *, provider: str | None = None, code: str | None = None):
+        self.provider = provider
+        self.code = code
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        text = str(self.args[0]) if self.args else type(self).__name__
+        if self.code is not None:
+            text = f"{text} (code {self.code})"
+        if self.provider is not None:
+            text = f"{self.provider}: {text}"
+        return text
+
+
+class TransientError(ProviderError):
+    """Worth retrying on the same provider, after `retry_after` seconds if given."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, provider=provider, code=code)
+
+
+class PermanentError(ProviderError):
+    """Retrying cannot help. `account=True` means the provider is unusable for everyone."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        code: str | None = None,
+        account: bool = False,
+    ) -> None:
+        self.account = account
+        super().__init__(message, provider=provider, code=code)
+
+
+class UnreachableError(ProviderError):
+    """The recipient cannot be reached on this channel (not a user, blocked, opted out)."""
+
+
+class UnknownOutcomeError(ProviderError):
+    """The request may have reached the provider; resending could deliver twice."""

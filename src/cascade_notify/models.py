@@ -1,0 +1,448 @@
+"""The public vocabulary: who, what, and what happened.
+
+`Recipient` and `Message` are validated on construction and immutable.
+`Delivery`, `Attempt` and `Receipt` are records of what happened; the store
+owns them, and the copies a `Notifier` hands out are snapshots.
+Times are kept as POSIX seconds (`*_ts`, cheap to store and compare) and shown
+as aware `datetime`s (`*_at`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+
+from cascade_notify.errors import MessageError, RecipientError
+
+#: The channels the library knows by name. The set is open: any other name
+#: works through `Recipient(addresses=...)` and a provider declaring it.
+CHANNELS: Final = ("whatsapp", "telegram", "viber", "max", "vk", "sms", "email", "call", "app")
+PHONE_CHANNELS: Final = frozenset({"whatsapp", "sms", "call"})
+_NAMED_CHANNELS: Final = ("whatsapp", "telegram", "viber", "sms", "email", "call", "app")
+_CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _datetime(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class DeliveryStatus(StrEnum):
+    """Where a cascade stands. Everything but `pending` is final."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    EXHAUSTED = "exhausted"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self is not DeliveryStatus.PENDING
+
+
+class AttemptStatus(StrEnum):
+    """What became of one provider call."""
+
+    SENDING = "sending"  # recorded before the request; still so after a crash mid-request
+    ACCEPTED = "accepted"  # the provider took it; a receipt may follow
+    UNKNOWN = "unknown"  # the request went out, the answer was lost
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"  # permanent error at send, or a `failed` receipt
+    UNREACHABLE = "unreachable"
+    TRANSIENT = "transient"  # a retryable error; a later attempt retries it
+    TIMED_OUT = "timed_out"  # no receipt met the step's `wait_for` by its deadline
+    ABANDONED = "abandoned"  # the delivery ended (cancelled, expired) while this was open
+
+
+OPEN_ATTEMPT: Final = frozenset(
+    {AttemptStatus.SENDING, AttemptStatus.ACCEPTED, AttemptStatus.UNKNOWN}
+)
+_REACHED: Final = frozenset({AttemptStatus.DELIVERED, AttemptStatus.READ})
+
+
+class ReceiptStatus(StrEnum):
+    """A provider's report on one of its messages."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+def status_after(status: AttemptStatus, receipt: ReceiptStatus) -> AttemptStatus:
+    """An attempt's status once `receipt` is heard, whatever order receipts come in.
+
+    `read` outranks `delivered` (a read message was delivered); a `failed`
+    report never undoes a delivery already seen; `sent` settles an unknown
+    outcome as accepted.
+    """
+    if receipt is ReceiptStatus.READ:
+        return AttemptStatus.READ
+    if receipt is ReceiptStatus.DELIVERED:
+        return status if status is AttemptStatus.READ else AttemptStatus.DELIVERED
+    if receipt is ReceiptStatus.FAILED:
+        return status if status in _REACHED else AttemptStatus.FAILED
+    if status in (AttemptStatus.SENDING, AttemptStatus.UNKNOWN):
+        return AttemptStatus.ACCEPTED
+    return status
+
+
+class WaitFor(StrEnum):
+    """What a step counts as success."""
+
+    ACCEPTED = "accepted"
+    DELIVERED = "delivered"
+    READ = "read"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recipient:
+    """Who to reach, with one address per channel.
+
+    Phone numbers (`whatsapp`, `sms`, `call`) are validated and normalised to
+    E.164; a number without a leading `+` is read in `region` (e.g. "RU").
+    `addresses` holds any other channel (`max`, `vk`, a plugin's) by name.
+    """
+
+    id: str
+    whatsapp: str | None = None
+    telegram: str | None = None
+    viber: str | None = None
+    sms: str | None = None
+    email: str | None = None
+    call: str | None = None
+    app: str | None = None
+    addresses: Mapping[str, str] = field(default_factory=dict)
+    locale: str | None = None
+    timezone: str | None = None
+    opted_out: frozenset[str] = frozenset()
+    region: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise RecipientError("id", "must be a non-empty string")
+        for name in ("whatsapp", "sms", "call"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, normalize_phone(value, name, self.region))
+        for name in ("telegram", "viber", "app"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, int) and not isinstance(value, bool):
+                    value = str(value)
+                    object.__setattr__(self, name, value)
+                if not isinstance(value, str) or not value.strip():
+                    raise RecipientError(name, f"must be a non-empty string, got {value!r}")
+        if self.email is not None and not (
+            isinstance(self.email, str) and _EMAIL.match(self.email)
+        ):
+            raise RecipientError("email", f"{self.email!r} is not an email address")
+        extra: dict[str, str] = {}
+        for channel, address in dict(self.addresses).items():
+            if not isinstance(channel, str) or not _CHANNEL_NAME.match(channel):
+                raise RecipientError("addresses", f"{channel!r} is not a channel name")
+            if channel in _NAMED_CHANNELS:
+                raise RecipientError(
+                    f"addresses[{channel!r}]", f"use the {channel}= argument for this channel"
+                )
+            if not isinstance(address, str) or not address:
+                raise RecipientError(f"addresses[{channel!r}]", "must be a non-empty string")
+            extra[channel] = address
+        object.__setattr__(self, "addresses", extra)
+        if isinstance(self.opted_out, str):
+            raise RecipientError("opted_out", "must be a collection of channel names, not a str")
+        object.__setattr__(self, "opted_out", frozenset(self.opted_out))
+        if self.timezone is not None:
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise RecipientError(
+                    "timezone", f"{self.timezone!r} is not an IANA time zone"
+                ) from None
+
+    def address(self, channel: str) -> str | None:
+        """The address on `channel`, or None."""
+        if channel in _NAMED_CHANNELS:
+            value: str | None = getattr(self, channel)
+            return value
+        return self.addresses.get(channel)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id}
+        for name in (*_NAMED_CHANNELS, "locale", "timezone", "region"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        if self.addresses:
+            data["addresses"] = dict(self.addresses)
+        if self.opted_out:
+            data["opted_out"] = sorted(self.opted_out)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipient:
+        values = dict(data)
+        values["opted_out"] = frozenset(values.get("opted_out", ()))
+        return cls(**values)
+
+
+def normalize_phone(value: object, field_name: str, region: str | None = None) -> str:
+    """Return `value` as an E.164 number, or raise RecipientError naming the field."""
+    if not isinstance(value, str) or not value.strip():
+        raise RecipientError(field_name, f"must be a phone number string, got {value!r}")
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        hint = "" if region else " (write it in international form, +<country code>...)"
+        raise RecipientError(
+            field_name, f"{value!r} is not a phone number: {exc._msg}{hint}"
+        ) from None
+    if not phonenumbers.is_valid_number(number):
+        raise RecipientError(field_name, f"{value!r} is not a valid phone number")
+    e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """What to say.
+
+    `overrides` holds per-channel settings, e.g. `{"email": {"html": ...}}`,
+    `{"whatsapp": {"template": "parcel_arrived", "parameters": [...]}}`, or a
+    channel-specific `text`. `category` is `transactional` or `marketing` (or
+    any name a policy's step `categories` lists).
+    """
+
+    text: str
+    subject: str | None = None
+    category: str = "transactional"
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise MessageError(f"Message.text: must be a string, got {type(self.text).__name__}")
+        if not self.text.strip() and not any(
+            "text" in o or "template" in o for o in self.overrides.values()
+        ):
+            raise MessageError("Message.text: is empty")
+        if not isinstance(self.category, str) or not self.category:
+            raise MessageError("Message.category: must be a non-empty string")
+        for channel, override in self.overrides.items():
+            if not isinstance(override, Mapping):
+                raise MessageError(f"Message.overrides[{channel!r}]: must be a mapping")
+
+    def text_for(self, channel: str) -> str:
+        """The text to send on `channel`: its override if it has one."""
+        override = self.overrides.get(channel)
+        if override is not None and isinstance(override.get("text"), str):
+            text: str = override["text"]
+            return text
+        return self.text
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"text": self.text, "category": self.category}
+        if self.subject is not None:
+            data["subject"] = self.subject
+        if self.overrides:
+            data["overrides"] = {k: dict(v) for k, v in self.overrides.items()}
+        if self.metadata:
+            data["metadata"] = dict(self.metadata)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Message:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receipt:
+    """A provider's status report for one of its messages.
+
+    `receipt_id` is the report's identity for de-duplication: the webhook's
+    own id where the provider gives one, else message id and status.
+    `attempt_id` is our own attempt id where the provider echoes a tag we sent
+    (WhatsApp's `biz_opaque_callback_data`, the app webhook's `message_id`): it
+    finds the attempt even when the send's answer, and so the provider's
+    message id, was lost.
+    """
+
+    provider: str
+    provider_message_id: str
+    status: ReceiptStatus
+    ts: float
+    code: str | None = None
+    error: str | None = None
+    receipt_id: str = ""
+    attempt_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.receipt_id:
+            object.__setattr__(
+                self, "receipt_id", f"{self.provider_message_id}:{self.status.value}"
+            )
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.ts, UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One resolved step of a cascade policy, as the engine runs it."""
+
+    channel: str
+    providers: tuple[str, ...]
+    wait_for: WaitFor = WaitFor.DELIVERED
+    timeout: float = 600.0
+    retry_attempts: int = 3
+    retry_initial: float = 1.0
+    retry_max: float = 60.0
+    quiet_hours: tuple[int, int] | None = None  # minutes after midnight: start, end
+    categories: frozenset[str] | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class Attempt:
+    """One provider call and everything heard about it since."""
+
+    id: str
+    delivery_id: str
+    step: int
+    channel: str
+    provider: str
+    status: AttemptStatus
+    started_ts: float
+    finished_ts: float | None = None
+    deadline_ts: float | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+    code: str | None = None
+    retry_ts: float | None = None  # after a transient error: not before this time
+    cost: float | None = None
+    receipts: list[Receipt] = field(default_factory=list)
+
+    @property
+    def started_at(self) -> datetime:
+        return datetime.fromtimestamp(self.started_ts, UTC)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return _datetime(self.finished_ts)
+
+    @property
+    def deadline_at(self) -> datetime | None:
+        return _datetime(self.deadline_ts)
+
+    @property
+    def retry_at(self) -> datetime | None:
+        return _datetime(self.retry_ts)
+
+    def absorb(self, receipt: Receipt) -> bool:
+        """Add a receipt unless it is a duplicate, and move the status on; True if new."""
+        for seen in self.receipts:
+            if seen.receipt_id == receipt.receipt_id:
+                return False
+        self.receipts.append(receipt)
+        self.status = status_after(self.status, receipt.status)
+        return True
+
+    def copy(self) -> Attempt:
+        return Attempt(
+            id=self.id,
+            delivery_id=self.delivery_id,
+            step=self.step,
+            channel=self.channel,
+            provider=self.provider,
+            status=self.status,
+            started_ts=self.started_ts,
+            finished_ts=self.finished_ts,
+            deadline_ts=self.deadline_ts,
+            provider_message_id=self.provider_message_id,
+            error=self.error,
+            code=self.code,
+            retry_ts=self.retry_ts,
+            cost=self.cost,
+            receipts=list(self.receipts),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SkippedStep:
+    """A step the cascade passed over, and why (`no_address`, `opted_out`, ...)."""
+
+    step: int
+    channel: str
+    reason: str
+    ts: float
+    detail: str | None = None
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.ts, UTC)
+
+
+@dataclass(slots=True, kw_only=True)
+class Delivery:
+    """The state of one cascade."""
+
+    id: str
+    policy: str
+    recipient: Recipient
+    message: Message
+    steps: tuple[Step, ...]
+    created_ts: float
+    expires_ts: float
+    status: DeliveryStatus = DeliveryStatus.PENDING
+    channel: str | None = None
+    step: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+    skipped: list[SkippedStep] = field(default_factory=list)
+    finished_ts: float | None = None
+    wake_ts: float | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(self.created_ts, UTC)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return _datetime(self.finished_ts)
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.expires_ts, UTC)
+
+    @property
+    def final(self) -> bool:
+        return self.status is not DeliveryStatus.PENDING
+
+    def copy(self) -> Delivery:
+        """A snapshot that later changes in the store do not touch."""
+        return Delivery(
+            id=self.id,
+            policy=self.policy,
+            recipient=self.recipient,
+            message=self.message,
+            steps=self.steps,
+            created_ts=self.created_ts,
+            expires_ts=self.expires_ts,
+            status=self.status,
+            channel=self.channel,
+            step=self.step,
+            attempts=[a.copy() for a in self.attempts],
+            skipped=list(self.skipped),
+            finished_ts=self.finished_ts,
+            wake_ts=self.wake_ts,
+            idempotency_key=self.idempotency_key,
+        )

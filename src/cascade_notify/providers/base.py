@@ -1,0 +1,162 @@
+"""The provider seam: one class per way of sending on one channel.
+
+A provider knows its API and nothing of the engine, the store or the policy
+file. It implements `send()` and, if it gets receipts by webhook, `verify()`
+and `parse()` (plus `handshake()` for a GET challenge); if it can only be
+asked, `poll()`. What it can do is declared as class data the policy
+validator reads: `receipts`, `max_length`, `idempotent_sends`,
+`poll_interval`, and its settings as a pydantic model.
+
+Errors: `send()` raises `TransientError`, `PermanentError`,
+`UnreachableError` or `UnknownOutcomeError` (see `cascade_notify.errors`);
+anything else it raises is treated as an unknown outcome, never as "not sent".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from cascade_notify.clock import Clock, SystemClock
+from cascade_notify.models import Message, Receipt, ReceiptStatus, Recipient, WaitFor
+
+ReceiptSink = Callable[[Sequence[Receipt]], Awaitable[None]]
+
+
+class ProviderSettings(BaseModel):
+    """Base of every provider's settings; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """Everything a provider needs for one call.
+
+    `attempt_id` is unique per attempt and stable across a crash-and-resume of
+    the same attempt: use it as the provider's idempotency key or callback tag
+    where the API has one.
+    """
+
+    attempt_id: str
+    delivery_id: str
+    channel: str
+    address: str
+    recipient: Recipient
+    message: Message
+
+    @property
+    def text(self) -> str:
+        return self.message.text_for(self.channel)
+
+    @property
+    def overrides(self) -> Mapping[str, Any]:
+        return self.message.overrides.get(self.channel, {})
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """A provider accepted the message."""
+
+    provider_message_id: str
+    cost: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """An incoming HTTP request, framework-free. `body` is the raw bytes as received."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]  # lower-cased names
+    body: bytes = b""
+    query: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResponse:
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Provider:
+    """Base class of every provider.
+
+    Subclasses set `type_name`, `channel` (or read it from settings),
+    `receipts` and `Settings`, and implement `send()`.
+    """
+
+    type_name: ClassVar[str] = ""
+    #: The channel this type sends on; `None` if the settings choose it.
+    default_channel: ClassVar[str | None] = None
+    #: The receipts this provider can report. `sent` means "accepted" only.
+    receipts: ClassVar[frozenset[ReceiptStatus]] = frozenset()
+    #: Longest text the API takes, in characters; `None` for no limit.
+    max_length: ClassVar[int | None] = None
+    #: True when resending with the same attempt id cannot deliver twice.
+    idempotent_sends: ClassVar[bool] = False
+    #: Seconds between status polls while waiting for a receipt; `None`: no polling.
+    poll_interval: ClassVar[float | None] = None
+    #: True when the provider takes receipts by webhook.
+    accepts_webhooks: ClassVar[bool] = False
+    Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
+
+    def __init__(
+        self, name: str, settings: ProviderSettings, *, clock: Clock | None = None
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        channel = getattr(settings, "channel", None) or self.default_channel
+        if channel is None:
+            raise ValueError(f"provider {name!r}: no channel given")
+        self.channel: str = channel
+        self._sink: ReceiptSink | None = None
+
+    @classmethod
+    def can_satisfy(cls, wait_for: WaitFor, settings: ProviderSettings | None = None) -> bool:
+        """Whether this provider can ever report what `wait_for` asks for."""
+        if wait_for is WaitFor.ACCEPTED:
+            return True
+        if wait_for is WaitFor.DELIVERED:
+            return bool(cls.receipts & {ReceiptStatus.DELIVERED, ReceiptStatus.READ})
+        return ReceiptStatus.READ in cls.receipts
+
+    def attach(self, sink: ReceiptSink) -> None:
+        """Called by the notifier: where receipts this provider learns of go."""
+        self._sink = sink
+
+    async def emit(self, receipts: Sequence[Receipt]) -> None:
+        """Hand receipts learned outside a webhook (a push, a callback) to the notifier."""
+        if self._sink is None:
+            raise RuntimeError(f"provider {self.name!r} is not attached to a running notifier")
+        await self._sink(receipts)
+
+    async def send(self, request: SendRequest) -> SendResult:
+        raise NotImplementedError
+
+    async def handshake(self, request: WebhookRequest) -> WebhookResponse | None:
+        """Answer a subscription challenge (a GET), or None if this is not one."""
+        return None
+
+    def verify(self, request: WebhookRequest) -> bool:
+        """Whether the request carries this provider's valid signature (constant-time)."""
+        return False
+
+    def parse(self, request: WebhookRequest) -> list[Receipt]:
+        """Turn a verified webhook body into receipts. Raise ValueError if malformed."""
+        raise ValueError(f"provider {self.name!r} does not take webhooks")
+
+    async def poll(self, provider_message_ids: Sequence[str]) -> list[Receipt]:
+        """Ask the provider for the status of these messages."""
+        return []
+
+    async def aclose(self) -> None:
+        """Release connections and background work."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} on {self.channel}>"

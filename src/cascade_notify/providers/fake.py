@@ -1,0 +1,220 @@
+"""A fake provider for any channel, for tests and the demo.
+
+It sends nothing: it records every call, answers the way its `behavior`
+says, and reports receipts through the same ingestion path as a real
+provider's webhook, on the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from cascade_notify._duration import Duration
+from cascade_notify.errors import (
+    PermanentError,
+    TransientError,
+    UnknownOutcomeError,
+    UnreachableError,
+)
+from cascade_notify.models import Receipt, ReceiptStatus
+from cascade_notify.providers.base import Provider, ProviderSettings, SendRequest, SendResult
+
+Behavior = Literal[
+    "deliver",  # accepted, then a `delivered` receipt
+    "read",  # accepted, then `delivered` and `read`
+    "no_receipt",  # accepted, and never a word after
+    "fail_receipt",  # accepted, then a `failed` receipt
+    "fail",  # a permanent error at send
+    "unreachable",  # the recipient is not on this channel
+    "down",  # connection refused: a transient error, every time
+    "transient",  # `failures` transient errors per delivery, then `deliver`
+    "unknown",  # the request times out after the provider took it; `delivered` follows
+]
+
+
+# What a real provider on each channel says when the fake plays that part.
+_UNREACHABLE = {
+    "whatsapp": ("message undeliverable: not a WhatsApp user", "131026"),
+    "telegram": ("Forbidden: bot was blocked by the user", "403"),
+    "viber": ("receiver is not subscribed", "6"),
+    "sms": ("the number is a landline or unreachable", "30006"),
+    "email": ("mailbox unavailable", "550"),
+}
+_FAILED_RECEIPT = {
+    "whatsapp": ("message undeliverable", "131026"),
+    "viber": ("delivery failed", "failed"),
+    "sms": ("undelivered: unknown destination handset", "30005"),
+    "email": ("bounced: mailbox full", "552"),
+}
+
+
+class FakeSettings(ProviderSettings):
+    channel: str = Field(min_length=1)
+    behavior: Behavior = "deliver"
+    failures: int = Field(default=1, ge=0)
+    receipt_delay: Duration = 0.0
+    latency: Duration = 0.0
+    retry_after: Duration | None = None
+    cost: float | None = None
+    overrides: dict[str, Behavior] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FakeCall:
+    """One call a fake received, and how it answered."""
+
+    attempt_id: str
+    delivery_id: str
+    recipient_id: str
+    address: str
+    text: str
+    behavior: Behavior
+    outcome: str  # accepted, or the error class name
+    provider_message_id: str | None
+    ts: float
+
+
+class FakeProvider(Provider):
+    """`type: fake`. Behaves as `behavior` says, per recipient as `overrides` say."""
+
+    type_name = "fake"
+    receipts: ClassVar[frozenset[ReceiptStatus]] = frozenset(ReceiptStatus)
+    idempotent_sends = False
+    Settings = FakeSettings
+    settings: FakeSettings
+
+    def __init__(self, name: str, settings: ProviderSettings, **kwargs: object) -> None:
+        super().__init__(name, settings, **kwargs)  # type: ignore[arg-type]
+        self.behavior: Behavior = self.settings.behavior
+        self.overrides: dict[str, Behavior] = dict(self.settings.overrides)
+        self.calls: list[FakeCall] = []
+        self._ids = itertools.count(1)
+        self._failures: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def sent(self) -> list[FakeCall]:
+        """The calls the provider accepted (or may have: `unknown`)."""
+        return [c for c in self.calls if c.provider_message_id is not None]
+
+    def sent_to(self, recipient_id: str) -> list[FakeCall]:
+        return [c for c in self.sent if c.recipient_id == recipient_id]
+
+    def set_behavior(
+        self, behavior: Behavior, *, recipients: Mapping[str, Behavior] | None = None
+    ) -> None:
+        """Change how the fake answers from now on (an outage starts or ends)."""
+        self.behavior = behavior
+        if recipients is not None:
+            self.overrides = dict(recipients)
+
+    async def send(self, request: SendRequest) -> SendResult:
+        if self.settings.latency:
+            await self.clock.sleep(self.settings.latency)
+        behavior = self.overrides.get(request.recipient.id, self.behavior)
+        message_id: str | None = None
+        outcome = "accepted"
+        try:
+            if behavior == "fail":
+                raise PermanentError("rejected by fake", provider=self.name, code="fake_fail")
+            if behavior == "unreachable":
+                text, code = _UNREACHABLE.get(
+                    self.channel, ("recipient not on this channel", "unreachable")
+                )
+                raise UnreachableError(text, provider=self.name, code=code)
+            if behavior == "down":
+                raise TransientError(
+                    "connection refused",
+                    provider=self.name,
+                    code="fake_down",
+                    retry_after=self.settings.retry_after,
+                )
+            if (
+                behavior == "transient"
+                and self._failures[request.delivery_id] < self.settings.failures
+            ):
+                self._failures[request.delivery_id] += 1
+                raise TransientError(
+                    "temporarily unavailable",
+                    provider=self.name,
+                    code="fake_transient",
+                    retry_after=self.settings.retry_after,
+                )
+            message_id = f"{self.name}-{next(self._ids)}"
+            self._schedule(message_id, request.attempt_id, behavior)
+            if behavior == "unknown":
+                raise UnknownOutcomeError(
+                    "read timed out after the request was sent", provider=self.name
+                )
+            return SendResult(message_id, cost=self.settings.cost)
+        except Exception as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self.calls.append(
+                FakeCall(
+                    attempt_id=request.attempt_id,
+                    delivery_id=request.delivery_id,
+                    recipient_id=request.recipient.id,
+                    address=request.address,
+                    text=request.text,
+                    behavior=behavior,
+                    outcome=outcome,
+                    provider_message_id=message_id,
+                    ts=self.clock.now(),
+                )
+            )
+
+    def _schedule(self, message_id: str, attempt_id: str, behavior: Behavior) -> None:
+        statuses: tuple[ReceiptStatus, ...]
+        if behavior in ("deliver", "transient", "unknown"):
+            statuses = (ReceiptStatus.DELIVERED,)
+        elif behavior == "read":
+            statuses = (ReceiptStatus.DELIVERED, ReceiptStatus.READ)
+        elif behavior == "fail_receipt":
+            statuses = (ReceiptStatus.FAILED,)
+        else:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._report(message_id, attempt_id, statuses)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _report(
+        self, message_id: str, attempt_id: str, statuses: tuple[ReceiptStatus, ...]
+    ) -> None:
+        if self.settings.receipt_delay:
+            await self.clock.sleep(self.settings.receipt_delay)
+        else:
+            await asyncio.sleep(0)
+        now = self.clock.now()
+        error, code = _FAILED_RECEIPT.get(self.channel, ("reported failed", "failed"))
+        await self.emit(
+            [
+                Receipt(
+                    provider=self.name,
+                    provider_message_id=message_id,
+                    status=status,
+                    ts=now,
+                    code=code if status is ReceiptStatus.FAILED else None,
+                    error=error if status is ReceiptStatus.FAILED else None,
+                    attempt_id=attempt_id,
+                )
+                for status in statuses
+            ]
+        )
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()

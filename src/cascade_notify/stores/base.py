@@ -1,0 +1,156 @@
+"""The store protocol: where deliveries, attempts, receipts and timers live.
+
+It is shaped like the engine's transitions, one call each:
+
+- `create`: `send()` persists a new cascade (idempotent on its key);
+- `claim`: a worker leases deliveries that are due (timer passed or poked);
+- `commit`: the worker writes one transition, fenced by its lease token;
+- `record_receipts`: a webhook or poll reports on messages; the delivery is poked;
+- `cancel`: a user ends a cascade, fencing out any worker that holds it.
+
+A lease token is the fence: `claim` bumps it, and `commit` with any other
+token raises `LeaseLost` and writes nothing, so a worker paused past its lease
+can never write over its successor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from cascade_notify.models import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Receipt,
+    SkippedStep,
+)
+
+
+@dataclass(slots=True)
+class Claim:
+    """A lease on one delivery: a snapshot of it and the fencing token."""
+
+    delivery: Delivery
+    token: int
+    lease_until: float
+
+
+@dataclass(slots=True, kw_only=True)
+class Transition:
+    """Everything one engine decision changes, written in one store call.
+
+    `attempts` are upserted by id (receipts already stored for an attempt are
+    kept and its status re-derived from them); `skipped` is appended;
+    `wake_ts` replaces the delivery's timer (None: no timer). `release` ends
+    the lease.
+    """
+
+    attempts: list[Attempt] = field(default_factory=list)
+    skipped: list[SkippedStep] = field(default_factory=list)
+    step: int | None = None
+    status: DeliveryStatus | None = None
+    channel: str | None = None
+    finished_ts: float | None = None
+    wake_ts: float | None = None
+    release: bool = True
+
+    def merge(self, later: Transition) -> Transition:
+        """This transition followed by `later`, as one write."""
+        by_id = {a.id: a for a in self.attempts}
+        for attempt in later.attempts:
+            by_id[attempt.id] = attempt
+        return Transition(
+            attempts=list(by_id.values()),
+            skipped=[*self.skipped, *later.skipped],
+            step=later.step if later.step is not None else self.step,
+            status=later.status if later.status is not None else self.status,
+            channel=later.channel if later.channel is not None else self.channel,
+            finished_ts=later.finished_ts if later.finished_ts is not None else self.finished_ts,
+            wake_ts=later.wake_ts,
+            release=later.release,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptResult:
+    """What recording one receipt did."""
+
+    receipt: Receipt
+    delivery_id: str | None  # None: no message of ours has that id (yet)
+    duplicate: bool
+
+
+def apply_transition(delivery: Delivery, transition: Transition) -> None:
+    """Apply `transition` to `delivery` in place: the one definition every store shares."""
+    for attempt in transition.attempts:
+        _upsert(delivery.attempts, attempt)
+    if transition.skipped:
+        delivery.skipped.extend(transition.skipped)
+    if transition.step is not None:
+        delivery.step = transition.step
+    if transition.status is not None:
+        delivery.status = transition.status
+        delivery.channel = transition.channel
+        delivery.finished_ts = transition.finished_ts
+    delivery.wake_ts = transition.wake_ts
+
+
+def _upsert(attempts: list[Attempt], attempt: Attempt) -> None:
+    for index in range(len(attempts) - 1, -1, -1):
+        old = attempts[index]
+        if old.id == attempt.id:
+            # the writer's copy carries the receipts it decided on; any others
+            # arrived meanwhile and still count
+            new = attempt.copy()
+            if new.provider_message_id is None:  # learned from a receipt meanwhile
+                new.provider_message_id = old.provider_message_id
+            for receipt in old.receipts:
+                new.absorb(receipt)
+            attempts[index] = new
+            return
+    attempts.append(attempt.copy())
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the engine and the notifier need from a store."""
+
+    async def open(self) -> None:
+        """Connect, and check the schema version."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def create(self, delivery: Delivery) -> tuple[Delivery, bool]:
+        """Persist a new delivery, due at once; with a known idempotency key return
+        the existing one instead. The bool says whether it was created."""
+        ...
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        """A snapshot of the delivery, or None."""
+        ...
+
+    async def claim(self, now: float, *, limit: int, lease: float) -> list[Claim]:
+        """Lease up to `limit` pending deliveries that are due (timer at or before `now`,
+        poked by a receipt, or whose previous lease expired) for `lease` seconds."""
+        ...
+
+    async def commit(self, claim: Claim, transition: Transition) -> None:
+        """Write `transition`; raise LeaseLost if the lease was taken over."""
+        ...
+
+    async def record_receipts(self, receipts: Sequence[Receipt], now: float) -> list[ReceiptResult]:
+        """Attach each receipt to its attempt by (provider, provider message id) and poke
+        the delivery. A receipt seen before is a duplicate and changes nothing. One for
+        an unknown message is kept a while, in case the send's answer is still on its way."""
+        ...
+
+    async def cancel(self, delivery_id: str, now: float) -> Delivery | None:
+        """End a pending delivery as cancelled (fencing out its worker); return it, or None."""
+        ...
+
+    async def next_wake(self) -> float | None:
+        """The earliest time any pending delivery is due, or None if none is."""
+        ...

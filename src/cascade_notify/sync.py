@@ -1,0 +1,148 @@
+"""`SyncNotifier`: the same verbs for synchronous code (Django, Flask, scripts).
+
+It runs one `Notifier` on an event loop in a portal thread (anyio's blocking
+portal) and forwards each call to it: the same engine, not a second one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any, Self
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from cascade_notify.clock import Clock
+from cascade_notify.models import Delivery, Message, Receipt, Recipient
+from cascade_notify.notifier import Notifier
+from cascade_notify.policy import Config
+from cascade_notify.providers.base import Provider
+from cascade_notify.stores.base import ReceiptResult, Store
+
+
+class SyncNotifier:
+    """Use as `with SyncNotifier.from_yaml("cascade.yaml") as notifier: notifier.send(...)`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        store: Store | str | None = None,
+        worker: bool = True,
+        providers: Mapping[str, Provider] | None = None,
+    ) -> None:
+        self._kwargs: dict[str, Any] = {
+            "clock": clock,
+            "store": store,
+            "worker": worker,
+            "providers": providers,
+        }
+        self.config = config
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+        self._notifier: Notifier | None = None
+
+    @classmethod
+    def from_yaml(
+        cls,
+        source: str | os.PathLike[str],
+        *,
+        clock: Clock | None = None,
+        store: Store | str | None = None,
+        worker: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> Self:
+        from cascade_notify.policy import load_config
+
+        return cls(load_config(source, env=env), clock=clock, store=store, worker=worker)
+
+    @property
+    def notifier(self) -> Notifier:
+        """The async notifier underneath (runs in the portal thread)."""
+        if self._notifier is None:
+            raise RuntimeError("the notifier is not running; use `with notifier:`")
+        return self._notifier
+
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        return self.notifier.providers
+
+    def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._portal is None:
+            raise RuntimeError("the notifier is not running; use `with notifier:`")
+        return self._portal.call(lambda: func(*args, **kwargs))
+
+    def start(self) -> None:
+        if self._portal is not None:
+            return
+        self._portal_cm = start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+        self._notifier = self._portal.call(lambda: _build(self.config, self._kwargs))
+        try:
+            self._call(self._notifier.start)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            if self._notifier is not None and self._portal is not None:
+                self._call(self._notifier.stop)
+        finally:
+            self._notifier = None
+            if self._portal_cm is not None:
+                self._portal_cm.__exit__(None, None, None)
+            self._portal_cm = None
+            self._portal = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def send(
+        self,
+        recipient: Recipient,
+        message: Message,
+        *,
+        policy: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Delivery:
+        result: Delivery = self._call(
+            self.notifier.send,
+            recipient,
+            message,
+            policy=policy,
+            idempotency_key=idempotency_key,
+        )
+        return result
+
+    def wait(self, delivery_id: str, timeout: float | None = None) -> Delivery:
+        result: Delivery = self._call(self.notifier.wait, delivery_id, timeout)
+        return result
+
+    def get(self, delivery_id: str) -> Delivery:
+        result: Delivery = self._call(self.notifier.get, delivery_id)
+        return result
+
+    def cancel(self, delivery_id: str) -> Delivery:
+        result: Delivery = self._call(self.notifier.cancel, delivery_id)
+        return result
+
+    def record_receipts(self, receipts: Sequence[Receipt]) -> list[ReceiptResult]:
+        result: list[ReceiptResult] = self._call(self.notifier.record_receipts, receipts)
+        return result
+
+
+async def _build(config: Config, kwargs: dict[str, Any]) -> Notifier:
+    return Notifier(config, **kwargs)
