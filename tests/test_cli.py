@@ -79,8 +79,19 @@ providers:
 policies:
   p: {steps: [{channel: whatsapp, providers: [wa]}, {channel: sms, providers: [sms]}]}
 """)
-    result = runner.invoke(app, ["send", "--policy", str(path), "--to-whatsapp", "+79161234567",
-                                 "--to-sms", "+79161234567", "Hello"])
+    result = runner.invoke(
+        app,
+        [
+            "send",
+            "--policy",
+            str(path),
+            "--to-whatsapp",
+            "+79161234567",
+            "--to-sms",
+            "+79161234567",
+            "Hello",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "unreachable" in result.output
     assert "delivered on sms" in result.output
@@ -89,8 +100,10 @@ policies:
 def test_send_rejects_a_bad_number(tmp_path):
     """An invalid number is reported by field, and nothing is sent."""
     path = tmp_path / "p.yaml"
-    path.write_text("providers: {s: {type: fake, channel: sms}}\n"
-                    "policies: {p: {steps: [{channel: sms, providers: [s]}]}}\n")
+    path.write_text(
+        "providers: {s: {type: fake, channel: sms}}\n"
+        "policies: {p: {steps: [{channel: sms, providers: [s]}]}}\n"
+    )
     result = runner.invoke(app, ["send", "--policy", str(path), "--to-sms", "+7 12", "Hi"])
     assert result.exit_code == 2
     assert "Recipient.sms" in result.output

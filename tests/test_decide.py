@@ -12,20 +12,37 @@ class Traits:
         self.poll_interval = poll
 
 
-STEPS = (Step(channel="sms", providers=("gw1", "gw2"), wait_for=WaitFor.DELIVERED, timeout=60),
-         Step(channel="email", providers=("smtp",), wait_for=WaitFor.ACCEPTED))
+STEPS = (
+    Step(channel="sms", providers=("gw1", "gw2"), wait_for=WaitFor.DELIVERED, timeout=60),
+    Step(channel="email", providers=("smtp",), wait_for=WaitFor.ACCEPTED),
+)
 
 
 def delivery(*attempts: Attempt) -> Delivery:
-    return Delivery(id="d", policy="p", steps=STEPS, created_ts=0, expires_ts=3600,
-                    recipient=Recipient(id="r", sms="+79161234567", email="r@example.com"),
-                    message=Message(text="hi"), attempts=list(attempts),
-                    step=attempts[-1].step if attempts else 0)
+    return Delivery(
+        id="d",
+        policy="p",
+        steps=STEPS,
+        created_ts=0,
+        expires_ts=3600,
+        recipient=Recipient(id="r", sms="+79161234567", email="r@example.com"),
+        message=Message(text="hi"),
+        attempts=list(attempts),
+        step=attempts[-1].step if attempts else 0,
+    )
 
 
 def attempt(status: AttemptStatus, provider: str = "gw1", **kw: object) -> Attempt:
-    return Attempt(id=f"a-{provider}", delivery_id="d", step=0, channel="sms", provider=provider,
-                   status=status, started_ts=0, **kw)  # type: ignore[arg-type]
+    return Attempt(
+        id=f"a-{provider}",
+        delivery_id="d",
+        step=0,
+        channel="sms",
+        provider=provider,
+        status=status,
+        started_ts=0,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 TRAITS = {"gw1": Traits(), "gw2": Traits(), "smtp": Traits()}

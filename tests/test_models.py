@@ -61,14 +61,20 @@ def test_telegram_chat_id_may_be_an_int():
 
 def test_recipient_round_trips_through_dict():
     """to_dict/from_dict keep every field (the stores rely on it)."""
-    recipient = Recipient(id="r", sms="+79161234567", addresses={"vk": "1"}, opted_out={"sms"},
-                          timezone="Europe/Moscow", locale="ru")
+    recipient = Recipient(
+        id="r",
+        sms="+79161234567",
+        addresses={"vk": "1"},
+        opted_out={"sms"},
+        timezone="Europe/Moscow",
+        locale="ru",
+    )
     assert Recipient.from_dict(recipient.to_dict()) == recipient
 
 
 def test_message_needs_text():
     """An empty message is refused; a channel override may carry the text instead."""
-    with pytest.raises(MessageError, match="Message.text: is empty"):
+    with pytest.raises(MessageError, match=r"Message\.text: is empty"):
         Message(text="  ")
     message = Message(text="", overrides={"whatsapp": {"template": "parcel_arrived"}})
     assert message.text_for("sms") == ""

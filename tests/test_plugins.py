@@ -11,7 +11,7 @@ from cascade_notify import PolicyError, load_config
 from cascade_notify.errors import RegistryError
 from cascade_notify.providers import registry
 
-PLUGIN = '''
+PLUGIN = """
 from typing import ClassVar
 from cascade_notify.models import ReceiptStatus
 from cascade_notify.providers import Provider, ProviderSettings, SendRequest, SendResult
@@ -31,7 +31,7 @@ class EchoSMS(Provider):
     async def send(self, request: SendRequest) -> SendResult:
         self.sent.append(request.text)
         return SendResult(f"echo-{len(self.sent)}")
-'''
+"""
 
 
 def install(site, name: str, entry_points: str) -> None:
@@ -54,10 +54,14 @@ def site(tmp_path, monkeypatch):
 
 def test_plugin_type_is_usable_from_yaml(site):
     """An installed package's entry point makes its type usable in a policy."""
-    install(site, "echo_plugin_a", """
+    install(
+        site,
+        "echo_plugin_a",
+        """
         [cascade_notify.providers]
         echo_sms = echo_plugin_a:EchoSMS
-    """)
+    """,
+    )
     config = load_config("""
 providers:
   echo: {type: echo_sms, token: t}
@@ -71,10 +75,14 @@ policies:
 
 def test_plugin_settings_are_validated(site):
     """A plugin's own settings model is enforced with the field named."""
-    install(site, "echo_plugin_b", """
+    install(
+        site,
+        "echo_plugin_b",
+        """
         [cascade_notify.providers]
         echo_sms = echo_plugin_b:EchoSMS
-    """)
+    """,
+    )
     with pytest.raises(PolicyError, match=r"providers\.echo\.token"):
         load_config("""
 providers:
@@ -86,23 +94,31 @@ policies:
 
 def test_plugin_claiming_a_builtin_name_is_an_error(site):
     """A plugin may not take over a built-in type."""
-    install(site, "echo_plugin_c", """
+    install(
+        site,
+        "echo_plugin_c",
+        """
         [cascade_notify.providers]
         fake = echo_plugin_c:EchoSMS
-    """)
+    """,
+    )
     with pytest.raises(RegistryError, match="built in and also claimed"):
         registry.get("fake")
 
 
 def test_two_plugins_claiming_one_name_is_an_error(site):
     """Two packages claiming one type name is refused, naming both."""
-    install(site, "echo_plugin_d", "[cascade_notify.providers]\necho_fake = echo_plugin_d:EchoSMS\n")
-    install(site, "echo_plugin_e", "[cascade_notify.providers]\necho_fake = echo_plugin_e:EchoSMS\n")
+    install(
+        site, "echo_plugin_d", "[cascade_notify.providers]\necho_fake = echo_plugin_d:EchoSMS\n"
+    )
+    install(
+        site, "echo_plugin_e", "[cascade_notify.providers]\necho_fake = echo_plugin_e:EchoSMS\n"
+    )
     with pytest.raises(RegistryError, match="claimed by several plugins"):
         registry.get("echo_fake")
 
 
 def test_unknown_type_lists_known_ones():
     """An unknown type says which types exist."""
-    with pytest.raises(RegistryError, match="unknown provider type 'nope'; known types: .*fake"):
+    with pytest.raises(RegistryError, match=r"unknown provider type 'nope'; known types: .*fake"):
         registry.get("nope")

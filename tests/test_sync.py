@@ -21,8 +21,9 @@ def test_sync_send_and_wait():
     """send/wait/get from a thread with no event loop, on the real clock."""
     assert threading.current_thread() is threading.main_thread()
     with SyncNotifier.from_yaml(POLICY) as notifier:
-        delivery = notifier.send(Recipient(id="r", whatsapp="+79161234567", sms="+79161234567"),
-                                 Message(text="hi"))
+        delivery = notifier.send(
+            Recipient(id="r", whatsapp="+79161234567", sms="+79161234567"), Message(text="hi")
+        )
         final = notifier.wait(delivery.id, timeout=10)
         assert final.status is DeliveryStatus.DELIVERED
         assert final.channel == "sms"

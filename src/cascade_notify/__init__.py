@@ -6,7 +6,6 @@ messenger ever loses it.
         delivery = await notifier.send(recipient, message)
 """
 
-from cascade_notify.engine import Event
 from cascade_notify.errors import (
     CascadeError,
     DeliveryNotFound,
@@ -24,6 +23,7 @@ from cascade_notify.errors import (
     UnreachableError,
     WaitTimeout,
 )
+from cascade_notify.events import Event
 from cascade_notify.models import (
     Attempt,
     AttemptStatus,

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cascade_notify._duration import format_duration, human_duration
-from cascade_notify.engine import Event
+from cascade_notify.events import Event
 from cascade_notify.models import Delivery, Message, Recipient
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config

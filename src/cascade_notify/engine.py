@@ -16,26 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Protocol, cast
+from typing import Protocol
 from zoneinfo import ZoneInfo
-
-from tenacity import RetryCallState, wait_exponential_jitter
 
 from cascade_notify.clock import Clock
 from cascade_notify.errors import (
-    LeaseLost,
     PermanentError,
     ProviderError,
     TransientError,
     UnknownOutcomeError,
     UnreachableError,
 )
+from cascade_notify.events import Event, Listener, emit
 from cascade_notify.models import (
     OPEN_ATTEMPT,
     Attempt,
@@ -45,8 +41,10 @@ from cascade_notify.models import (
     SkippedStep,
     Step,
     WaitFor,
+    new_id,
 )
 from cascade_notify.providers.base import Provider, SendRequest
+from cascade_notify.resilience import backoff
 from cascade_notify.stores.base import Claim, Store, Transition, apply_transition
 
 log = logging.getLogger("cascade_notify.engine")
@@ -60,6 +58,15 @@ _MEETS = {
 }
 _WAITING = frozenset(
     {AttemptStatus.ACCEPTED, AttemptStatus.UNKNOWN, AttemptStatus.DELIVERED, AttemptStatus.READ}
+)
+
+
+# Which outcome each provider error means; a bare ProviderError is not among them
+_OUTCOMES = (
+    (TransientError, AttemptStatus.TRANSIENT),
+    (UnreachableError, AttemptStatus.UNREACHABLE),
+    (PermanentError, AttemptStatus.FAILED),
+    (UnknownOutcomeError, AttemptStatus.UNKNOWN),
 )
 
 
@@ -94,6 +101,15 @@ class Decision:
     wake_ts: float | None = None  # WAIT, POLL: look again at this time
     status: DeliveryStatus | None = None  # FINISH
     channel: str | None = None  # FINISH: where it was delivered
+
+    def send(self, provider: str, resend: Attempt | None = None) -> Decision:
+        self.action, self.provider, self.resend = Action.SEND, provider, resend
+        return self
+
+    def wait(self, until: float, poll: Attempt | None = None) -> Decision:
+        self.action = Action.WAIT if poll is None else Action.POLL
+        self.wake_ts, self.attempt = until, poll
+        return self
 
 
 def meets(attempt: Attempt, wait_for: WaitFor) -> bool:
@@ -179,17 +195,12 @@ def decide(delivery: Delivery, now: float, providers: Mapping[str, Traits]) -> D
                 )
                 index += 1
                 continue
-            decision.action = Action.SEND
-            decision.provider = step.providers[0]
-            return decision
+            return decision.send(step.providers[0])
 
         status = last.status
         if status is AttemptStatus.SENDING:
             if providers[last.provider].idempotent_sends:
-                decision.action = Action.SEND
-                decision.provider = last.provider
-                decision.resend = last
-                return decision
+                return decision.send(last.provider, resend=last)
             last = _close(
                 last,
                 AttemptStatus.UNKNOWN,
@@ -207,16 +218,9 @@ def decide(delivery: Delivery, now: float, providers: Mapping[str, Traits]) -> D
                 wake = min(deadline, delivery.expires_ts)
                 interval = providers[last.provider].poll_interval
                 if interval and last.provider_message_id is not None:
-                    if now >= last.started_ts + interval:
-                        decision.action = Action.POLL
-                        decision.attempt = last
-                    else:
-                        decision.action = Action.WAIT
-                    decision.wake_ts = min(wake, now + interval)
-                    return decision
-                decision.action = Action.WAIT
-                decision.wake_ts = wake
-                return decision
+                    due = now >= last.started_ts + interval
+                    return decision.wait(min(wake, now + interval), last if due else None)
+                return decision.wait(wake)
             decision.updates.append(
                 _close(
                     last, AttemptStatus.TIMED_OUT, now, f"no {step.wait_for.value} receipt in time"
@@ -234,12 +238,8 @@ def decide(delivery: Delivery, now: float, providers: Mapping[str, Traits]) -> D
                 and retry_ts < delivery.expires_ts
             ):
                 if now >= retry_ts:
-                    decision.action = Action.SEND
-                    decision.provider = last.provider
-                    return decision
-                decision.action = Action.WAIT
-                decision.wake_ts = retry_ts
-                return decision
+                    return decision.send(last.provider)
+                return decision.wait(retry_ts)
 
         position = (
             step.providers.index(last.provider) + 1
@@ -247,56 +247,11 @@ def decide(delivery: Delivery, now: float, providers: Mapping[str, Traits]) -> D
             else len(step.providers)
         )
         if position < len(step.providers):
-            decision.action = Action.SEND
-            decision.provider = step.providers[position]
-            return decision
+            return decision.send(step.providers[position])
         index += 1
 
     decision.step = len(steps)
     return _finish(delivery, now, DeliveryStatus.EXHAUSTED, decision)
-
-
-def new_id() -> str:
-    """A 32-hex-digit id that sorts by creation time (friendly to B-tree indexes)."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something that happened to a delivery, for timelines, metrics and alerts."""
-
-    kind: str  # created, sending, outcome, skipped, receipt, finished
-    delivery_id: str
-    ts: float
-    channel: str | None = None
-    provider: str | None = None
-    status: str | None = None
-    detail: str | None = None
-
-
-Listener = Callable[[Event], None]
-
-
-def emit(listeners: Sequence[Listener], event: Event) -> None:
-    """Hand `event` to each listener; a failing listener is logged, never fatal."""
-    for listener in listeners:
-        try:
-            listener(event)
-        except Exception:
-            log.exception("event listener %r failed", listener)
-
-
-class _AttemptNumber:
-    """The one field of tenacity's RetryCallState its wait strategies read."""
-
-    def __init__(self, number: int) -> None:
-        self.attempt_number = number
-
-
-def backoff(step: Step, tries: int) -> float:
-    """Exponential backoff with jitter before retry number `tries` (tenacity's strategy)."""
-    wait = wait_exponential_jitter(initial=step.retry_initial, max=step.retry_max)
-    return float(wait(cast(RetryCallState, _AttemptNumber(tries))))
 
 
 class Engine:
@@ -363,14 +318,17 @@ class Engine:
             outcome = await self._call(delivery, attempt)
             pending = Transition(attempts=[outcome], wake_ts=now, release=False)
             apply_transition(delivery, pending)
-            self._event(
-                "outcome",
-                delivery,
-                channel=outcome.channel,
-                provider=outcome.provider,
-                status=outcome.status.value,
-                detail=outcome.error,
-            )
+            self._outcome_event(delivery, outcome)
+
+    def _outcome_event(self, delivery: Delivery, attempt: Attempt) -> None:
+        self._event(
+            "outcome",
+            delivery,
+            channel=attempt.channel,
+            provider=attempt.provider,
+            status=attempt.status.value,
+            detail=attempt.error,
+        )
 
     def _attempt(self, delivery: Delivery, decision: Decision, now: float) -> Attempt:
         if decision.resend is not None:
@@ -393,14 +351,7 @@ class Engine:
         if not self._listeners:
             return
         for update in decision.updates:
-            self._event(
-                "outcome",
-                delivery,
-                channel=update.channel,
-                provider=update.provider,
-                status=update.status.value,
-                detail=update.error,
-            )
+            self._outcome_event(delivery, update)
         for skip in decision.skipped:
             self._event(
                 "skipped", delivery, channel=skip.channel, status=skip.reason, detail=skip.detail
@@ -438,62 +389,32 @@ class Engine:
             result = await provider.send(request)
         except asyncio.CancelledError:
             raise
-        except TransientError as exc:
+        except Exception as caught:
+            exc = caught
+            if not isinstance(exc, ProviderError) or type(exc) is ProviderError:
+                log.exception("provider %s raised an unclassified error", provider.name)
+                exc = UnknownOutcomeError(f"{type(exc).__name__}: {exc}", provider=provider.name)
             now = self.clock.now()
-            tries = sum(
-                1
-                for a in delivery.attempts
-                if a.step == attempt.step and a.provider == attempt.provider
-            )
-            delay = max(backoff(step, tries), exc.retry_after or 0.0)
-            return self._failed(outcome, AttemptStatus.TRANSIENT, exc, now, retry_ts=now + delay)
-        except (PermanentError, UnreachableError, UnknownOutcomeError) as exc:
-            if isinstance(exc, UnreachableError):
-                status = AttemptStatus.UNREACHABLE
-            elif isinstance(exc, PermanentError):
-                status = AttemptStatus.FAILED
-            else:
-                status = AttemptStatus.UNKNOWN
-            return self._failed(
-                outcome, status, exc, self.clock.now(), deadline=self.clock.now() + step.timeout
-            )
-        except Exception as exc:
-            log.exception(
-                "provider %s raised an unclassified error; outcome unknown", provider.name
-            )
-            wrapped = UnknownOutcomeError(f"{type(exc).__name__}: {exc}", provider=provider.name)
-            return self._failed(
-                outcome,
-                AttemptStatus.UNKNOWN,
-                wrapped,
-                self.clock.now(),
-                deadline=self.clock.now() + step.timeout,
-            )
+            outcome.status = next(s for kind, s in _OUTCOMES if isinstance(exc, kind))
+            outcome.error = str(exc.args[0]) if exc.args else type(exc).__name__
+            outcome.code = exc.code
+            if isinstance(exc, UnknownOutcomeError):
+                outcome.deadline_ts = now + step.timeout  # wait for a receipt, do not resend
+                return outcome
+            outcome.finished_ts = now
+            if isinstance(exc, TransientError):
+                tries = sum(
+                    1
+                    for a in delivery.attempts
+                    if a.step == attempt.step and a.provider == attempt.provider
+                )
+                outcome.retry_ts = now + max(backoff(step, tries), exc.retry_after or 0.0)
+            return outcome
         now = self.clock.now()
         outcome.status = AttemptStatus.ACCEPTED
         outcome.provider_message_id = result.provider_message_id
         outcome.cost = result.cost
         outcome.deadline_ts = now + step.timeout
-        return outcome
-
-    @staticmethod
-    def _failed(
-        outcome: Attempt,
-        status: AttemptStatus,
-        exc: ProviderError,
-        now: float,
-        *,
-        retry_ts: float | None = None,
-        deadline: float | None = None,
-    ) -> Attempt:
-        outcome.status = status
-        outcome.error = str(exc.args[0]) if exc.args else type(exc).__name__
-        outcome.code = exc.code
-        if status is AttemptStatus.UNKNOWN:
-            outcome.deadline_ts = deadline
-        else:
-            outcome.finished_ts = now
-            outcome.retry_ts = retry_ts
         return outcome
 
     async def _poll(self, attempt: Attempt) -> Attempt | None:
@@ -518,4 +439,4 @@ class Engine:
         return updated if fresh else None
 
 
-__all__ = ["Action", "Decision", "Engine", "Event", "LeaseLost", "decide", "meets", "new_id"]
+__all__ = ["Action", "Decision", "Engine", "decide", "meets", "skip_reason"]

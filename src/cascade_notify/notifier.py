@@ -14,9 +14,10 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
 from cascade_notify.clock import Clock, SystemClock
-from cascade_notify.engine import Engine, Event, Listener, emit, new_id
+from cascade_notify.engine import Engine
 from cascade_notify.errors import CascadeError, DeliveryNotFound, LeaseLost, WaitTimeout
-from cascade_notify.models import Delivery, Message, Receipt, Recipient
+from cascade_notify.events import Event, Listener, emit
+from cascade_notify.models import Delivery, Message, Receipt, Recipient, new_id
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.providers.base import Provider
 from cascade_notify.stores import open_store
