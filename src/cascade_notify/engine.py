@@ -44,7 +44,7 @@ from cascade_notify.models import (
     new_id,
 )
 from cascade_notify.providers.base import Provider, SendRequest
-from cascade_notify.resilience import backoff
+from cascade_notify.resilience import Guard, backoff
 from cascade_notify.stores.base import Claim, Store, Transition, apply_transition
 
 log = logging.getLogger("cascade_notify.engine")
@@ -164,7 +164,16 @@ def _finish(
     return decision
 
 
-def decide(delivery: Delivery, now: float, providers: Mapping[str, Traits]) -> Decision:
+def _next_provider(step: Step, start: int, guard: Guard | None, now: float) -> str | None:
+    for provider in step.providers[start:]:
+        if guard is None or guard.available(provider, now):
+            return provider
+    return None
+
+
+def decide(
+    delivery: Delivery, now: float, providers: Mapping[str, Traits], guard: Guard | None = None
+) -> Decision:
     """The next move for `delivery` at time `now`. Pure: reads, never writes."""
     steps = delivery.steps
     decision = Decision(Action.FINISH, delivery.step)
@@ -187,6 +196,11 @@ def decide(delivery: Delivery, now: float, providers: Mapping[str, Traits]) -> D
                 break
         if last is None:
             reason = skip_reason(step, delivery, now)
+            if reason is None and guard is not None:
+                reason = guard.brake(step, delivery, now)
+            first = _next_provider(step, 0, guard, now) if reason is None else None
+            if reason is None and first is None:
+                reason = "circuit_open", f"every {step.channel} provider's circuit is open"
             if reason is not None:
                 decision.skipped.append(
                     SkippedStep(
@@ -195,7 +209,8 @@ def decide(delivery: Delivery, now: float, providers: Mapping[str, Traits]) -> D
                 )
                 index += 1
                 continue
-            return decision.send(step.providers[0])
+            assert first is not None
+            return decision.send(first)
 
         status = last.status
         if status is AttemptStatus.SENDING:
@@ -236,6 +251,7 @@ def decide(delivery: Delivery, now: float, providers: Mapping[str, Traits]) -> D
                 tries < step.retry_attempts
                 and waited <= step.timeout
                 and retry_ts < delivery.expires_ts
+                and (guard is None or guard.available(last.provider, now))
             ):
                 if now >= retry_ts:
                     return decision.send(last.provider)
@@ -246,8 +262,9 @@ def decide(delivery: Delivery, now: float, providers: Mapping[str, Traits]) -> D
             if last.provider in step.providers
             else len(step.providers)
         )
-        if position < len(step.providers):
-            return decision.send(step.providers[position])
+        following = _next_provider(step, position, guard, now)
+        if following is not None:
+            return decision.send(following)
         index += 1
 
     decision.step = len(steps)
@@ -264,10 +281,12 @@ class Engine:
         clock: Clock,
         *,
         listeners: Sequence[Listener] = (),
+        guard: Guard | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
         self.clock = clock
+        self.guard = guard
         self._listeners = listeners
 
     def _event(self, kind: str, delivery: Delivery, **fields: str | None) -> None:
@@ -280,10 +299,17 @@ class Engine:
         pending: Transition | None = None
         while True:
             now = self.clock.now()
-            decision = decide(delivery, now, self.providers)
+            decision = decide(delivery, now, self.providers, self.guard)
             change = Transition(
                 attempts=list(decision.updates), skipped=decision.skipped, step=decision.step
             )
+            if decision.action is Action.SEND and self.guard is not None:
+                assert decision.provider is not None
+                delay = await self.guard.acquire(decision.provider, delivery, now)
+                if delay > 0:  # rate-limited: queue, do not fail
+                    decision.action = Action.WAIT
+                    decision.wake_ts = now + delay
+                    self._event("throttled", delivery, provider=decision.provider)
             if decision.action is Action.SEND:
                 assert decision.provider is not None
                 attempt = self._attempt(delivery, decision, now)
@@ -312,6 +338,10 @@ class Engine:
                 pending = None
             await self.store.commit(claim, change)
             apply_transition(delivery, change)
+            if self.guard is not None:
+                for written in change.attempts:
+                    if written.status is not AttemptStatus.SENDING:
+                        self.guard.observe(written, now)
             self._report(delivery, decision)
             if decision.action is not Action.SEND:
                 return delivery
@@ -439,4 +469,4 @@ class Engine:
         return updated if fresh else None
 
 
-__all__ = ["Action", "Decision", "Engine", "decide", "meets", "skip_reason"]
+__all__ = ["Action", "Decision", "Engine", "Guard", "decide", "meets", "skip_reason"]
