@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cascade_notify._cli_serve import serve
 from cascade_notify._duration import format_duration
 from cascade_notify.errors import CascadeError, PolicyError
 from cascade_notify.models import Delivery, DeliveryStatus, Message, Recipient
@@ -142,6 +143,9 @@ def demo(
 
     source = str(policy_file) if policy_file else _bundled_demo()
     run_demo(_load(source), console)
+
+
+app.command()(serve)
 
 
 def main() -> None:

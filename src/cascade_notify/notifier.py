@@ -13,13 +13,14 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
+from cascade_notify import webhooks
 from cascade_notify.clock import Clock, SystemClock
 from cascade_notify.engine import Engine
 from cascade_notify.errors import CascadeError, DeliveryNotFound, LeaseLost, WaitTimeout
 from cascade_notify.events import Event, Listener, emit
 from cascade_notify.models import Delivery, Message, Receipt, Recipient, new_id
 from cascade_notify.policy import Config, Policy, load_config
-from cascade_notify.providers.base import Provider
+from cascade_notify.providers.base import Provider, WebhookResponse
 from cascade_notify.stores import open_store
 from cascade_notify.stores.base import Claim, ReceiptResult, Store
 from cascade_notify.stores.memory import MemoryStore
@@ -295,6 +296,45 @@ class Notifier:
             self._poke.set()
         return results
 
+    async def handle_webhook(
+        self,
+        provider_name: str,
+        *,
+        method: str,
+        url: str,
+        headers: webhooks.Headers,
+        body: bytes,
+        max_body: int = webhooks.MAX_BODY,
+    ) -> WebhookResponse:
+        """Verify, parse and record one webhook request for `provider_name`; return the
+        answer to give (framework-free: any web framework can call this)."""
+        return await webhooks.handle_webhook(
+            self,
+            provider_name,
+            method=method,
+            url=url,
+            headers=headers,
+            body=body,
+            max_body=max_body,
+        )
+
+    def asgi_app(
+        self,
+        *,
+        prefix: str = "/receipts",
+        max_body: int = webhooks.MAX_BODY,
+        public_url: str | None = None,
+        read_timeout: float = 10.0,
+    ) -> webhooks.ReceiptsApp:
+        """An ASGI app routing `GET|POST {prefix}/{provider_name}` to `handle_webhook`."""
+        return webhooks.asgi_app(
+            self,
+            prefix=prefix,
+            max_body=max_body,
+            public_url=public_url,
+            read_timeout=read_timeout,
+        )
+
     async def _ingest(self, receipts: Sequence[Receipt]) -> None:
         await self.record_receipts(receipts)
 
@@ -331,8 +371,11 @@ class Notifier:
 
     async def _park(self, delay: float | None) -> None:
         assert self._poke is not None
-        if delay is None and not isinstance(self.store, MemoryStore):
-            delay = POLL_INTERVAL
+        if not isinstance(self.store, MemoryStore):
+            # other processes (send-only notifiers, webhook receivers, workers) change a
+            # shared store without poking us: look again within POLL_INTERVAL whatever
+            # our own next timer says
+            delay = POLL_INTERVAL if delay is None else min(delay, POLL_INTERVAL)
         waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._poke.wait())}
         if delay is not None:
             waits.add(asyncio.ensure_future(self.clock.sleep(delay)))

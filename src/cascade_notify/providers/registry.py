@@ -18,6 +18,7 @@ ENTRY_POINT_GROUP = "cascade_notify.providers"
 
 BUILTIN: dict[str, str] = {
     "fake": "cascade_notify.providers.fake:FakeProvider",
+    "webhook": "cascade_notify.providers.webhook:WebhookProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}

@@ -1,0 +1,87 @@
+"""`cascade-notify serve`: the receipts endpoint (and, by default, the worker) under uvicorn.
+
+uvicorn is the optional extra `server` (`pip install 'cascade-notify[server]'`). On
+SIGINT or SIGTERM uvicorn stops accepting connections, lets requests in flight finish
+(up to `--graceful-timeout`), then sends the lifespan shutdown, on which the receipts
+app stops the notifier: the transitions in hand finish and the store is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from cascade_notify.errors import PolicyError
+from cascade_notify.notifier import Notifier
+from cascade_notify.policy import load_config
+from cascade_notify.webhooks import MAX_BODY, asgi_app
+
+_errors = Console(stderr=True, highlight=False)
+
+
+def serve(
+    policy_file: Annotated[Path, typer.Option("--policy", "-p", help="The cascade policy YAML.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    prefix: Annotated[str, typer.Option(help="URL path the receipts routes sit under.")] = (
+        "/receipts"
+    ),
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="The URL the world reaches this server's root at (behind a proxy)."),
+    ] = None,
+    max_body: Annotated[int, typer.Option(help="Largest webhook body, in bytes.")] = MAX_BODY,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Also advance cascades here (--no-worker: receipts only, workers elsewhere).",
+        ),
+    ] = True,
+    graceful_timeout: Annotated[
+        int, typer.Option(help="Seconds requests in flight get to finish on shutdown.")
+    ] = 30,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+) -> None:
+    """Take delivery receipts over HTTP at {prefix}/{provider}, until SIGINT or SIGTERM."""
+    try:
+        import uvicorn
+    except ImportError:
+        hint = escape("pip install 'cascade-notify[server]'")
+        _errors.print(f"[red]error[/red] serve needs uvicorn: {hint}")
+        raise typer.Exit(1) from None
+    if not policy_file.is_file():
+        _errors.print(f"[red]error[/red] {policy_file}: no such file")
+        raise typer.Exit(1)
+    try:
+        config = load_config(policy_file)
+    except PolicyError as exc:
+        for issue in exc.issues:
+            _errors.print(f"[red]error[/red] {escape(str(issue))}")
+        raise typer.Exit(1) from None
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
+    notifier = Notifier(config, worker=worker)
+    app = asgi_app(notifier, prefix=prefix, max_body=max_body, public_url=public_url)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan="on",
+            log_level=log_level,
+            timeout_graceful_shutdown=graceful_timeout,
+            server_header=False,
+        )
+    )
+    # uvicorn re-raises the SIGINT it handled once it has shut down: that is a clean end
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        _errors.print("[red]error[/red] the server did not start (see the log above)")
+        raise typer.Exit(1)

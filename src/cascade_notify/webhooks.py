@@ -1,0 +1,377 @@
+"""Receipts in: one framework-free handler, and a raw ASGI app around it.
+
+`handle_webhook(notifier, provider_name, method=, url=, headers=, body=)` answers, in
+this order:
+
+- 404 the provider is unknown, or takes no webhooks;
+- 405 the method is not POST (or GET, for a provider with a subscription handshake);
+- 413 the body is over `max_body`;
+- GET: the provider's handshake answer (400 if the request is not a challenge);
+- 401 the signature over the raw body does not verify (nothing is parsed before);
+- 400 the verified body is malformed;
+- 200 the receipts are recorded, also those about unknown or finished messages, so the
+  sender stops retrying; 503 the store cannot take them now, so the sender retries.
+
+A rejected request changes nothing. Replays change nothing either: the store keeps
+each receipt's identity (the `webhook-id`, or message id and status).
+
+`asgi_app(notifier)` routes `GET|POST {prefix}/{provider_name}` to it, answers
+`GET {prefix}/-/health` (`-` is not a path segment a provider route can have under it,
+so the two never clash), reads at most `max_body` bytes (refusing a larger
+`Content-Length` before reading any), cuts off a sender slower than `read_timeout`,
+and on ASGI lifespan events starts the notifier (if not running) and stops it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, urlsplit
+
+from cascade_notify.errors import CascadeError
+from cascade_notify.providers.base import Provider, WebhookRequest, WebhookResponse
+
+if TYPE_CHECKING:
+    from cascade_notify.notifier import Notifier
+
+log = logging.getLogger("cascade_notify.webhooks")
+
+#: The default cap on a webhook body, in bytes.
+MAX_BODY: Final = 256 * 1024
+#: The health route under the prefix.
+HEALTH_PATH: Final = "/-/health"
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+Scope = MutableMapping[str, Any]
+ASGIMessage = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[ASGIMessage]]
+Send = Callable[[ASGIMessage], Awaitable[None]]
+
+_CLOSE: Final = {"connection": "close"}
+
+
+def _answer(
+    status: int, payload: Mapping[str, object], headers: Mapping[str, str] | None = None
+) -> WebhookResponse:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return WebhookResponse(
+        status,
+        body,
+        {"content-type": "application/json", "cache-control": "no-store", **(headers or {})},
+    )
+
+
+def _allowed(provider: Provider) -> tuple[str, ...]:
+    has_handshake = type(provider).handshake is not Provider.handshake
+    return ("GET", "POST") if has_handshake else ("POST",)
+
+
+def _precheck(notifier: Notifier, provider_name: str, method: str) -> WebhookResponse | None:
+    """The answer due before the body is read (404, 405), or None to go on."""
+    provider = notifier.providers.get(provider_name)
+    if provider is None or not provider.accepts_webhooks:
+        return _answer(404, {"error": "no such provider"})
+    allowed = _allowed(provider)
+    if method.upper() not in allowed:
+        return _answer(405, {"error": "method not allowed"}, {"allow": ", ".join(allowed)})
+    return None
+
+
+def _merge(headers: Headers) -> dict[str, str]:
+    # a repeated header becomes one comma-joined value (RFC 9110), so no copy is ignored
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    merged: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        merged[key] = f"{merged[key]}, {value}" if key in merged else value
+    return merged
+
+
+def _query(url: str) -> dict[str, str]:
+    try:
+        return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True, max_num_fields=100))
+    except ValueError:
+        return {}
+
+
+async def handle_webhook(
+    notifier: Notifier,
+    provider_name: str,
+    *,
+    method: str,
+    url: str,
+    headers: Headers,
+    body: bytes,
+    max_body: int = MAX_BODY,
+) -> WebhookResponse:
+    """Verify, parse and record one webhook request; return the answer to give.
+
+    `headers` is a mapping or a sequence of (name, value) pairs, values as the server
+    decoded them (latin-1 for ASGI); `url` is the URL the sender called (some schemes
+    sign it). Never raises (but for cancellation): a failure inside is logged and
+    answered 500.
+    """
+    try:
+        return await _handle(notifier, provider_name, method.upper(), url, headers, body, max_body)
+    except Exception:
+        log.exception("webhook for provider %r failed", provider_name)
+        return _answer(500, {"error": "internal error"})
+
+
+async def _handle(
+    notifier: Notifier,
+    provider_name: str,
+    method: str,
+    url: str,
+    headers: Headers,
+    body: bytes,
+    max_body: int,
+) -> WebhookResponse:
+    early = _precheck(notifier, provider_name, method)
+    if early is not None:
+        return early
+    if len(body) > max_body:
+        return _answer(413, {"error": f"body over {max_body} bytes"})
+    provider = notifier.providers[provider_name]
+    request = WebhookRequest(method, url, _merge(headers), bytes(body), _query(url))
+    if method == "GET":
+        try:
+            handshake = await provider.handshake(request)
+        except ValueError:
+            handshake = None
+        return handshake or _answer(400, {"error": "not a subscription challenge"})
+    try:
+        verified = provider.verify(request)
+    except Exception:
+        # a verifier that trips over hostile input has not verified it
+        log.warning("verifying a webhook for %r raised; refused", provider_name, exc_info=True)
+        verified = False
+    if not verified:
+        log.info("webhook for %r refused: bad or missing signature", provider_name)
+        return _answer(401, {"error": "bad or missing signature"})
+    try:
+        receipts = provider.parse(request)
+    except (ValueError, RecursionError) as exc:
+        log.info("webhook for %r refused: malformed: %s", provider_name, exc)
+        return _answer(400, {"error": f"malformed: {exc}"[:300]})
+    try:
+        results = await notifier.record_receipts(receipts)
+    except CascadeError:
+        log.exception("receipts for %r could not be stored; the sender will retry", provider_name)
+        return _answer(503, {"error": "try again later"}, {"retry-after": "5"})
+    return _answer(
+        200,
+        {
+            "status": "ok",
+            "received": len(results),
+            "duplicates": sum(1 for r in results if r.duplicate),
+            "unknown": sum(1 for r in results if r.delivery_id is None),
+        },
+    )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Gone(Exception):
+    pass
+
+
+class ReceiptsApp:
+    """The raw ASGI app `asgi_app()` returns; see that function."""
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        *,
+        prefix: str,
+        max_body: int,
+        public_url: str | None,
+        read_timeout: float,
+    ) -> None:
+        stripped = prefix.strip("/")
+        self.notifier = notifier
+        self.prefix = f"/{stripped}" if stripped else ""
+        self.max_body = max_body
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.read_timeout = read_timeout
+        self._started_notifier = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "http":
+            await self._http(scope, receive, send)
+        else:  # a websocket: refuse the handshake
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if not self.notifier.running:
+                        await self.notifier.start()
+                        self._started_notifier = True
+                except Exception as exc:
+                    log.exception("starting the notifier failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    if self._started_notifier:
+                        self._started_notifier = False
+                        await self.notifier.stop()
+                        log.info("notifier stopped")
+                except Exception as exc:
+                    log.exception("stopping the notifier failed")
+                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _route(self, scope: Scope) -> str:
+        path: str = scope.get("path", "")
+        root: str = scope.get("root_path", "")
+        # mounted (Starlette, FastAPI): the mount point is in root_path, maybe also in path
+        if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+            path = path[len(root) :]
+        return path
+
+    def _url(self, scope: Scope, path: str) -> str:
+        query = bytes(scope.get("query_string", b"")).decode("latin-1")
+        if self.public_url is not None:
+            url = self.public_url + path
+        else:
+            host = next(
+                (v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"host"),
+                None,
+            )
+            if host is None:
+                server = scope.get("server") or ("localhost", None)
+                host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+            url = f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{path}"
+        return f"{url}?{query}" if query else url
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = self._route(scope)
+        method = str(scope.get("method", "GET")).upper()
+        head = self.prefix + "/"
+        name = path[len(head) :] if path.startswith(head) else ""
+        if path == self.prefix + HEALTH_PATH:
+            await _respond(send, self._health(method))
+            return
+        if not name or "/" in name:
+            await _respond(send, _answer(404, {"error": "not found"}))
+            return
+        early = _precheck(self.notifier, name, method)
+        if early is not None:
+            await _respond(send, early)
+            return
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
+        declared = next((v for k, v in headers if k.lower() == "content-length"), None)
+        if declared is not None:
+            if not (declared.isascii() and declared.isdigit()):
+                await _respond(send, _answer(400, {"error": "bad content-length"}, _CLOSE))
+                return
+            if int(declared) > self.max_body:
+                await _respond(send, _too_large(self.max_body))
+                return
+        try:
+            body = await self._read(receive)
+        except _TooLarge:
+            await _respond(send, _too_large(self.max_body))
+            return
+        except TimeoutError:
+            log.info("webhook for %r: body not received within %.3g s", name, self.read_timeout)
+            await _respond(send, _answer(408, {"error": "body too slow"}, _CLOSE))
+            return
+        except _Gone:
+            return
+        response = await handle_webhook(
+            self.notifier,
+            name,
+            method=method,
+            url=self._url(scope, path),
+            headers=headers,
+            body=body,
+            max_body=self.max_body,
+        )
+        await _respond(send, response)
+
+    def _health(self, method: str) -> WebhookResponse:
+        if method != "GET":
+            return _answer(405, {"error": "method not allowed"}, {"allow": "GET"})
+        if self.notifier.running:
+            return _answer(200, {"status": "ok"})
+        return _answer(503, {"status": "stopped"})
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async with asyncio.timeout(self.read_timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Gone
+                chunk = bytes(message.get("body", b""))
+                size += len(chunk)
+                if size > self.max_body:
+                    raise _TooLarge
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> WebhookResponse:
+    # the rest is never read: closing the connection is how it is left unread
+    return _answer(413, {"error": f"body over {limit} bytes"}, _CLOSE)
+
+
+async def _respond(send: Send, response: WebhookResponse) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": [
+                (k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in response.headers.items()
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def asgi_app(
+    notifier: Notifier,
+    *,
+    prefix: str = "/receipts",
+    max_body: int = MAX_BODY,
+    public_url: str | None = None,
+    read_timeout: float = 10.0,
+) -> ReceiptsApp:
+    """An ASGI app taking receipts at `POST {prefix}/{provider_name}` (GET for handshakes).
+
+    `GET {prefix}/-/health` answers 200 while the notifier runs, 503 otherwise.
+    Mounted under a path (FastAPI/Starlette `Mount`), pass `prefix=""`: the mount
+    point is the prefix. `public_url` is the URL the world reaches this app's root at,
+    for schemes that sign the URL behind a proxy (default: from the request).
+    `read_timeout` bounds, in seconds, the time to receive the whole body.
+
+    Lifespan: served alone (uvicorn, `cascade-notify serve`), the app starts the notifier
+    at startup unless it is running, and stops it at shutdown if it started it. Mounted
+    in another app, which does not pass lifespan events on to mounts, start and stop
+    the notifier in that app's own lifespan.
+    """
+    return ReceiptsApp(
+        notifier, prefix=prefix, max_body=max_body, public_url=public_url, read_timeout=read_timeout
+    )
+
+
+__all__ = ["HEALTH_PATH", "MAX_BODY", "ReceiptsApp", "asgi_app", "handle_webhook"]

@@ -1,0 +1,124 @@
+"""`cascade-notify serve`: a real process on loopback, shut down gracefully by signal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cascade_notify._cli_serve import serve
+from webhook_harness import SECRET, receipt, sign
+
+POLICY = """
+providers:
+  app: {type: webhook, url: "http://127.0.0.1:9/inbox", secret: "${APP_SECRET}"}
+policies:
+  service:
+    steps: [{channel: app, providers: [app], wait_for: read}]
+"""
+# the command as cli.py will wire it: app.command()(serve)
+LAUNCH = (
+    "import typer; from cascade_notify._cli_serve import serve; "
+    "app = typer.Typer(); app.command()(serve); app()"
+)
+
+
+def command() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(serve)
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "cascade.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_serve_takes_receipts_and_shuts_down_gracefully(
+    policy_file: Path, sig: signal.Signals
+) -> None:
+    """The server answers health and signed receipts; on SIGTERM or SIGINT it finishes,
+    stops the notifier through the lifespan, and exits."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        LAUNCH,
+        "--policy",
+        str(policy_file),
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--graceful-timeout",
+        "5",
+        env={**os.environ, "APP_SECRET": SECRET},
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    health = await http.get("/receipts/-/health")
+                    break
+                except httpx.TransportError:
+                    assert process.returncode is None and time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+            body = receipt("m1", "delivered")
+            answer = await http.post(
+                "/receipts/app", content=body, headers=sign(SECRET, "w1", body, time.time())
+            )
+        assert health.status_code == 200
+        assert answer.status_code == 200
+        process.send_signal(sig)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    log = stderr.decode()
+    assert "Application shutdown complete" in log
+    assert "notifier stopped" in log
+    # SIGINT ends cleanly; uvicorn re-raises SIGTERM once shut down, as a service expects
+    assert process.returncode == (0 if sig is signal.SIGINT else -signal.SIGTERM), log
+
+
+def test_serve_without_uvicorn_says_how_to_get_it(
+    policy_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the `server` extra the command fails with the pip line to fix it."""
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    result = CliRunner().invoke(command(), ["--policy", str(policy_file)])
+    assert result.exit_code == 1
+    assert "cascade-notify[server]" in result.output
+
+
+def test_serve_refuses_a_bad_policy(tmp_path: Path) -> None:
+    """A policy with errors is refused with each error before anything listens."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(POLICY.replace('"${APP_SECRET}"', "whsec_short"))
+    result = CliRunner().invoke(command(), ["--policy", str(path)])
+    assert result.exit_code == 1
+    assert "providers.app.secret" in result.output
