@@ -43,7 +43,7 @@ from cascade_notify.models import (
     WaitFor,
     new_id,
 )
-from cascade_notify.providers.base import Provider, SendRequest
+from cascade_notify.providers.base import Provider, SendRequest, send_classified
 from cascade_notify.resilience import Guard, backoff
 from cascade_notify.stores.base import Claim, Store, Transition, apply_transition
 
@@ -408,37 +408,23 @@ class Engine:
             message=delivery.message,
         )
         outcome = attempt.copy()
-        try:
-            limit = provider.max_length
-            if limit is not None and len(request.text) > limit:
-                raise PermanentError(
-                    f"text is {len(request.text)} characters; this provider takes at most {limit}",
-                    provider=provider.name,
-                    code="too_long",
-                )
-            result = await provider.send(request)
-        except asyncio.CancelledError:
-            raise
-        except Exception as caught:
-            exc = caught
-            if not isinstance(exc, ProviderError) or type(exc) is ProviderError:
-                log.exception("provider %s raised an unclassified error", provider.name)
-                exc = UnknownOutcomeError(f"{type(exc).__name__}: {exc}", provider=provider.name)
+        result = await send_classified(provider, request)
+        if isinstance(result, ProviderError):
             now = self.clock.now()
-            outcome.status = next(s for kind, s in _OUTCOMES if isinstance(exc, kind))
-            outcome.error = str(exc.args[0]) if exc.args else type(exc).__name__
-            outcome.code = exc.code
-            if isinstance(exc, UnknownOutcomeError):
+            outcome.status = next(s for kind, s in _OUTCOMES if isinstance(result, kind))
+            outcome.error = str(result.args[0]) if result.args else type(result).__name__
+            outcome.code = result.code
+            if isinstance(result, UnknownOutcomeError):
                 outcome.deadline_ts = now + step.timeout  # wait for a receipt, do not resend
                 return outcome
             outcome.finished_ts = now
-            if isinstance(exc, TransientError):
+            if isinstance(result, TransientError):
                 tries = sum(
                     1
                     for a in delivery.attempts
                     if a.step == attempt.step and a.provider == attempt.provider
                 )
-                outcome.retry_ts = now + max(backoff(step, tries), exc.retry_after or 0.0)
+                outcome.retry_ts = now + max(backoff(step, tries), result.retry_after or 0.0)
             return outcome
         now = self.clock.now()
         outcome.status = AttemptStatus.ACCEPTED

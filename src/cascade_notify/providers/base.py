@@ -14,6 +14,8 @@ anything else it raises is treated as an unknown outcome, never as "not sent".
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -21,7 +23,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from cascade_notify.clock import Clock, SystemClock
+from cascade_notify.errors import PermanentError, ProviderError, UnknownOutcomeError
 from cascade_notify.models import Message, Receipt, ReceiptStatus, Recipient, WaitFor
+
+log = logging.getLogger("cascade_notify.providers")
 
 ReceiptSink = Callable[[Sequence[Receipt]], Awaitable[None]]
 
@@ -160,3 +165,31 @@ class Provider:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} on {self.channel}>"
+
+
+async def send_classified(provider: Provider, request: SendRequest) -> SendResult | ProviderError:
+    """Call `provider.send(request)`; return its result, or the error as one of ours.
+
+    Never raises but for cancellation. A text over the provider's `max_length`
+    fails without a call; an exception that is not a classified provider error
+    is logged and taken as an unknown outcome: it is never assumed "not sent".
+    """
+    limit = provider.max_length
+    if limit is not None and len(request.text) > limit:
+        return PermanentError(
+            f"text is {len(request.text)} characters; this provider takes at most {limit}",
+            provider=provider.name,
+            code="too_long",
+        )
+    try:
+        return await provider.send(request)
+    except asyncio.CancelledError:
+        raise
+    except ProviderError as exc:
+        if type(exc) is not ProviderError:
+            return exc
+        log.error("provider %s raised a bare ProviderError; outcome unknown", provider.name)
+        return UnknownOutcomeError(str(exc), provider=provider.name, code=exc.code)
+    except Exception as exc:
+        log.exception("provider %s raised an unclassified error; outcome unknown", provider.name)
+        return UnknownOutcomeError(f"{type(exc).__name__}: {exc}", provider=provider.name)
