@@ -10,7 +10,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cascade_notify._cli_breaker import breaker_app
 from cascade_notify._cli_serve import serve
+from cascade_notify._cli_store import store_app, worker
 from cascade_notify._duration import format_duration
 from cascade_notify.errors import CascadeError, PolicyError
 from cascade_notify.models import Delivery, DeliveryStatus, Message, Recipient
@@ -146,6 +148,9 @@ def demo(
 
 
 app.command()(serve)
+app.command()(worker)
+app.add_typer(store_app, name="store")
+app.add_typer(breaker_app, name="breaker")
 
 
 def main() -> None:

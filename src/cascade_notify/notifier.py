@@ -21,6 +21,7 @@ from cascade_notify.events import Event, Listener, emit
 from cascade_notify.models import Delivery, Message, Receipt, Recipient, new_id
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.providers.base import Provider, WebhookResponse
+from cascade_notify.resilience import Breakers, Protection
 from cascade_notify.stores import open_store
 from cascade_notify.stores.base import Claim, ReceiptResult, Store
 from cascade_notify.stores.memory import MemoryStore
@@ -61,6 +62,9 @@ class Notifier:
             )
         self._providers = built
         self.providers: Mapping[str, Provider] = MappingProxyType(built)
+        self._guard = Protection(config, self.clock)
+        #: List, open and close circuit breakers by hand.
+        self.breakers: Breakers = self._guard.breakers
         self._listeners: list[Listener] = []
         self._waiters: dict[str, list[asyncio.Future[Delivery]]] = {}
         self._engine: Engine | None = None
@@ -130,7 +134,11 @@ class Notifier:
         self._stopping = False
         for provider in self._providers.values():
             provider.attach(self._ingest)
-        self._engine = Engine(store, self._providers, self.clock, listeners=self._listeners)
+        self._guard.attach(store, self._emit)
+        self._listeners.append(self._guard.relay)
+        self._engine = Engine(
+            store, self._providers, self.clock, listeners=self._listeners, guard=self._guard
+        )
         self._remove_idle_check = self.clock.add_idle_check(self._idle)
         if self._run_worker:
             self._worker_task = asyncio.get_running_loop().create_task(
@@ -153,6 +161,9 @@ class Notifier:
         for provider in self._providers.values():
             await provider.aclose()
         await self.store.close()
+        self._guard.detach()
+        if self._guard.relay in self._listeners:
+            self._listeners.remove(self._guard.relay)
         self._engine = None
         self._store = None
         for futures in self._waiters.values():
@@ -273,6 +284,8 @@ class Notifier:
         results = await self.store.record_receipts(receipts, self.clock.now())
         woke = False
         for result in results:
+            if not result.duplicate:
+                self._guard.heard(result.receipt)
             if result.delivery_id is None:
                 log.info(
                     "receipt %s from %s for a message not known (yet): kept a while",

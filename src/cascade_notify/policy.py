@@ -24,6 +24,17 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import ErrorDetails
 
 from cascade_notify._duration import Duration
+from cascade_notify._resilience_settings import (
+    DEFAULT_BRAKES,
+    DEFAULT_BREAKER,
+    PROVIDER_KEYS,
+    BrakeSettings,
+    BreakerSettings,
+    Country,
+    ProviderResilience,
+    RateLimitSettings,
+    RetrySettings,
+)
 from cascade_notify.errors import PolicyError, PolicyIssue, RegistryError
 from cascade_notify.models import Step, WaitFor
 from cascade_notify.providers import registry
@@ -76,12 +87,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Retry(_Strict):
-    attempts: int = Field(default=3, ge=1)
-    backoff: Duration = 1.0
-    max_backoff: Duration = 60.0
-
-
 class _QuietHours(_Strict):
     start: _Minutes
     end: _Minutes
@@ -99,13 +104,14 @@ class _Step(_Refs):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     timeout: Duration = Field(default=600.0, gt=0)
-    retry: _Retry = _Retry()
+    retry: RetrySettings = RetrySettings()
     quiet_hours: _QuietHours | None = None
     categories: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
 
 
 class _Policy(_Strict):
     ttl: Duration = Field(default=86400.0, gt=0)
+    brakes: BrakeSettings = BrakeSettings()
 
 
 class WorkerSettings(_Strict):
@@ -120,26 +126,33 @@ class _Top(_Strict):
     store: str = Field(default="memory://", min_length=1)
     default_policy: str | None = None
     worker: WorkerSettings = WorkerSettings()
+    sender_country: Country | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
-    """One entry under `providers:`: its class, its validated settings and its channel."""
+    """One entry under `providers:`: its class, its validated settings and its channel,
+    and the library's resilience settings for it (`breaker` None: no automatic tripping)."""
 
     name: str
     type: str
     cls: builtins.type[Provider]
     settings: ProviderSettings
     channel: str
+    breaker: BreakerSettings | None = DEFAULT_BREAKER
+    rate_limit: RateLimitSettings | None = None
+    retry: RetrySettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """A named cascade: its time to live in seconds and its resolved steps."""
+    """A named cascade: its time to live in seconds, its resolved steps, and the brakes
+    on its sms and call steps."""
 
     name: str
     ttl: float
     steps: tuple[Step, ...]
+    brakes: BrakeSettings = DEFAULT_BRAKES
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +165,7 @@ class Config:
     store: str
     source: str | None
     worker: WorkerSettings
+    sender_country: str | None = None
 
 
 def _dotted(loc: Loc) -> str:
@@ -187,6 +201,9 @@ def _message(error: ErrorDetails, raw: Any) -> str:
     if kind in ("greater_than", "greater_than_equal"):
         relation = "greater than" if kind == "greater_than" else "at least"
         return f"must be {relation} {ctx.get('gt', ctx.get('ge')):g}, got {given!r}"
+    if kind in ("less_than", "less_than_equal"):
+        relation = "less than" if kind == "less_than" else "at most"
+        return f"must be {relation} {ctx.get('lt', ctx.get('le')):g}, got {given!r}"
     if kind == "string_too_short":
         return "must not be empty"
     if kind == "too_short":
@@ -285,15 +302,22 @@ class _Check:
             message = f"unknown provider type {type_name!r}; known types: {known}"
             self.add((*loc, "type"), message if unknown else str(exc))
             return None
-        settings = self.validate(cls.Settings, raw, loc, skip=("type",))
-        if settings is None:
+        library = {k: raw[k] for k in PROVIDER_KEYS[1:] if k in raw}
+        settings = self.validate(cls.Settings, raw, loc, skip=PROVIDER_KEYS)
+        extra = self.validate(ProviderResilience, library, loc)
+        if settings is None or extra is None:
+            return None
+        if extra.retry is not None and extra.retry.max_backoff < extra.retry.backoff:
+            self.add((*loc, "retry", "max_backoff"), "must not be shorter than backoff")
             return None
         channel = getattr(settings, "channel", None) or cls.default_channel
         if not channel or not _CHANNEL.match(channel):
             what = f"{channel!r} is not a channel name" if channel else "no channel; set channel:"
             self.add((*loc, "channel"), f"{what} (provider type {type_name!r})")
             return None
-        return ProviderConfig(name, type_name, cls, settings, channel)
+        return ProviderConfig(
+            name, type_name, cls, settings, channel, extra.breaker, extra.rate_limit, extra.retry
+        )
 
     def step(self, raw: Any, loc: Loc, channels: dict[str, int]) -> Step | None:
         step = self.validate(_Step, raw, loc)
@@ -311,7 +335,8 @@ class _Check:
             ok = self._step_provider(name, i, refs, loc) and ok
         if step is None or not ok:
             return None
-        if step.retry.max_backoff < step.retry.backoff:
+        retry = self._retry(step)
+        if retry.max_backoff < retry.backoff:
             self.add((*loc, "retry", "max_backoff"), "must not be shorter than backoff")
             return None
         quiet = step.quiet_hours
@@ -320,11 +345,23 @@ class _Check:
             providers=tuple(step.providers),
             wait_for=step.wait_for,
             timeout=step.timeout,
-            retry_attempts=step.retry.attempts,
-            retry_initial=step.retry.backoff,
-            retry_max=step.retry.max_backoff,
+            retry_attempts=retry.attempts,
+            retry_initial=retry.backoff,
+            retry_max=retry.max_backoff,
             quiet_hours=None if quiet is None else (quiet.start, quiet.end),
             categories=None if step.categories is None else frozenset(step.categories),
+        )
+
+    def _retry(self, step: _Step) -> RetrySettings:
+        """The step's own retry keys, and for the rest its first provider's `retry:`."""
+        inherited = next(
+            (c.retry for n in step.providers if (c := self.providers.get(n)) and c.retry),
+            None,
+        )
+        if inherited is None:
+            return step.retry
+        return inherited.model_copy(
+            update=step.retry.model_dump(include=step.retry.model_fields_set)
         )
 
     def _step_provider(self, name: str, index: int, refs: _Refs, loc: Loc) -> bool:
@@ -354,7 +391,7 @@ class _Check:
             return True
         return False
 
-    def policy(self, name: str, raw: Any) -> Policy | None:
+    def policy(self, name: str, raw: Any, home: str | None = None) -> Policy | None:
         loc: Loc = ("policies", name)
         head = self.validate(_Policy, raw, loc, skip=("steps",))
         if not isinstance(raw, Mapping):
@@ -368,7 +405,10 @@ class _Check:
         steps = [self.step(s, (*loc, "steps", i), channels) for i, s in enumerate(raw_steps)]
         if head is None or None in steps:
             return None
-        return Policy(name, head.ttl, tuple(s for s in steps if s is not None))
+        brakes = head.brakes
+        if brakes.allowed_countries is None and home is not None:
+            brakes = brakes.model_copy(update={"allowed_countries": [home]})
+        return Policy(name, head.ttl, tuple(s for s in steps if s is not None), brakes)
 
     def config(self, data: Any, env: Mapping[str, str] | None) -> Config:
         if not isinstance(data, Mapping):
@@ -384,10 +424,13 @@ class _Check:
         raw_policies = self.mapping(data, "policies")
         if not raw_policies:
             self.add(("policies",), "no policies are defined; add at least one under policies:")
-        policies = {n: p for n, raw in raw_policies.items() if (p := self.policy(n, raw))}
-        default = top.default_policy if top else None
+        home = top.sender_country if top else None
+        policies = {n: p for n, raw in raw_policies.items() if (p := self.policy(n, raw, home))}
+        # a mistake elsewhere at the top level leaves `top` None: read default_policy as given
+        given = data.get("default_policy")
+        default = top.default_policy if top else given if isinstance(given, str) else None
         names = ", ".join(raw_policies) or "none"
-        if default is None and len(raw_policies) > 1:
+        if default is None and len(raw_policies) > 1 and (top is not None or given is None):
             self.add(("default_policy",), f"is required with several policies (defined: {names})")
         elif default is not None and default not in raw_policies:
             self.add(("default_policy",), f"{default!r} is not a policy (defined: {names})")
@@ -400,6 +443,7 @@ class _Check:
             store=top.store,
             source=self.source,
             worker=top.worker,
+            sender_country=top.sender_country,
         )
 
 

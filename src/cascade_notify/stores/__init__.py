@@ -1,19 +1,77 @@
-"""Stores: where cascades live. `open_store(url)` picks one by URL scheme."""
+"""Stores: where cascades live. `open_store(url)` picks one by URL scheme.
+
+Besides the `Store` protocol the engine uses, stores offer maintenance, each
+a small protocol of its own: `Purgeable` (every store) and `Migratable` (the
+SQL stores, whose schema has versions).
+"""
 
 from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
 
 from cascade_notify.errors import StoreError
 from cascade_notify.stores.base import Claim, ReceiptResult, Store, Transition
 from cascade_notify.stores.memory import MemoryStore
 
-SCHEMES = ("memory://",)
+SCHEMES = ("memory://", "sqlite:///", "postgresql://", "postgres://")
+
+
+@runtime_checkable
+class Purgeable(Protocol):
+    """A store that can forget finished deliveries (`cascade-notify store purge`)."""
+
+    async def purge(self, older_than: float, now: float) -> int:
+        """Delete deliveries final for at least `older_than` seconds at `now`, with their
+        attempts and receipts; return how many deliveries were deleted."""
+        ...
+
+
+@runtime_checkable
+class Migratable(Protocol):
+    """A store with a versioned schema (`cascade-notify store migrate`)."""
+
+    async def migrate(self) -> tuple[int, int]:
+        """Bring the schema up to this code's version, opening the store if needed;
+        return (version before, version after)."""
+        ...
 
 
 def open_store(url: str) -> Store:
     """The store a `store:` URL names (not yet opened)."""
     if url in ("memory://", "memory"):
         return MemoryStore()
-    raise StoreError(f"unsupported store URL {url!r}; supported: {', '.join(SCHEMES)}")
+    if url.startswith("sqlite:"):
+        from cascade_notify.stores.sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url)
+    if url.startswith(("postgresql:", "postgres:")):
+        try:
+            from cascade_notify.stores.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"store {url.split(':', 1)[0]}:// needs psycopg: "
+                f"pip install 'cascade-notify[postgres]' ({exc})"
+            ) from None
+        return PostgresStore.from_url(url)
+    raise StoreError(f"unsupported store URL {_mask(url)!r}; supported: {', '.join(SCHEMES)}")
 
 
-__all__ = ["Claim", "MemoryStore", "ReceiptResult", "Store", "Transition", "open_store"]
+def _mask(url: str) -> str:
+    """`url` without a password, for error messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+__all__ = [
+    "Claim",
+    "MemoryStore",
+    "Migratable",
+    "Purgeable",
+    "ReceiptResult",
+    "Store",
+    "Transition",
+    "open_store",
+]

@@ -28,6 +28,54 @@ ORPHAN_TTL = 3600.0
 ORPHAN_LIMIT = 10_000
 
 
+class SharedTable:
+    """Numbers and versioned texts under keys, each forgotten `ttl` seconds after its last
+    write: what workers share for circuit breakers, rate limits and brakes
+    (`cascade_notify.resilience.SharedState`), kept in this process."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[str, tuple[float, float]] = {}  # key -> (value, expires)
+        self._texts: dict[str, tuple[int, str, float]] = {}  # key -> (version, text, expires)
+        self._sweep_ts = 0.0
+
+    def bump(self, key: str, add: float, *, floor: float, now: float, ttl: float) -> float:
+        """Set the number at `key` to max(it, floor) + add (absent: floor + add); return it."""
+        self._sweep(now)
+        found = self._numbers.get(key)
+        value = max(found[0] if found is not None and found[1] > now else floor, floor) + add
+        self._numbers[key] = (value, now + ttl)
+        return value
+
+    async def shared_bump(
+        self, key: str, add: float, *, floor: float, now: float, ttl: float
+    ) -> float:
+        return self.bump(key, add, floor=floor, now=now, ttl=ttl)
+
+    async def shared_get(self, prefix: str, now: float) -> dict[str, tuple[int, str]]:
+        return {
+            key: (version, text)
+            for key, (version, text, expires) in self._texts.items()
+            if key.startswith(prefix) and expires > now
+        }
+
+    async def shared_put(
+        self, key: str, value: str, *, version: int, now: float, ttl: float
+    ) -> int | None:
+        found = self._texts.get(key)
+        current = found[0] if found is not None else 0
+        if current != version:
+            return None
+        self._texts[key] = (current + 1, value, now + ttl)
+        return current + 1
+
+    def _sweep(self, now: float) -> None:
+        if now < self._sweep_ts:
+            return
+        self._sweep_ts = now + 60.0
+        for key in [k for k, (_, expires) in self._numbers.items() if expires <= now]:
+            del self._numbers[key]
+
+
 @dataclass(slots=True)
 class _Row:
     delivery: Delivery
@@ -42,12 +90,14 @@ class MemoryStore:
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}
         self._by_key: dict[str, str] = {}
-        self._by_message: dict[tuple[str, str], tuple[str, str]] = {}
+        # (provider, provider message id) -> attempt id; attempt id -> delivery id
+        self._by_message: dict[tuple[str, str], str] = {}
         self._by_attempt: dict[str, str] = {}
         self._orphans: OrderedDict[tuple[str, str], tuple[float, list[Receipt]]] = OrderedDict()
         self._timers: list[tuple[float, int, str]] = []
         self._poked: deque[str] = deque()
         self._seq = itertools.count()
+        self._shared = SharedTable()
 
     async def open(self) -> None:
         return None
@@ -62,12 +112,12 @@ class MemoryStore:
         key = delivery.idempotency_key
         if key is not None and (existing := self._by_key.get(key)) is not None:
             return self._rows[existing].delivery.copy(), False
-        stored = delivery.copy()
-        self._rows[stored.id] = _Row(stored, poked=True)
+        # the caller's object is returned as the snapshot: the row holds a copy of its own
+        self._rows[delivery.id] = _Row(delivery.copy(), poked=True)
         if key is not None:
-            self._by_key[key] = stored.id
-        self._poked.append(stored.id)
-        return stored.copy(), True
+            self._by_key[key] = delivery.id
+        self._poked.append(delivery.id)
+        return delivery, True
 
     async def get(self, delivery_id: str) -> Delivery | None:
         row = self._rows.get(delivery_id)
@@ -77,7 +127,13 @@ class MemoryStore:
         delivery = row.delivery
         if delivery.status is not DeliveryStatus.PENDING or row.lease_until > now:
             return False
-        return row.poked or (delivery.wake_ts is not None and delivery.wake_ts <= now)
+        # a lease that ran out makes it due whatever else it waits for: its worker died
+        # (or gave up) mid-transition, and the poke that brought it may be spent already
+        return (
+            row.poked
+            or row.lease_until > 0
+            or (delivery.wake_ts is not None and delivery.wake_ts <= now)
+        )
 
     async def claim(self, now: float, *, limit: int, lease: float) -> list[Claim]:
         claims: list[Claim] = []
@@ -112,7 +168,8 @@ class MemoryStore:
             if attempt.provider_message_id is not None:
                 key = (attempt.provider, attempt.provider_message_id)
                 if key not in self._by_message:
-                    self._by_message[key] = (delivery.id, attempt.id)
+                    self._by_message[key] = attempt.id
+                    self._by_attempt.setdefault(attempt.id, delivery.id)
                     if self._attach_orphans(key, delivery, attempt.id):
                         row.poked = True
         if transition.release:
@@ -134,7 +191,8 @@ class MemoryStore:
         results: list[ReceiptResult] = []
         for receipt in receipts:
             key = (receipt.provider, receipt.provider_message_id)
-            where = self._by_message.get(key)
+            known = self._by_message.get(key)
+            where = None if known is None else (self._by_attempt[known], known)
             if where is None and receipt.attempt_id is not None:
                 where = self._adopt(key, receipt.attempt_id)
             if where is None:
@@ -164,7 +222,7 @@ class MemoryStore:
             if attempt.id == attempt_id and attempt.provider == key[0]:
                 if attempt.provider_message_id is None:
                     attempt.provider_message_id = key[1]
-                    self._by_message[key] = (row.delivery.id, attempt_id)
+                    self._by_message[key] = attempt_id
                 return row.delivery.id, attempt_id
         return None
 
@@ -224,6 +282,21 @@ class MemoryStore:
             heapq.heappop(self._timers)
         return None
 
+    # state the workers' guards share (cascade_notify.resilience.SharedState)
+
+    async def shared_bump(
+        self, key: str, add: float, *, floor: float, now: float, ttl: float
+    ) -> float:
+        return self._shared.bump(key, add, floor=floor, now=now, ttl=ttl)
+
+    async def shared_get(self, prefix: str, now: float) -> dict[str, tuple[int, str]]:
+        return await self._shared.shared_get(prefix, now)
+
+    async def shared_put(
+        self, key: str, value: str, *, version: int, now: float, ttl: float
+    ) -> int | None:
+        return await self._shared.shared_put(key, value, version=version, now=now, ttl=ttl)
+
     async def purge(self, older_than: float, now: float) -> int:
         """Forget deliveries final for at least `older_than` seconds, and orphan receipts
         past their time; return how many deliveries were forgotten."""
@@ -242,8 +315,9 @@ class MemoryStore:
             for attempt in delivery.attempts:
                 if attempt.provider_message_id is not None:
                     key = (attempt.provider, attempt.provider_message_id)
-                    if self._by_message.get(key, ("",))[0] == delivery.id:
+                    if self._by_message.get(key) == attempt.id:
                         del self._by_message[key]
+                self._by_attempt.pop(attempt.id, None)
         for key, (ts, _) in list(self._orphans.items()):
             if ts <= now - ORPHAN_TTL:
                 del self._orphans[key]

@@ -1,0 +1,265 @@
+"""Rows and JSON for the SQL stores: one encoding shared by SQLite and PostgreSQL.
+
+Scalars a query filters on (status, timers, lease, provider message id) get
+columns of their own; what is only ever read back whole (recipient, message,
+steps, skipped steps) is JSON text. Both stores select the same columns in
+the same order, so one set of `*_from_row` functions reads either.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cascade_notify.errors import StoreError
+from cascade_notify.models import (
+    Attempt,
+    AttemptStatus,
+    Delivery,
+    DeliveryStatus,
+    Message,
+    Receipt,
+    ReceiptStatus,
+    Recipient,
+    SkippedStep,
+    Step,
+    WaitFor,
+)
+
+#: Columns of `deliveries` that `delivery_from_row` reads, in this order.
+DELIVERY_COLUMNS = (
+    "id",
+    "policy",
+    "status",
+    "step",
+    "channel",
+    "created_ts",
+    "expires_ts",
+    "finished_ts",
+    "wake_ts",
+    "idempotency_key",
+    "recipient",
+    "message",
+    "steps",
+    "skipped",
+)
+#: Columns of `attempts` that `attempt_from_row` reads, in this order.
+ATTEMPT_COLUMNS = (
+    "id",
+    "delivery_id",
+    "step",
+    "channel",
+    "provider",
+    "status",
+    "started_ts",
+    "finished_ts",
+    "deadline_ts",
+    "provider_message_id",
+    "error",
+    "code",
+    "retry_ts",
+    "cost",
+)
+#: Columns of `receipts` (and of orphan receipts) that `receipt_from_row` reads.
+#: `echoed_attempt_id` is `Receipt.attempt_id`: the attempt id the provider echoed, if any.
+RECEIPT_COLUMNS = (
+    "provider",
+    "provider_message_id",
+    "status",
+    "ts",
+    "code",
+    "error",
+    "receipt_id",
+    "echoed_attempt_id",
+)
+
+Row = Sequence[Any]
+
+
+def dumps(value: object) -> str:
+    """Compact JSON; a value JSON cannot hold (in `Message.metadata`, say) is a StoreError."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"cannot store this delivery: {exc} (metadata must be plain JSON)"
+        ) from exc
+
+
+def loads(text: str | bytes | Any) -> Any:
+    """JSON text to data; a value the driver already decoded (PostgreSQL jsonb) passes through."""
+    if isinstance(text, str | bytes):
+        return json.loads(text)
+    return text
+
+
+def step_to_dict(step: Step) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "channel": step.channel,
+        "providers": list(step.providers),
+        "wait_for": step.wait_for.value,
+        "timeout": step.timeout,
+        "retry_attempts": step.retry_attempts,
+        "retry_initial": step.retry_initial,
+        "retry_max": step.retry_max,
+    }
+    if step.quiet_hours is not None:
+        data["quiet_hours"] = list(step.quiet_hours)
+    if step.categories is not None:
+        data["categories"] = sorted(step.categories)
+    return data
+
+
+def step_from_dict(data: dict[str, Any]) -> Step:
+    quiet = data.get("quiet_hours")
+    categories = data.get("categories")
+    return Step(
+        channel=data["channel"],
+        providers=tuple(data["providers"]),
+        wait_for=WaitFor(data["wait_for"]),
+        timeout=float(data["timeout"]),
+        retry_attempts=int(data["retry_attempts"]),
+        retry_initial=float(data["retry_initial"]),
+        retry_max=float(data["retry_max"]),
+        quiet_hours=None if quiet is None else (int(quiet[0]), int(quiet[1])),
+        categories=None if categories is None else frozenset(categories),
+    )
+
+
+def skipped_to_dict(skip: SkippedStep) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "step": skip.step,
+        "channel": skip.channel,
+        "reason": skip.reason,
+        "ts": skip.ts,
+    }
+    if skip.detail is not None:
+        data["detail"] = skip.detail
+    return data
+
+
+def skipped_from_dict(data: dict[str, Any]) -> SkippedStep:
+    return SkippedStep(
+        step=int(data["step"]),
+        channel=data["channel"],
+        reason=data["reason"],
+        ts=float(data["ts"]),
+        detail=data.get("detail"),
+    )
+
+
+def encode_skipped(skipped: Iterable[SkippedStep]) -> str:
+    return dumps([skipped_to_dict(s) for s in skipped])
+
+
+def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
+    """`delivery` as values for `DELIVERY_COLUMNS`."""
+    return (
+        delivery.id,
+        delivery.policy,
+        delivery.status.value,
+        delivery.step,
+        delivery.channel,
+        delivery.created_ts,
+        delivery.expires_ts,
+        delivery.finished_ts,
+        delivery.wake_ts,
+        delivery.idempotency_key,
+        dumps(delivery.recipient.to_dict()),
+        dumps(delivery.message.to_dict()),
+        dumps([step_to_dict(s) for s in delivery.steps]),
+        encode_skipped(delivery.skipped),
+    )
+
+
+def delivery_from_row(row: Row, attempts: list[Attempt]) -> Delivery:
+    """A `Delivery` from a row of `DELIVERY_COLUMNS` and its attempts, in order."""
+    return Delivery(
+        id=row[0],
+        policy=row[1],
+        status=DeliveryStatus(row[2]),
+        step=int(row[3]),
+        channel=row[4],
+        created_ts=float(row[5]),
+        expires_ts=float(row[6]),
+        finished_ts=_float(row[7]),
+        wake_ts=_float(row[8]),
+        idempotency_key=row[9],
+        recipient=Recipient.from_dict(loads(row[10])),
+        message=Message.from_dict(loads(row[11])),
+        steps=tuple(step_from_dict(s) for s in loads(row[12])),
+        skipped=[skipped_from_dict(s) for s in loads(row[13])],
+        attempts=attempts,
+    )
+
+
+def attempt_values(attempt: Attempt) -> tuple[Any, ...]:
+    """`attempt` as values for `ATTEMPT_COLUMNS` (its receipts are rows of their own)."""
+    return (
+        attempt.id,
+        attempt.delivery_id,
+        attempt.step,
+        attempt.channel,
+        attempt.provider,
+        attempt.status.value,
+        attempt.started_ts,
+        attempt.finished_ts,
+        attempt.deadline_ts,
+        attempt.provider_message_id,
+        attempt.error,
+        attempt.code,
+        attempt.retry_ts,
+        attempt.cost,
+    )
+
+
+def attempt_from_row(row: Row, receipts: list[Receipt]) -> Attempt:
+    return Attempt(
+        id=row[0],
+        delivery_id=row[1],
+        step=int(row[2]),
+        channel=row[3],
+        provider=row[4],
+        status=AttemptStatus(row[5]),
+        started_ts=float(row[6]),
+        finished_ts=_float(row[7]),
+        deadline_ts=_float(row[8]),
+        provider_message_id=row[9],
+        error=row[10],
+        code=row[11],
+        retry_ts=_float(row[12]),
+        cost=_float(row[13]),
+        receipts=receipts,
+    )
+
+
+def receipt_values(receipt: Receipt) -> tuple[Any, ...]:
+    """`receipt` as values for `RECEIPT_COLUMNS`."""
+    return (
+        receipt.provider,
+        receipt.provider_message_id,
+        receipt.status.value,
+        receipt.ts,
+        receipt.code,
+        receipt.error,
+        receipt.receipt_id,
+        receipt.attempt_id,
+    )
+
+
+def receipt_from_row(row: Row) -> Receipt:
+    return Receipt(
+        provider=row[0],
+        provider_message_id=row[1],
+        status=ReceiptStatus(row[2]),
+        ts=float(row[3]),
+        code=row[4],
+        error=row[5],
+        receipt_id=row[6],
+        attempt_id=row[7],
+    )
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,110 @@
+"""The PostgreSQL schema, as numbered migrations (see `_sqlite_schema` for the SQLite twin).
+
+The tables live in a schema of their own (`cascade_notify` unless the URL
+says `?schema=...`), so they never meet an application's own `deliveries`.
+Times are POSIX seconds from the injected clock, never `now()`.
+"""
+
+from __future__ import annotations
+
+#: (version, statements): applied in order, in one transaction, to reach each version.
+MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
+    (
+        1,
+        (
+            """CREATE TABLE deliveries (
+            id text PRIMARY KEY,
+            policy text NOT NULL,
+            status text NOT NULL,
+            step integer NOT NULL,
+            channel text,
+            created_ts double precision NOT NULL,
+            expires_ts double precision NOT NULL,
+            finished_ts double precision,
+            wake_ts double precision,
+            lease_until double precision NOT NULL DEFAULT 0,
+            token bigint NOT NULL DEFAULT 0,
+            poked boolean NOT NULL DEFAULT false,
+            idempotency_key text UNIQUE,
+            recipient jsonb NOT NULL,
+            message jsonb NOT NULL,
+            steps jsonb NOT NULL,
+            skipped jsonb NOT NULL DEFAULT '[]'
+        )""",
+            "COMMENT ON COLUMN deliveries.lease_until IS '0: not leased'",
+            "COMMENT ON COLUMN deliveries.token IS 'the fence: bumped by claim and cancel'",
+            # the three ways a delivery becomes due, one partial index each (a BitmapOr in claim)
+            "CREATE INDEX deliveries_poked ON deliveries (lease_until) "
+            "WHERE status = 'pending' AND poked",
+            "CREATE INDEX deliveries_wake ON deliveries (wake_ts) WHERE status = 'pending'",
+            "CREATE INDEX deliveries_leased ON deliveries (lease_until) "
+            "WHERE status = 'pending' AND lease_until > 0",
+            "CREATE INDEX deliveries_finished ON deliveries (finished_ts) "
+            "WHERE status <> 'pending'",
+            """CREATE TABLE attempts (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            delivery_id text NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            step integer NOT NULL,
+            channel text NOT NULL,
+            provider text NOT NULL,
+            status text NOT NULL,
+            started_ts double precision NOT NULL,
+            finished_ts double precision,
+            deadline_ts double precision,
+            provider_message_id text,
+            error text,
+            code text,
+            retry_ts double precision,
+            cost double precision
+        )""",
+            "CREATE INDEX attempts_delivery ON attempts (delivery_id, seq)",
+            "CREATE INDEX attempts_message ON attempts (provider, provider_message_id) "
+            "WHERE provider_message_id IS NOT NULL",
+            """CREATE TABLE receipts (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            attempt_id text NOT NULL REFERENCES attempts (id) ON DELETE CASCADE,
+            provider text NOT NULL,
+            provider_message_id text NOT NULL,
+            status text NOT NULL,
+            ts double precision NOT NULL,
+            code text,
+            error text,
+            receipt_id text NOT NULL,
+            echoed_attempt_id text,
+            UNIQUE (attempt_id, receipt_id)
+        )""",
+            """CREATE TABLE orphan_receipts (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            provider text NOT NULL,
+            provider_message_id text NOT NULL,
+            status text NOT NULL,
+            ts double precision NOT NULL,
+            code text,
+            error text,
+            receipt_id text NOT NULL,
+            echoed_attempt_id text,
+            kept_ts double precision NOT NULL,
+            UNIQUE (provider, provider_message_id, receipt_id)
+        )""",
+            "CREATE INDEX orphan_receipts_kept ON orphan_receipts (kept_ts)",
+            # what the workers' guards share: rate-limit slots, brake counts, breakers
+            """CREATE TABLE shared_numbers (
+            key text PRIMARY KEY,
+            value double precision NOT NULL,
+            expires_ts double precision NOT NULL
+        )""",
+            """CREATE TABLE shared_texts (
+            key text PRIMARY KEY,
+            version bigint NOT NULL,
+            text text NOT NULL,
+            expires_ts double precision NOT NULL
+        )""",
+        ),
+    ),
+]
+
+
+def current_version() -> int:
+    """The schema version this code reads and writes."""
+    return MIGRATIONS[-1][0]

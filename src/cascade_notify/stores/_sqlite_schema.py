@@ -1,0 +1,155 @@
+"""The SQLite schema, as numbered migrations.
+
+A migration is a list of statements run in one transaction with the bump of
+`schema_version`; a database is only ever migrated forward. Version 1 is
+the whole first schema. Timestamps are POSIX seconds (REAL) written from the
+injected clock, never `CURRENT_TIMESTAMP`, so lease expiry is testable on a
+fake clock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from cascade_notify.errors import StoreError
+from cascade_notify.stores._common import check_version
+
+#: (version, statements): applied in order to reach each version.
+MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
+    (
+        1,
+        (
+            """CREATE TABLE deliveries (
+            id TEXT PRIMARY KEY,
+            policy TEXT NOT NULL,
+            status TEXT NOT NULL,
+            step INTEGER NOT NULL,
+            channel TEXT,
+            created_ts REAL NOT NULL,
+            expires_ts REAL NOT NULL,
+            finished_ts REAL,
+            wake_ts REAL,
+            lease_until REAL NOT NULL DEFAULT 0,  -- 0: not leased
+            token INTEGER NOT NULL DEFAULT 0,     -- the fence: bumped by claim and cancel
+            poked INTEGER NOT NULL DEFAULT 0,     -- a receipt (or creation) wants a look now
+            idempotency_key TEXT UNIQUE,
+            recipient TEXT NOT NULL,
+            message TEXT NOT NULL,
+            steps TEXT NOT NULL,
+            skipped TEXT NOT NULL DEFAULT '[]'
+        )""",
+            # the three ways a delivery becomes due, one partial index each
+            """CREATE INDEX deliveries_poked ON deliveries (lease_until)
+            WHERE status = 'pending' AND poked = 1""",
+            "CREATE INDEX deliveries_wake ON deliveries (wake_ts) WHERE status = 'pending'",
+            """CREATE INDEX deliveries_leased ON deliveries (lease_until)
+            WHERE status = 'pending' AND lease_until > 0""",
+            "CREATE INDEX deliveries_finished ON deliveries (finished_ts) "
+            "WHERE status <> 'pending'",
+            """CREATE TABLE attempts (
+            seq INTEGER PRIMARY KEY,  -- the order attempts were made in
+            id TEXT NOT NULL UNIQUE,
+            delivery_id TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            channel TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            status TEXT NOT NULL,
+            started_ts REAL NOT NULL,
+            finished_ts REAL,
+            deadline_ts REAL,
+            provider_message_id TEXT,
+            error TEXT,
+            code TEXT,
+            retry_ts REAL,
+            cost REAL
+        )""",
+            "CREATE INDEX attempts_delivery ON attempts (delivery_id, seq)",
+            """CREATE INDEX attempts_message ON attempts (provider, provider_message_id)
+            WHERE provider_message_id IS NOT NULL""",
+            """CREATE TABLE receipts (
+            seq INTEGER PRIMARY KEY,  -- the order receipts were heard in
+            attempt_id TEXT NOT NULL REFERENCES attempts (id) ON DELETE CASCADE,
+            provider TEXT NOT NULL,
+            provider_message_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            ts REAL NOT NULL,
+            code TEXT,
+            error TEXT,
+            receipt_id TEXT NOT NULL,
+            echoed_attempt_id TEXT,
+            UNIQUE (attempt_id, receipt_id)
+        )""",
+            """CREATE TABLE orphan_receipts (
+            seq INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            provider_message_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            ts REAL NOT NULL,
+            code TEXT,
+            error TEXT,
+            receipt_id TEXT NOT NULL,
+            echoed_attempt_id TEXT,
+            kept_ts REAL NOT NULL,
+            UNIQUE (provider, provider_message_id, receipt_id)
+        )""",
+            "CREATE INDEX orphan_receipts_kept ON orphan_receipts (kept_ts)",
+        ),
+    ),
+]
+
+
+def current_version() -> int:
+    """The schema version this code reads and writes."""
+    return MIGRATIONS[-1][0]
+
+
+def found_version(conn: sqlite3.Connection) -> int | None:
+    """The schema version, 0 for a database with foreign tables only, None if empty."""
+    tables = {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    if "schema_version" in tables:
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        return 0 if row is None else int(row[0])
+    return 0 if tables else None
+
+
+def check_or_create(conn: sqlite3.Connection, *, where: str) -> None:
+    """Create the schema in an empty database; refuse a foreign, older or newer one."""
+    version = found_version(conn)
+    if version is None:
+        migrate(conn, where=where)
+    elif version == 0:
+        raise StoreError(
+            f"{where} holds tables but no cascade_notify schema_version: "
+            "it is not a cascade_notify store"
+        )
+    else:
+        check_version(version, current_version(), where)
+
+
+def migrate(conn: sqlite3.Connection, *, where: str) -> tuple[int, int]:
+    """Apply the migrations this database lacks; return (version before, version after)."""
+    found = found_version(conn)
+    if found == 0:
+        raise StoreError(
+            f"{where} holds tables but no cascade_notify schema_version: "
+            "it is not a cascade_notify store; refusing to touch it"
+        )
+    before = found or 0
+    if before > current_version():
+        check_version(before, current_version(), where)
+    for version, statements in MIGRATIONS:
+        if version > before:
+            for statement in statements:
+                conn.execute(statement)
+    after = current_version()
+    if found is None:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (after,))
+    else:
+        conn.execute("UPDATE schema_version SET version = ?", (after,))
+    return before, after

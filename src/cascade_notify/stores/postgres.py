@@ -1,0 +1,489 @@
+"""The PostgreSQL store: `store: postgresql://user@host/db`, for many workers on many hosts.
+
+psycopg 3 (async) with psycopg_pool. Any number of processes share one
+database: `claim` leases due rows with `SELECT ... FOR UPDATE SKIP LOCKED`,
+so workers never wait on each other's rows and a dead worker's leases are
+taken over when they expire. Every write a worker makes is fenced: it
+matches the lease token (`... WHERE id = %s AND token = %s`) or writes
+nothing and raises `LeaseLost`. Idempotency keys are a UNIQUE column
+(`INSERT ... ON CONFLICT DO NOTHING`), so concurrent sends with one key make
+one delivery. Receipts find their attempt through the index on
+(provider, provider_message_id).
+
+Lock order, so writes never deadlock: a commit takes the advisory locks of
+the message ids it writes (sorted), then the delivery row; a receipt takes
+the delivery row, or, for a message not known yet, that message id's
+advisory lock first (so an orphan receipt and the commit that makes its
+message known cannot miss each other).
+
+URL options (taken out before the URL reaches libpq): `schema` (default
+`cascade_notify`), `pool_max` (connections, default 10), `timeout` (seconds
+a call may take before it fails with StoreError, default 10), `prepared`
+(`false` behind PgBouncer in transaction mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from cascade_notify import _failpoints as failpoints
+from cascade_notify.errors import StoreError
+from cascade_notify.models import Delivery, Receipt
+from cascade_notify.stores import _pg_rows as rows
+from cascade_notify.stores import _postgres_schema as schema_module
+from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
+from cascade_notify.stores._common import PURGE_CHUNK, check_version
+from cascade_notify.stores._pg_rows import load, upsert_attempts
+from cascade_notify.stores.base import Claim, ReceiptResult, Transition
+from cascade_notify.stores.memory import ORPHAN_TTL
+
+T = TypeVar("T")
+Conn = rows.Conn
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_OPTIONS = ("schema", "pool_max", "timeout", "prepared")
+_RETRIES = 3  # a deadlock or serialization failure is retried this many times in all
+
+_JSONB = {"recipient", "message", "steps", "skipped"}
+_INSERT_DELIVERY = (
+    f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}, poked) VALUES ("  # noqa: S608
+    + ", ".join("%s::jsonb" if c in _JSONB else "%s" for c in DELIVERY_COLUMNS)
+    + ", true) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+)
+_CLAIM = """
+    WITH due AS (
+        SELECT id FROM deliveries
+        WHERE status = 'pending' AND lease_until <= %(now)s
+          AND (poked OR wake_ts <= %(now)s OR lease_until > 0)
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE deliveries d SET token = d.token + 1, lease_until = %(until)s, poked = false
+    FROM due WHERE d.id = due.id
+    RETURNING d.id, d.token
+"""
+_BUMP = """
+    INSERT INTO shared_numbers (key, value, expires_ts)
+    VALUES (%(key)s, %(floor)s + %(add)s, %(expires)s)
+    ON CONFLICT (key) DO UPDATE SET
+        value = greatest(
+            CASE WHEN shared_numbers.expires_ts > %(now)s THEN shared_numbers.value
+                 ELSE %(floor)s END,
+            %(floor)s) + %(add)s,
+        expires_ts = %(expires)s
+    RETURNING value
+"""
+_CREATE_TEXT = """
+    INSERT INTO shared_texts (key, version, text, expires_ts)
+    VALUES (%(key)s, 1, %(text)s, %(expires)s)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING version
+"""
+_REPLACE_TEXT = """
+    UPDATE shared_texts SET version = version + 1, text = %(text)s, expires_ts = %(expires)s
+    WHERE key = %(key)s AND version = %(version)s
+    RETURNING version
+"""
+_SWEEP = "DELETE FROM shared_numbers WHERE expires_ts <= %(now)s"
+_NEXT_WAKE = """
+    SELECT least(
+        (SELECT 0::float8 FROM deliveries
+         WHERE status = 'pending' AND poked AND lease_until <= 0 LIMIT 1),
+        (SELECT min(wake_ts) FROM deliveries WHERE status = 'pending' AND lease_until = 0),
+        (SELECT min(lease_until) FROM deliveries WHERE status = 'pending' AND lease_until > 0))
+"""
+
+
+@contextlib.asynccontextmanager
+async def _autocommit() -> AsyncIterator[None]:
+    yield
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
+class PostgresStore:
+    """`store: postgresql://...` (or `postgres://`); see the module docstring for options."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "cascade_notify",
+        pool_max: int = 10,
+        timeout: float = 10.0,
+        prepared: bool = True,
+    ) -> None:
+        if not _IDENTIFIER.match(schema):
+            raise StoreError(f"schema {schema!r} is not a plain SQL name (letters, digits, _)")
+        self.dsn = dsn
+        self.schema = schema
+        self.pool_max = pool_max
+        self.timeout = timeout
+        self.prepared = prepared
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._in_flight = 0
+        self._abandoned: set[asyncio.Future[Any]] = set()
+        self._sweep_ts = 0.0
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        parts = urlsplit(url)
+        ours: dict[str, str] = {}
+        rest: list[tuple[str, str]] = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            (ours.__setitem__(key, value) if key in _OPTIONS else rest.append((key, value)))
+        dsn = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest)))
+        try:
+            return cls(
+                dsn,
+                schema=ours.get("schema", "cascade_notify"),
+                pool_max=int(ours.get("pool_max", "10")),
+                timeout=float(ours.get("timeout", "10")),
+                prepared=_flag(ours.get("prepared", "true")),
+            )
+        except ValueError as exc:
+            raise StoreError(f"store URL: bad option value ({exc})") from None
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore schema={self.schema}>"
+
+    def idle(self) -> bool:
+        """No call is in flight (the notifier's idle check, which a fake clock reads)."""
+        return self._in_flight == 0
+
+    # lifecycle
+
+    async def open(self) -> None:
+        """Connect; create the schema in an empty database; refuse an old or new one."""
+        await self._start()
+        try:
+            await self._run(self._check_or_create)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def migrate(self) -> tuple[int, int]:
+        """Bring the schema to this code's version; return (version before, version now).
+        Opens the store if it is not open; it stays open."""
+        await self._start()
+        return await self._run(self._migrate)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            for task in list(self._abandoned):
+                task.cancel()
+            if self._abandoned:
+                await asyncio.wait(self._abandoned, timeout=self.timeout)
+            await pool.close(timeout=self.timeout)
+
+    async def _start(self) -> None:
+        if self._pool is not None:
+            return
+        connect_timeout = max(2, round(self.timeout / 2))
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_max,
+            open=False,
+            timeout=self.timeout,
+            kwargs={
+                "autocommit": True,
+                # PgBouncer in transaction mode cannot keep prepared statements: prepared=false
+                "prepare_threshold": 5 if self.prepared else None,
+                # a process stopped inside a transaction (SIGSTOP, a pause) would hold its row
+                # locks for ever: the server ends such a session after `timeout` seconds
+                "options": f"-c search_path={self.schema} "
+                f"-c idle_in_transaction_session_timeout={int(self.timeout * 1000)}",
+                "connect_timeout": connect_timeout,
+                # a dead or black-holed server is noticed in seconds, not at TCP's default
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 3,
+                "tcp_user_timeout": int(self.timeout * 1000),
+            },
+            name="cascade-notify",
+        )
+        try:
+            await pool.open(wait=True, timeout=self.timeout)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise StoreError(
+                f"cannot connect to PostgreSQL within {self.timeout:g} s: {exc}"
+            ) from None
+        self._pool = pool
+
+    async def _run(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `work` on a pooled connection, within `timeout` seconds whatever the network
+        does; every driver error becomes a StoreError here."""
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store is not open")
+        self._in_flight += 1
+        # a task of its own: on a half-open connection, cancelling a query waits for a
+        # cancel request that may never be answered, and the caller must not wait with it
+        task = asyncio.ensure_future(self._attempt(work))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            self._in_flight -= 1
+        if not done:
+            task.cancel()  # psycopg gives the connection up; the pool discards it
+            self._abandoned.add(task)
+            task.add_done_callback(self._forget)
+            raise StoreError(
+                f"PostgreSQL did not answer within {self.timeout:g} s (is it reachable?); "
+                "the write may or may not have happened"
+            )
+        return task.result()
+
+    def _forget(self, task: asyncio.Future[Any]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: it was reported to the caller as a timeout
+
+    async def _attempt(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        assert self._pool is not None
+        for attempt in range(_RETRIES):
+            try:
+                async with self._pool.connection() as conn:
+                    return await work(conn)
+            except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
+                if attempt == _RETRIES - 1:
+                    raise StoreError(f"PostgreSQL rolled the write back: {exc}") from exc
+            except PoolTimeout as exc:
+                raise StoreError(
+                    f"no PostgreSQL connection within {self.timeout:g} s "
+                    f"(is the server reachable?): {exc}"
+                ) from None
+            except psycopg.OperationalError as exc:
+                raise StoreError(f"PostgreSQL connection failed: {exc}") from exc
+            except psycopg.Error as exc:
+                raise StoreError(f"PostgreSQL refused: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    # schema
+
+    async def _version(self, conn: Conn) -> int | None:
+        """The schema version; 0 if the schema holds foreign tables only; None if empty."""
+        cur = await conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}".schema_version',))
+        row = await cur.fetchone()
+        if row is not None and row[0] is not None:
+            found = await (await conn.execute("SELECT version FROM schema_version")).fetchone()
+            return 0 if found is None else int(found[0])
+        cur = await conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (self.schema,)
+        )
+        count = await cur.fetchone()
+        return 0 if count is not None and count[0] else None
+
+    async def _check_or_create(self, conn: Conn) -> None:
+        async with conn.transaction():
+            await self._lock_schema(conn)
+            version = await self._version(conn)
+            if version is None:
+                await self._apply(conn, None)
+            elif version == 0:
+                raise StoreError(
+                    f"schema {self.schema} holds tables but no schema_version: "
+                    "it is not a cascade_notify store"
+                )
+            else:
+                check_version(version, schema_module.current_version(), f"schema {self.schema}")
+
+    async def _migrate(self, conn: Conn) -> tuple[int, int]:
+        async with conn.transaction():
+            await self._lock_schema(conn)
+            version = await self._version(conn)
+            if version == 0:
+                raise StoreError(
+                    f"schema {self.schema} holds tables but no schema_version: "
+                    "it is not a cascade_notify store; refusing to touch it"
+                )
+            if version is not None and version > schema_module.current_version():
+                check_version(version, schema_module.current_version(), f"schema {self.schema}")
+            await self._apply(conn, version)
+            return version or 0, schema_module.current_version()
+
+    async def _lock_schema(self, conn: Conn) -> None:
+        # two processes starting on an empty database must not both create the tables
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (f"cascade_notify schema {self.schema}",),
+        )
+
+    async def _apply(self, conn: Conn, found: int | None) -> None:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        for version, statements in schema_module.MIGRATIONS:
+            if version > (found or 0):
+                for statement in statements:
+                    await conn.execute(statement)
+        current = schema_module.current_version()
+        if found is None:
+            await conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+            await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (current,))
+        else:
+            await conn.execute("UPDATE schema_version SET version = %s", (current,))
+
+    # the Store protocol
+
+    async def create(self, delivery: Delivery) -> tuple[Delivery, bool]:
+        async def work(conn: Conn) -> tuple[Delivery, bool]:
+            # without attempts (as send() makes it) one statement is the whole transaction
+            async with conn.transaction() if delivery.attempts else _autocommit():
+                cur = await conn.execute(_INSERT_DELIVERY, delivery_values(delivery))
+                if await cur.fetchone() is not None:
+                    await upsert_attempts(conn, delivery.attempts)
+                    return delivery.copy(), True
+            cur = await conn.execute(
+                "SELECT id FROM deliveries WHERE idempotency_key = %s", (delivery.idempotency_key,)
+            )
+            row = await cur.fetchone()
+            if row is None:  # pragma: no cover - the key's owner was deleted in between
+                raise StoreError("the delivery with this idempotency key just vanished; retry")
+            return (await load(conn, [row[0]]))[row[0]], False
+
+        failpoints.hit("send.before")
+        result = await self._run(work)
+        failpoints.hit("send.after")
+        return result
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        async def work(conn: Conn) -> Delivery | None:
+            return (await load(conn, [delivery_id])).get(delivery_id)
+
+        return await self._run(work)
+
+    async def claim(self, now: float, *, limit: int, lease: float) -> list[Claim]:
+        until = now + lease
+
+        async def work(conn: Conn) -> list[Claim]:
+            async with conn.transaction():
+                cur = await conn.execute(_CLAIM, {"now": now, "limit": limit, "until": until})
+                tokens = {row[0]: int(row[1]) for row in await cur.fetchall()}
+                if not tokens:
+                    return []
+                loaded = await load(conn, list(tokens))
+                failpoints.hit("claim.before")  # leased in a transaction that never commits
+            return [Claim(loaded[i], token, until) for i, token in tokens.items()]
+
+        claims = await self._run(work)
+        if claims:
+            failpoints.hit("claim.after")
+        return claims
+
+    async def commit(self, claim: Claim, transition: Transition) -> None:
+        path = failpoints.path_of(transition)
+        failpoints.hit(f"{path}.before")
+        await self._run(lambda conn: rows.commit(conn, claim, transition))
+        failpoints.hit(f"{path}.after")
+
+    async def record_receipts(self, receipts: Sequence[Receipt], now: float) -> list[ReceiptResult]:
+        # one transaction each: a receipt holds at most one row lock and one advisory lock
+        results: list[ReceiptResult] = []
+        failpoints.hit("receipt.before")
+        for receipt in receipts:
+            results.append(await self._run(partial(rows.record, receipt=receipt, now=now)))
+        failpoints.hit("receipt.after")
+        return results
+
+    async def cancel(self, delivery_id: str, now: float) -> Delivery | None:
+        return await self._run(lambda conn: rows.cancel(conn, delivery_id, now))
+
+    async def next_wake(self) -> float | None:
+        async def work(conn: Conn) -> float | None:
+            row = await (await conn.execute(_NEXT_WAKE)).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        return await self._run(work)
+
+    # SharedState: what the guards of all workers on this database share
+
+    async def shared_bump(
+        self, key: str, add: float, *, floor: float, now: float, ttl: float
+    ) -> float:
+        """Set the number at `key` to max(it, floor) + add (absent: floor + add); return it."""
+        params = {"key": key, "add": add, "floor": floor, "now": now, "expires": now + ttl}
+
+        async def work(conn: Conn) -> float:
+            if now >= self._sweep_ts:  # expired keys go once a minute, from each process
+                self._sweep_ts = now + 60.0
+                await conn.execute(_SWEEP, {"now": now})
+            row = await (await conn.execute(_BUMP, params)).fetchone()
+            assert row is not None
+            return float(row[0])
+
+        return await self._run(work)
+
+    async def shared_get(self, prefix: str, now: float) -> dict[str, tuple[int, str]]:
+        """Every live text whose key starts with `prefix`: key -> (version, text)."""
+
+        async def work(conn: Conn) -> dict[str, tuple[int, str]]:
+            cur = await conn.execute(
+                "SELECT key, version, text FROM shared_texts "
+                "WHERE starts_with(key, %s) AND expires_ts > %s",
+                (prefix, now),
+            )
+            return {row[0]: (int(row[1]), row[2]) for row in await cur.fetchall()}
+
+        return await self._run(work)
+
+    async def shared_put(
+        self, key: str, value: str, *, version: int, now: float, ttl: float
+    ) -> int | None:
+        """Write `value` if the key's version is still `version` (0: absent); return the new
+        version, or None when another writer got there first."""
+        params = {"key": key, "text": value, "version": version, "expires": now + ttl}
+
+        async def work(conn: Conn) -> int | None:
+            query = _CREATE_TEXT if version == 0 else _REPLACE_TEXT
+            row = await (await conn.execute(query, params)).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._run(work)
+
+    async def purge(self, older_than: float, now: float) -> int:
+        """Delete deliveries final for at least `older_than` seconds, with everything of
+        theirs, and orphan receipts past their time; return how many deliveries went."""
+
+        async def chunk(conn: Conn) -> int:
+            async with conn.transaction():
+                await conn.execute(
+                    "DELETE FROM orphan_receipts WHERE kept_ts <= %s", (now - ORPHAN_TTL,)
+                )
+                await conn.execute(_SWEEP, {"now": now})
+                cur = await conn.execute(
+                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
+                    "WHERE status <> 'pending' AND finished_ts <= %s LIMIT %s)",
+                    (now - older_than, PURGE_CHUNK),
+                )
+                return cur.rowcount
+
+        total = 0
+        while True:
+            count = await self._run(chunk)
+            total += count
+            if count < PURGE_CHUNK:
+                return total
+
+
+__all__ = ["PostgresStore"]

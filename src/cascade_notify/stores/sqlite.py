@@ -1,0 +1,484 @@
+"""The SQLite store, the embedded default: `store: sqlite:///cascade.db`.
+
+One connection does all the reading and writing, owned by one thread
+(`_sqlite_writer`), which runs calls in `BEGIN IMMEDIATE` transactions and
+commits them in groups; a call returns only after its group committed. The
+database is in WAL mode with `synchronous=FULL` unless the URL says
+otherwise (`?synchronous=NORMAL` trades the last moments before a power cut
+for speed; a process crash loses nothing either way).
+
+One process only: a second connection writing the same WAL database can
+corrupt it with the SQLite versions Python 3.11 links, so the store holds an
+exclusive lock on `<file>-lock` while it is open, and a second opener gets a
+StoreError (run several workers on PostgreSQL instead).
+
+Nothing about a delivery is cached in Python: every call reads the rows it
+needs, so memory does not grow with the number of deliveries pending.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from cascade_notify import _failpoints as failpoints
+from cascade_notify.errors import LeaseLost, StoreError
+from cascade_notify.models import AttemptStatus, Delivery, DeliveryStatus, Receipt, status_after
+from cascade_notify.stores import _sqlite_schema as schema
+from cascade_notify.stores._codec import (
+    ATTEMPT_COLUMNS,
+    DELIVERY_COLUMNS,
+    RECEIPT_COLUMNS,
+    attempt_from_row,
+    attempt_values,
+    delivery_from_row,
+    delivery_values,
+    encode_skipped,
+    receipt_from_row,
+    receipt_values,
+)
+from cascade_notify.stores._common import (
+    PURGE_CHUNK,
+    cancel_transition,
+    url_options,
+    written,
+)
+from cascade_notify.stores._sqlite_writer import Writer
+from cascade_notify.stores.base import Claim, ReceiptResult, Transition, apply_transition
+from cascade_notify.stores.memory import ORPHAN_LIMIT, ORPHAN_TTL
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory lock, the rule still holds
+    fcntl = None  # type: ignore[assignment]
+
+_T = TypeVar("_T")
+_OPTIONS = {
+    "synchronous": "FULL (default), NORMAL or OFF",
+    "commit_window_ms": "how long a group waits for more writes; default 0",
+}
+_SYNCHRONOUS = ("FULL", "NORMAL", "OFF", "EXTRA")
+
+_D = ", ".join(DELIVERY_COLUMNS)
+_A = ", ".join(ATTEMPT_COLUMNS)
+_R = ", ".join(RECEIPT_COLUMNS)
+_SELECT_DELIVERY = f"SELECT {_D} FROM deliveries WHERE id = ?"  # noqa: S608 - constant columns
+_SELECT_ATTEMPTS = f"SELECT {_A} FROM attempts WHERE delivery_id = ? ORDER BY seq"  # noqa: S608
+_SELECT_RECEIPTS = (
+    f"SELECT r.attempt_id, {', '.join('r.' + c for c in RECEIPT_COLUMNS)} "  # noqa: S608
+    "FROM attempts a JOIN receipts r ON r.attempt_id = a.id WHERE a.delivery_id = ? "
+    "ORDER BY r.seq"
+)
+_INSERT_DELIVERY = (
+    f"INSERT INTO deliveries ({_D}, poked) VALUES ({', '.join('?' * len(DELIVERY_COLUMNS))}, 1)"  # noqa: S608
+)
+# a message id learned from a receipt (by attempt id) outlives a writer's copy without one
+_SET = {
+    "provider_message_id": "provider_message_id = "
+    "coalesce(excluded.provider_message_id, attempts.provider_message_id)"
+}
+_UPSERT_ATTEMPT = (
+    f"INSERT INTO attempts ({_A}) VALUES ({', '.join('?' * len(ATTEMPT_COLUMNS))}) "  # noqa: S608
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(_SET.get(c, f"{c} = excluded.{c}") for c in ATTEMPT_COLUMNS[1:])
+)
+_INSERT_RECEIPT = (
+    f"INSERT INTO receipts (attempt_id, {_R}) VALUES (?, {', '.join('?' * len(RECEIPT_COLUMNS))}) "  # noqa: S608
+    "ON CONFLICT (attempt_id, receipt_id) DO NOTHING"
+)
+_INSERT_ORPHAN = (
+    f"INSERT INTO orphan_receipts ({_R}, kept_ts) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(RECEIPT_COLUMNS))}, ?) "
+    "ON CONFLICT (provider, provider_message_id, receipt_id) DO NOTHING"
+)
+# The three ways a delivery is due; each query is served by its own partial index.
+_DUE = (
+    "SELECT id FROM deliveries WHERE status = 'pending' AND poked = 1 AND lease_until <= ? LIMIT ?",
+    "SELECT id FROM deliveries WHERE status = 'pending' AND lease_until > 0 "
+    "AND lease_until <= ? ORDER BY lease_until LIMIT ?",
+    "SELECT id FROM deliveries WHERE status = 'pending' AND wake_ts <= ?1 AND lease_until <= ?1 "
+    "ORDER BY wake_ts LIMIT ?2",
+)
+_UPDATE_DELIVERY = (
+    "UPDATE deliveries SET step = ?, status = ?, channel = ?, finished_ts = ?, wake_ts = ?, "
+    "skipped = ?, lease_until = CASE WHEN ? THEN 0 ELSE lease_until END, "
+    "poked = poked OR ?, token = token + ? WHERE id = ?"
+)
+
+
+class SQLiteStore:
+    """`store: sqlite:///path.db` (or `sqlite:///:memory:` for tests)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        commit_window: float = 0.0,
+    ) -> None:
+        self.path = str(path)
+        self.synchronous = synchronous.upper()
+        if self.synchronous not in _SYNCHRONOUS:
+            raise StoreError(f"synchronous={synchronous!r}: use one of {', '.join(_SYNCHRONOUS)}")
+        self.commit_window = commit_window
+        self._writer: Writer | None = None
+        self._lock_fd: int | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """`sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:`,
+        with options `?synchronous=NORMAL&commit_window_ms=2`."""
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite" or parts.netloc or len(parts.path) < 2:
+            raise StoreError(f"store URL {url!r}: write sqlite:///file.db (three slashes)")
+        options = url_options(parts.query, _OPTIONS, url)
+        try:
+            window = float(options.get("commit_window_ms", "0")) / 1000
+        except ValueError:
+            raise StoreError(f"store URL {url!r}: commit_window_ms must be a number") from None
+        return cls(
+            parts.path[1:], synchronous=options.get("synchronous", "FULL"), commit_window=window
+        )
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self.path}>"
+
+    def idle(self) -> bool:
+        """No call is in flight (the notifier's idle check, which a fake clock reads)."""
+        return self._writer is None or self._writer.in_flight == 0
+
+    # lifecycle
+
+    async def open(self) -> None:
+        """Open the database; create the schema if it is empty, refuse an old or new one."""
+        await self._start()
+        try:
+            await self._call(partial(schema.check_or_create, where=self.path))
+        except BaseException:
+            await self.close()
+            raise
+
+    async def migrate(self) -> tuple[int, int]:
+        """Bring the schema to this code's version; return (version before, version now).
+        Opens the store if it is not open; it stays open."""
+        await self._start()
+        return await self._call(partial(schema.migrate, where=self.path))
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await writer.stop()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
+
+    async def _start(self) -> None:
+        if self._writer is not None:
+            return
+        if self.path != ":memory:":
+            self._lock()
+        self._writer = Writer(self._connect, window=self.commit_window, name=self.path)
+        self._writer.start()
+
+    def _lock(self) -> None:
+        if fcntl is None:
+            return
+        lock_path = f"{self.path}-lock"
+        try:
+            Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreError(
+                f"the SQLite store {self.path} is open in another process (or another store "
+                "object); SQLite serves one process: stop it first, or use PostgreSQL for "
+                "several workers"
+            ) from None
+        self._lock_fd = fd
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        if self.path != ":memory:":
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"cannot use WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    # the Store protocol
+
+    async def create(self, delivery: Delivery) -> tuple[Delivery, bool]:
+        failpoints.hit("send.before")
+        result = await self._call(partial(_create, delivery=delivery))
+        failpoints.hit("send.after")
+        return result
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        return await self._call(partial(_load, delivery_id=delivery_id))
+
+    async def claim(self, now: float, *, limit: int, lease: float) -> list[Claim]:
+        claims = await self._call(partial(_claim, now=now, limit=limit, lease=lease))
+        if claims:
+            failpoints.hit("claim.after")
+        return claims
+
+    async def commit(self, claim: Claim, transition: Transition) -> None:
+        path = failpoints.path_of(transition)
+        failpoints.hit(f"{path}.before")
+        await self._call(partial(_commit, claim=claim, transition=transition))
+        failpoints.hit(f"{path}.after")
+
+    async def record_receipts(self, receipts: Sequence[Receipt], now: float) -> list[ReceiptResult]:
+        failpoints.hit("receipt.before")
+        results = await self._call(partial(_record, receipts=list(receipts), now=now))
+        failpoints.hit("receipt.after")
+        return results
+
+    async def cancel(self, delivery_id: str, now: float) -> Delivery | None:
+        return await self._call(partial(_cancel, delivery_id=delivery_id, now=now))
+
+    async def next_wake(self) -> float | None:
+        return await self._call(_next_wake)
+
+    async def purge(self, older_than: float, now: float) -> int:
+        """Delete deliveries final for at least `older_than` seconds, with everything of
+        theirs, and orphan receipts past their time; return how many deliveries went."""
+        total = 0
+        while True:  # in chunks, so other writers get the lock in between
+            count = await self._call(partial(_purge, cutoff=now - older_than, now=now))
+            total += count
+            if count < PURGE_CHUNK:
+                return total
+
+    async def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._writer is None:
+            raise StoreError("the SQLite store is not open")
+        return await self._writer.run(work)
+
+
+# The work, run in the writer thread inside a transaction.
+
+
+def _load(conn: sqlite3.Connection, *, delivery_id: str) -> Delivery | None:
+    row = conn.execute(_SELECT_DELIVERY, (delivery_id,)).fetchone()
+    if row is None:
+        return None
+    receipts: dict[str, list[Receipt]] = {}
+    for r in conn.execute(_SELECT_RECEIPTS, (delivery_id,)):
+        receipts.setdefault(r[0], []).append(receipt_from_row(r[1:]))
+    attempts = [
+        attempt_from_row(a, receipts.get(a[0], []))
+        for a in conn.execute(_SELECT_ATTEMPTS, (delivery_id,))
+    ]
+    return delivery_from_row(row, attempts)
+
+
+def _write_attempts(
+    conn: sqlite3.Connection, delivery: Delivery, transition: Transition, now: float | None
+) -> bool:
+    """Upsert the attempts `transition` touched, with their receipts; attach orphan
+    receipts to any that has a provider message id. True if an orphan was attached."""
+    attached = False
+    for attempt in written(delivery, transition):
+        if attempt.provider_message_id is not None:
+            key = (attempt.provider, attempt.provider_message_id)
+            orphans = conn.execute(
+                f"SELECT {_R} FROM orphan_receipts WHERE provider = ? "  # noqa: S608
+                "AND provider_message_id = ? ORDER BY seq",
+                key,
+            ).fetchall()
+            if orphans:
+                conn.execute(
+                    "DELETE FROM orphan_receipts WHERE provider = ? AND provider_message_id = ?",
+                    key,
+                )
+                for orphan in orphans:
+                    attached = attempt.absorb(receipt_from_row(orphan)) or attached
+        conn.execute(_UPSERT_ATTEMPT, attempt_values(attempt))
+        conn.executemany(
+            _INSERT_RECEIPT, [(attempt.id, *receipt_values(r)) for r in attempt.receipts]
+        )
+    return attached
+
+
+def _create(conn: sqlite3.Connection, *, delivery: Delivery) -> tuple[Delivery, bool]:
+    key = delivery.idempotency_key
+    if key is not None:
+        row = conn.execute("SELECT id FROM deliveries WHERE idempotency_key = ?", (key,)).fetchone()
+        if row is not None:
+            existing = _load(conn, delivery_id=row[0])
+            assert existing is not None
+            return existing, False
+    conn.execute(_INSERT_DELIVERY, delivery_values(delivery))
+    _write_attempts(conn, delivery, Transition(attempts=delivery.attempts), None)
+    return delivery.copy(), True
+
+
+def _claim(conn: sqlite3.Connection, *, now: float, limit: int, lease: float) -> list[Claim]:
+    ids: dict[str, None] = {}
+    for query in _DUE:
+        if len(ids) >= limit:
+            break
+        for (delivery_id,) in conn.execute(query, (now, limit)):
+            ids[delivery_id] = None
+    until = now + lease
+    claims: list[Claim] = []
+    for delivery_id in list(ids)[:limit]:
+        (token,) = conn.execute(
+            "UPDATE deliveries SET token = token + 1, lease_until = ?, poked = 0 "
+            "WHERE id = ? RETURNING token",
+            (until, delivery_id),
+        ).fetchone()
+        delivery = _load(conn, delivery_id=delivery_id)
+        assert delivery is not None
+        claims.append(Claim(delivery, int(token), until))
+    if claims:
+        failpoints.hit("claim.before")  # leased in a transaction that never commits
+    return claims
+
+
+def _commit(conn: sqlite3.Connection, *, claim: Claim, transition: Transition) -> None:
+    delivery_id = claim.delivery.id
+    row = conn.execute("SELECT token FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    if row is None or int(row[0]) != claim.token:
+        raise LeaseLost(f"delivery {delivery_id} is leased by another worker now")
+    delivery = _load(conn, delivery_id=delivery_id)
+    assert delivery is not None
+    apply_transition(delivery, transition)
+    attached = _write_attempts(conn, delivery, transition, None)
+    _update(conn, delivery, release=transition.release, poke=attached, bump=False)
+
+
+def _update(
+    conn: sqlite3.Connection, delivery: Delivery, *, release: bool, poke: bool, bump: bool
+) -> None:
+    conn.execute(
+        _UPDATE_DELIVERY,
+        (
+            delivery.step,
+            delivery.status.value,
+            delivery.channel,
+            delivery.finished_ts,
+            delivery.wake_ts,
+            encode_skipped(delivery.skipped),
+            release,
+            poke,
+            int(bump),
+            delivery.id,
+        ),
+    )
+
+
+def _record(
+    conn: sqlite3.Connection, *, receipts: list[Receipt], now: float
+) -> list[ReceiptResult]:
+    results: list[ReceiptResult] = []
+    for receipt in receipts:
+        found = conn.execute(
+            "SELECT id, delivery_id, status FROM attempts WHERE provider = ? "
+            "AND provider_message_id = ? ORDER BY seq LIMIT 1",
+            (receipt.provider, receipt.provider_message_id),
+        ).fetchone()
+        if found is None and receipt.attempt_id is not None:
+            found = _adopt(conn, receipt)
+        if found is None:
+            results.append(ReceiptResult(receipt, None, _keep_orphan(conn, receipt, now)))
+            continue
+        attempt_id, delivery_id, status = found
+        fresh = conn.execute(_INSERT_RECEIPT, (attempt_id, *receipt_values(receipt))).rowcount
+        if fresh:
+            after = status_after(AttemptStatus(status), receipt.status)
+            if after.value != status:
+                conn.execute(
+                    "UPDATE attempts SET status = ? WHERE id = ?", (after.value, attempt_id)
+                )
+            conn.execute(
+                "UPDATE deliveries SET poked = 1 WHERE id = ? AND status = 'pending' AND poked = 0",
+                (delivery_id,),
+            )
+        results.append(ReceiptResult(receipt, delivery_id, not fresh))
+    return results
+
+
+def _adopt(conn: sqlite3.Connection, receipt: Receipt) -> tuple[str, str, str] | None:
+    """The attempt a receipt names by our own attempt id (the provider echoed it); one that
+    did not know its message id learns it here."""
+    row = conn.execute(
+        "SELECT id, delivery_id, status, provider_message_id FROM attempts "
+        "WHERE id = ? AND provider = ?",
+        (receipt.attempt_id, receipt.provider),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[3] is None:
+        conn.execute(
+            "UPDATE attempts SET provider_message_id = ? WHERE id = ?",
+            (receipt.provider_message_id, row[0]),
+        )
+    return row[0], row[1], row[2]
+
+
+def _keep_orphan(conn: sqlite3.Connection, receipt: Receipt, now: float) -> bool:
+    """Keep a receipt for a message not (yet) known; True if it was kept before."""
+    conn.execute("DELETE FROM orphan_receipts WHERE kept_ts <= ?", (now - ORPHAN_TTL,))
+    if not conn.execute(_INSERT_ORPHAN, (*receipt_values(receipt), now)).rowcount:
+        return True
+    (count,) = conn.execute("SELECT count(*) FROM orphan_receipts").fetchone()
+    if count > ORPHAN_LIMIT:
+        conn.execute(
+            "DELETE FROM orphan_receipts WHERE seq IN "
+            "(SELECT seq FROM orphan_receipts ORDER BY seq LIMIT ?)",
+            (count - ORPHAN_LIMIT,),
+        )
+    return False
+
+
+def _cancel(conn: sqlite3.Connection, *, delivery_id: str, now: float) -> Delivery | None:
+    delivery = _load(conn, delivery_id=delivery_id)
+    if delivery is None or delivery.status is not DeliveryStatus.PENDING:
+        return delivery
+    transition = cancel_transition(delivery, now)
+    apply_transition(delivery, transition)
+    _write_attempts(conn, delivery, transition, None)
+    _update(conn, delivery, release=True, poke=False, bump=True)
+    return delivery
+
+
+def _next_wake(conn: sqlite3.Connection) -> float | None:
+    if conn.execute(
+        "SELECT 1 FROM deliveries WHERE status = 'pending' AND poked = 1 "
+        "AND lease_until <= 0 LIMIT 1"
+    ).fetchone():
+        return 0.0
+    times: list[Any] = [
+        conn.execute(
+            "SELECT wake_ts FROM deliveries WHERE status = 'pending' "
+            "AND wake_ts IS NOT NULL AND lease_until = 0 "
+            "ORDER BY wake_ts LIMIT 1"
+        ).fetchone(),
+        conn.execute(
+            "SELECT min(lease_until) FROM deliveries WHERE status = 'pending' AND lease_until > 0"
+        ).fetchone(),
+    ]
+    found = [float(t[0]) for t in times if t is not None and t[0] is not None]
+    return min(found, default=None)
+
+
+def _purge(conn: sqlite3.Connection, *, cutoff: float, now: float) -> int:
+    conn.execute("DELETE FROM orphan_receipts WHERE kept_ts <= ?", (now - ORPHAN_TTL,))
+    return conn.execute(
+        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
+        "WHERE status <> 'pending' AND finished_ts <= ? LIMIT ?)",
+        (cutoff, PURGE_CHUNK),
+    ).rowcount

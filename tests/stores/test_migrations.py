@@ -1,0 +1,150 @@
+"""Schema versions: a fresh database is created, an old one is migrated on request only,
+a newer one is refused; for SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cascade_notify.errors import StoreError
+from cascade_notify.stores import Migratable, Store, _postgres_schema, _sqlite_schema
+
+from .conftest import NOW, delivery
+
+Execute = Callable[[str], None]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Makes a store of `kind` on one database."""
+    if kind == "sqlite":
+        from cascade_notify.stores.sqlite import SQLiteStore
+
+        return lambda: SQLiteStore(tmp_path / "m.db")
+    from cascade_notify.stores.postgres import PostgresStore
+
+    dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
+    return lambda: PostgresStore(dsn, schema=schema)
+
+
+@pytest.fixture
+def execute(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Execute:
+    """Runs raw SQL on the database (while no store has it open)."""
+    if kind == "sqlite":
+
+        def run_sqlite(statement: str) -> None:
+            with sqlite3.connect(tmp_path / "m.db") as conn:
+                conn.execute(statement)
+
+        return run_sqlite
+    import psycopg
+
+    dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
+
+    def run_pg(statement: str) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            conn.execute(f'SET search_path TO "{schema}"')
+            conn.execute(statement)  # type: ignore[arg-type]
+
+    return run_pg
+
+
+@pytest.fixture
+def version_two(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This code's schema is version 2 (one more index than version 1)."""
+    module = _sqlite_schema if kind == "sqlite" else _postgres_schema
+    monkeypatch.setattr(
+        module,
+        "MIGRATIONS",
+        [*module.MIGRATIONS, (2, ("CREATE INDEX deliveries_policy ON deliveries (policy)",))],
+    )
+
+
+async def test_empty_database_gets_the_schema_at_open(make: Callable[[], Store]) -> None:
+    """Opening an empty database creates the current schema; nothing to migrate after."""
+    store = make()
+    await store.open()
+    try:
+        await store.create(delivery())
+        assert isinstance(store, Migratable)
+        assert await store.migrate() == (1, 1)
+    finally:
+        await store.close()
+
+
+async def test_older_schema_is_refused_until_migrated(
+    make: Callable[[], Store], request: pytest.FixtureRequest
+) -> None:
+    """A database at version 1 under version-2 code: open says to run `store migrate`;
+    after `migrate()` it opens, with its deliveries intact."""
+    store = make()
+    await store.open()
+    created, _ = await store.create(delivery())
+    await store.close()
+    request.getfixturevalue("version_two")
+    old = make()
+    with pytest.raises(StoreError, match=r"version 1, older .* `cascade-notify store migrate"):
+        await old.open()
+    migrating = make()
+    assert isinstance(migrating, Migratable)
+    assert await migrating.migrate() == (1, 2)
+    await migrating.close()
+    reopened = make()
+    await reopened.open()
+    try:
+        assert await reopened.get(created.id) is not None
+    finally:
+        await reopened.close()
+
+
+async def test_newer_schema_is_refused(make: Callable[[], Store], execute: Execute) -> None:
+    """A database written by newer code is neither opened nor migrated down."""
+    store = make()
+    await store.open()
+    await store.close()
+    execute("UPDATE schema_version SET version = 99")
+    newer = make()
+    with pytest.raises(StoreError, match="version 99, newer"):
+        await newer.open()
+    assert isinstance(newer, Migratable)
+    with pytest.raises(StoreError, match="newer"):
+        await newer.migrate()
+    await newer.close()
+
+
+async def test_foreign_database_is_not_touched(make: Callable[[], Store], execute: Execute) -> None:
+    """Tables that are not ours: open and migrate refuse rather than add to them."""
+    execute("CREATE TABLE invoices (id integer)")
+    store = make()
+    with pytest.raises(StoreError, match="not a cascade_notify store"):
+        await store.open()
+    assert isinstance(store, Migratable)
+    with pytest.raises(StoreError, match="not a cascade_notify store"):
+        await store.migrate()
+    await store.close()
+
+
+async def test_workers_starting_together_create_the_schema_once(
+    make: Callable[[], Store], kind: str
+) -> None:
+    """Several PostgreSQL processes opening an empty database at once all succeed."""
+    if kind == "sqlite":
+        pytest.skip("one process per SQLite file")
+    stores = [make() for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        await stores[0].create(delivery())
+        assert len(await stores[1].claim(NOW, limit=5, lease=5)) == 1
+    finally:
+        for store in stores:
+            await store.close()
