@@ -73,6 +73,7 @@ def test_send_from_the_command_line(tmp_path):
     """`send` runs one cascade and prints its outcome."""
     path = tmp_path / "p.yaml"
     path.write_text("""
+store: memory://
 providers:
   wa: {type: fake, channel: whatsapp, behavior: unreachable}
   sms: {type: fake, channel: sms}
@@ -101,6 +102,7 @@ def test_send_rejects_a_bad_number(tmp_path):
     """An invalid number is reported by field, and nothing is sent."""
     path = tmp_path / "p.yaml"
     path.write_text(
+        "store: memory://\n"
         "providers: {s: {type: fake, channel: sms}}\n"
         "policies: {p: {steps: [{channel: sms, providers: [s]}]}}\n"
     )

@@ -136,7 +136,7 @@ def test_defaults_fill_what_the_file_leaves_out() -> None:
     config = load_config(
         PROVIDERS + "policies:\n  only:\n    steps: [{channel: sms, providers: [sms]}]\n"
     )
-    assert config.store == "memory://"
+    assert config.store == "sqlite:///cascade.db"
     assert config.default_policy == "only"
     assert (config.worker.lease, config.worker.concurrency, config.worker.batch) == (30.0, 100, 100)
     policy = config.policies["only"]

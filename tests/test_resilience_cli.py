@@ -31,7 +31,7 @@ policies:
 @pytest.fixture
 def policy(tmp_path: Path) -> str:
     path = tmp_path / "cascade.yaml"
-    path.write_text(POLICY)
+    path.write_text("store: memory://\n" + POLICY)
     return str(path)
 
 

@@ -9,6 +9,7 @@ import pytest
 from cascade_notify import DeliveryNotFound, DeliveryStatus, Message, Recipient, SyncNotifier
 
 POLICY = """
+store: memory://
 providers:
   wa: {type: fake, channel: whatsapp, behavior: unreachable}
   sms: {type: fake, channel: sms}

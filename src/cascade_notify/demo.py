@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections import defaultdict
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -13,7 +15,7 @@ from cascade_notify._duration import format_duration, human_duration
 from cascade_notify.events import Event
 from cascade_notify.models import Delivery, Message, Recipient
 from cascade_notify.notifier import Notifier
-from cascade_notify.policy import Config
+from cascade_notify.policy import DEFAULT_STORE, Config
 from cascade_notify.testing import FakeClock, run_until_final
 
 PEOPLE = [
@@ -106,14 +108,22 @@ def _describe(event: Event, delivery: Delivery) -> Text | None:
 
 
 def run_demo(config: Config, console: Console) -> list[Delivery]:
-    """Run the demo deliveries to their ends and print their timelines."""
-    return asyncio.run(_run(config, console))
+    """Run the demo deliveries to their ends and print their timelines.
+
+    A policy that names no store gets the embedded default, SQLite; the demo
+    keeps that database in a temporary folder so that it leaves nothing behind.
+    """
+    with tempfile.TemporaryDirectory(prefix="cascade-demo-") as folder:
+        store = None
+        if config.store == DEFAULT_STORE:
+            store = f"sqlite:///{Path(folder) / 'demo.db'}"
+        return asyncio.run(_run(config, console, store))
 
 
-async def _run(config: Config, console: Console) -> list[Delivery]:
+async def _run(config: Config, console: Console, store: str | None) -> list[Delivery]:
     clock = FakeClock()
     events: dict[str, list[Event]] = defaultdict(list)
-    notifier = Notifier(config, clock=clock)
+    notifier = Notifier(config, clock=clock, store=store)
     notifier.subscribe(lambda event: events[event.delivery_id].append(event))
     console.print(Text("cascade-notify demo", style="bold"))
     console.print(

@@ -160,6 +160,7 @@ class Notifier:
         self._remove_idle_check()
         for provider in self._providers.values():
             await provider.aclose()
+        await self._guard.flush(self.clock.now())
         await self.store.close()
         self._guard.detach()
         if self._guard.relay in self._listeners:

@@ -83,6 +83,10 @@ _Channel = Annotated[str, AfterValidator(_channel_name)]
 _Minutes = Annotated[int, BeforeValidator(_minutes)]
 
 
+#: The store a policy without `store:` gets: an SQLite file beside the process.
+DEFAULT_STORE: Final = "sqlite:///cascade.db"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -123,7 +127,7 @@ class WorkerSettings(_Strict):
 
 
 class _Top(_Strict):
-    store: str = Field(default="memory://", min_length=1)
+    store: str = Field(default=DEFAULT_STORE, min_length=1)
     default_policy: str | None = None
     worker: WorkerSettings = WorkerSettings()
     sender_country: Country | None = None

@@ -186,6 +186,18 @@ class Protection:
             self._shared, self._sharing = store, True
             self._next_pull = 0.0
 
+    async def flush(self, now: float) -> None:
+        """Share whatever changed here and was not shared yet (the notifier stops)."""
+        if self._sharing and (self._owed or self._dirty()):
+            try:
+                await self._sync(now)
+            except CascadeError:
+                log.warning(
+                    "could not share breaker state on stop; other workers learn "
+                    "of it by their own failures",
+                    exc_info=True,
+                )
+
     def detach(self) -> None:
         self._shared, self._sharing, self._emit = self._table, False, None
 
