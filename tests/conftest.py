@@ -8,6 +8,13 @@ import pytest
 from cascade_notify import Message, Recipient
 
 
+@pytest.fixture(autouse=True)
+def _own_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in a folder of its own, so a policy without `store:` gets its own
+    default SQLite file and no test sees another's."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture
 def anna() -> Recipient:
     return Recipient(

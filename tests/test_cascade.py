@@ -349,12 +349,12 @@ async def test_receipt_before_send_answer_is_kept(
     notifier = await notifier_factory(chain().replace("receipt_delay: 5s", "latency: 2s"))
     delivery = await notifier.send(anna, parcel)
     await fake_clock.settle()
-    # the fake names its first message wa-1; report it while the send is still in flight
+    # report on the fake's first message while its send is still in flight
     results = await notifier.record_receipts(
         [
             Receipt(
                 provider="wa",
-                provider_message_id="wa-1",
+                provider_message_id=fake(notifier, "wa").next_message_id,
                 status=ReceiptStatus.DELIVERED,
                 ts=fake_clock.now(),
             )

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -96,8 +97,20 @@ class FakeProvider(Provider):
         self.overrides: dict[str, Behavior] = dict(self.settings.overrides)
         self.calls: list[FakeCall] = []
         self._ids = itertools.count(1)
+        # unique per instance: two workers (or a restart) on one store must not reuse ids
+        self._tag = os.urandom(3).hex()
         self._failures: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        # receipts due at once, reported together on the next turn of the loop
+        self._due: list[tuple[str, str, tuple[ReceiptStatus, ...]]] = []
+
+    def _message_id(self, number: int) -> str:
+        return f"{self.name}-{self._tag}-{number}"
+
+    @property
+    def next_message_id(self) -> str:
+        """The id the next accepted message will get (to report on it before it is sent)."""
+        return self._message_id(len([c for c in self.calls if c.provider_message_id]) + 1)
 
     @property
     def sent(self) -> list[FakeCall]:
@@ -147,7 +160,7 @@ class FakeProvider(Provider):
                     code="fake_transient",
                     retry_after=self.settings.retry_after,
                 )
-            message_id = f"{self.name}-{next(self._ids)}"
+            message_id = self._message_id(next(self._ids))
             self._schedule(message_id, request.attempt_id, behavior)
             if behavior == "unknown":
                 raise UnknownOutcomeError(
@@ -182,19 +195,28 @@ class FakeProvider(Provider):
             statuses = (ReceiptStatus.FAILED,)
         else:
             return
-        task = asyncio.get_running_loop().create_task(
-            self._report(message_id, attempt_id, statuses)
-        )
+        if self.settings.receipt_delay:
+            self._start(self._report([(message_id, attempt_id, statuses)]))
+            return
+        # instant receipts: those of every send in this turn of the loop go in one batch,
+        # one task and one store write, as a provider's webhook batches them
+        if not self._due:
+            self._start(self._report_due())
+        self._due.append((message_id, attempt_id, statuses))
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _report(
-        self, message_id: str, attempt_id: str, statuses: tuple[ReceiptStatus, ...]
-    ) -> None:
+    async def _report_due(self) -> None:
+        await asyncio.sleep(0)
+        due, self._due = self._due, []
+        await self._report(due)
+
+    async def _report(self, due: list[tuple[str, str, tuple[ReceiptStatus, ...]]]) -> None:
         if self.settings.receipt_delay:
             await self.clock.sleep(self.settings.receipt_delay)
-        else:
-            await asyncio.sleep(0)
         now = self.clock.now()
         error, code = _FAILED_RECEIPT.get(self.channel, ("reported failed", "failed"))
         await self.emit(
@@ -208,6 +230,7 @@ class FakeProvider(Provider):
                     error=error if status is ReceiptStatus.FAILED else None,
                     attempt_id=attempt_id,
                 )
+                for message_id, attempt_id, statuses in due
                 for status in statuses
             ]
         )
@@ -218,3 +241,4 @@ class FakeProvider(Provider):
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self._due.clear()

@@ -1,0 +1,30 @@
+"""The benchmark runner's smoke run: it runs and prints its table (no speed is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_engine_run_prints_a_table() -> None:
+    """`python -m benchmarks --quick --only engine` on the memory store prints the engine
+    table with a figure for the floor and for the memory store, and the targets."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "engine", "--stores", "memory"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "### 1. Engine overhead" in out
+    assert "| store " in out and "|---" in out
+    rows = [line for line in out.splitlines() if line.startswith(("| floor", "| memory"))]
+    assert len(rows) == 2, out
+    assert all(any(ch.isdigit() for ch in row) for row in rows), rows
+    assert "### Targets" in out
