@@ -376,7 +376,13 @@ class Notifier:
             if claims:
                 await asyncio.sleep(0)
                 continue
-            wake = await store.next_wake()
+            try:
+                wake = await store.next_wake()
+            except CascadeError:
+                # a store outage must not end the worker: back off and look again
+                log.exception("reading the next due time failed; retrying")
+                await self._park(POLL_INTERVAL)
+                continue
             delay = None if wake is None else wake - self.clock.now()
             if delay is not None and delay <= 0:
                 await asyncio.sleep(0)

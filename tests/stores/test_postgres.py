@@ -128,8 +128,10 @@ policies:
         assert (await notifier.get(accepted[-1].id)).status is DeliveryStatus.DELIVERED
     finally:
         proxy.set("pass")
-        await notifier.stop()
-        await proxy.close()
+        try:
+            await notifier.stop()
+        finally:
+            await proxy.close()
 
 
 async def test_a_session_stopped_inside_a_transaction_is_ended(pg_dsn: str, pg_schema: str) -> None:
