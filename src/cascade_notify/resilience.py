@@ -26,6 +26,7 @@ they live in this process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import OrderedDict
@@ -171,6 +172,9 @@ class Protection:
         self._spenders: dict[str, str] = {}  # delivery id -> policy whose budget its send uses
         self._owed: list[tuple[str, float]] = []  # cost not yet added to the shared counts
         self._next_pull = 0.0
+        # one sync at a time: a send must not go out on local state while a pull that
+        # may say "open" is still on its way
+        self._sync_lock = asyncio.Lock()
         self._emit: Callable[[Event], None] | None = None
         self.breakers = Breakers(self)
 
@@ -227,8 +231,12 @@ class Protection:
         return None
 
     async def acquire(self, provider: str, delivery: Delivery, now: float) -> float:
-        if self._sharing and (self._owed or self._dirty() or now >= self._next_pull):
-            await self._sync(now)
+        if self._sharing and (
+            self._sync_lock.locked() or self._owed or self._dirty() or now >= self._next_pull
+        ):
+            async with self._sync_lock:
+                if self._owed or self._dirty() or now >= self._next_pull:
+                    await self._sync(now)
         circuit = self._circuits.get(provider)
         if circuit is not None and not circuit.allows(now, delivery.id):
             return _RECHECK
