@@ -13,7 +13,7 @@ log = logging.getLogger("cascade_notify.events")
 class Event:
     """Something that happened to a delivery, for timelines, metrics and alerts."""
 
-    kind: str  # created, sending, outcome, skipped, receipt, finished
+    kind: str  # created, sending, outcome, skipped, receipt, finished, throttled, brake, breaker
     delivery_id: str
     ts: float
     channel: str | None = None

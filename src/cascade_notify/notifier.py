@@ -103,6 +103,13 @@ class Notifier:
     def subscribe(self, listener: Listener) -> None:
         """Call `listener(event)` for everything that happens to any delivery."""
         self._listeners.append(listener)
+        self._relay_brakes()
+
+    def _relay_brakes(self) -> None:
+        # brake skips are repeated as `brake` events only for someone listening: with no
+        # listener the engine builds no events at all, which keeps its hot path lean
+        if self._listeners and self._guard.relay not in self._listeners:
+            self._listeners.append(self._guard.relay)
 
     def _emit(self, event: Event) -> None:
         emit(self._listeners, event)
@@ -135,7 +142,7 @@ class Notifier:
         for provider in self._providers.values():
             provider.attach(self._ingest)
         self._guard.attach(store, self._emit)
-        self._listeners.append(self._guard.relay)
+        self._relay_brakes()
         self._engine = Engine(
             store, self._providers, self.clock, listeners=self._listeners, guard=self._guard
         )
