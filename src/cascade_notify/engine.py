@@ -333,13 +333,14 @@ class Engine:
                 change.status = decision.status
                 change.channel = decision.channel
                 change.finished_ts = now
-            if pending is not None:
-                change = pending.merge(change)
-                pending = None
-            await self.store.commit(claim, change)
+            # `pending` (a call's outcome, a poll's news) is already applied to `delivery`:
+            # it is written together with this change, and only this change is applied now
+            write = change if pending is None else pending.merge(change)
+            pending = None
+            await self.store.commit(claim, write)
             apply_transition(delivery, change)
             if self.guard is not None:
-                for written in change.attempts:
+                for written in write.attempts:
                     if written.status is not AttemptStatus.SENDING:
                         self.guard.observe(written, now)
             self._report(delivery, decision)

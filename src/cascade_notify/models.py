@@ -201,6 +201,21 @@ class Recipient:
         values["opted_out"] = frozenset(values.get("opted_out", ()))
         return cls(**values)
 
+    @classmethod
+    def restore(cls, data: Mapping[str, Any]) -> Recipient:
+        """A recipient from `to_dict()` output that this library validated before it was
+        stored: not validated again (phone number parsing is most of a store's read cost).
+        Use `from_dict` for data from anywhere else."""
+        recipient = object.__new__(cls)
+        for name in _RECIPIENT_FIELDS:
+            object.__setattr__(recipient, name, data.get(name))
+        object.__setattr__(recipient, "addresses", dict(data.get("addresses", ())))
+        object.__setattr__(recipient, "opted_out", frozenset(data.get("opted_out", ())))
+        return recipient
+
+
+_RECIPIENT_FIELDS = (*_NAMED_CHANNELS, "id", "locale", "timezone", "region")
+
 
 def normalize_phone(value: object, field_name: str, region: str | None = None) -> str:
     """Return `value` as an E.164 number, or raise RecipientError naming the field."""
@@ -269,6 +284,18 @@ class Message:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Message:
         return cls(**data)
+
+    @classmethod
+    def restore(cls, data: Mapping[str, Any]) -> Message:
+        """A message from `to_dict()` output that this library validated before it was
+        stored: not validated again. Use `from_dict` for data from anywhere else."""
+        message = object.__new__(cls)
+        object.__setattr__(message, "text", data["text"])
+        object.__setattr__(message, "subject", data.get("subject"))
+        object.__setattr__(message, "category", data.get("category", "transactional"))
+        object.__setattr__(message, "overrides", data.get("overrides", {}))
+        object.__setattr__(message, "metadata", data.get("metadata", {}))
+        return message
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 
-from cascade_notify.models import Attempt, Delivery, Receipt, SkippedStep, Step, WaitFor
+from cascade_notify.models import (
+    Attempt,
+    Delivery,
+    Message,
+    Receipt,
+    Recipient,
+    SkippedStep,
+    Step,
+    WaitFor,
+)
 from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
     DELIVERY_COLUMNS,
     RECEIPT_COLUMNS,
+    dumps,
+    encode_steps,
     skipped_from_dict,
     skipped_to_dict,
     step_from_dict,
     step_to_dict,
+    steps_from_json,
 )
 
 
@@ -45,3 +58,45 @@ def test_steps_and_skips_round_trip_whole() -> None:
     skip = SkippedStep(step=1, channel="sms", reason="opted_out", ts=1.5, detail="why")
     assert set(skipped_to_dict(skip)) == names(SkippedStep)
     assert skipped_from_dict(skipped_to_dict(skip)) == skip
+
+
+def test_stored_recipient_and_message_restore_equal_to_validated_ones() -> None:
+    """The stores restore what they wrote without validating again; what comes back must
+    equal the validated original, field for field (a new field not restored fails here)."""
+    recipient = Recipient(
+        id="r1",
+        whatsapp="+79161234567",
+        telegram="12345",
+        viber="vb-1",
+        sms="8 916 123-45-68",
+        email="a@example.com",
+        call="+79161234569",
+        app="device-1",
+        addresses={"max": "m-1"},
+        locale="ru",
+        timezone="Europe/Moscow",
+        opted_out={"viber"},
+        region="RU",
+    )
+    restored = Recipient.restore(json.loads(dumps(recipient.to_dict())))
+    assert restored == recipient
+    assert {f.name: getattr(restored, f.name) for f in fields(Recipient)} == {
+        f.name: getattr(recipient, f.name) for f in fields(Recipient)
+    }
+    message = Message(
+        text="hi",
+        subject="s",
+        category="marketing",
+        overrides={"email": {"html": "<b>hi</b>"}},
+        metadata={"order": 7},
+    )
+    assert Message.restore(json.loads(dumps(message.to_dict()))) == message
+    assert Message.restore(json.loads(dumps(Message(text="x").to_dict()))) == Message(text="x")
+
+
+def test_steps_json_of_one_policy_is_decoded_once() -> None:
+    step = Step(channel="sms", providers=("a",))
+    text = encode_steps((step,))
+    assert steps_from_json(text) == (step,)
+    assert steps_from_json(text) is steps_from_json(text)
+    assert steps_from_json(json.loads(text)) == (step,)  # PostgreSQL hands jsonb decoded

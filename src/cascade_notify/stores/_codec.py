@@ -8,8 +8,9 @@ the same order, so one set of `*_from_row` functions reads either.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from cascade_notify.errors import StoreError
@@ -127,6 +128,25 @@ def step_from_dict(data: dict[str, Any]) -> Step:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def encode_steps(steps: tuple[Step, ...]) -> str:
+    """A delivery's steps as JSON: a policy's steps are one tuple shared by its deliveries."""
+    return dumps([step_to_dict(s) for s in steps])
+
+
+def steps_from_json(value: str | bytes | Any) -> tuple[Step, ...]:
+    """A delivery's steps from their JSON: the text of one policy's steps is the same for
+    every delivery on it, so its decoding (frozen, shared) is kept."""
+    if isinstance(value, str):
+        return _steps_from_text(value)
+    return tuple(step_from_dict(s) for s in loads(value))
+
+
+@functools.lru_cache(maxsize=256)
+def _steps_from_text(text: str) -> tuple[Step, ...]:
+    return tuple(step_from_dict(s) for s in json.loads(text))
+
+
 def skipped_to_dict(skip: SkippedStep) -> dict[str, Any]:
     data: dict[str, Any] = {
         "step": skip.step,
@@ -149,8 +169,12 @@ def skipped_from_dict(data: dict[str, Any]) -> SkippedStep:
     )
 
 
-def encode_skipped(skipped: Iterable[SkippedStep]) -> str:
-    return dumps([skipped_to_dict(s) for s in skipped])
+def encode_skipped(skipped: Sequence[SkippedStep]) -> str:
+    return dumps([skipped_to_dict(s) for s in skipped]) if skipped else "[]"
+
+
+def decode_skipped(text: str | bytes | Any) -> list[SkippedStep]:
+    return [] if text == "[]" else [skipped_from_dict(s) for s in loads(text)]
 
 
 def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
@@ -168,7 +192,7 @@ def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
         delivery.idempotency_key,
         dumps(delivery.recipient.to_dict()),
         dumps(delivery.message.to_dict()),
-        dumps([step_to_dict(s) for s in delivery.steps]),
+        encode_steps(delivery.steps),
         encode_skipped(delivery.skipped),
     )
 
@@ -186,10 +210,10 @@ def delivery_from_row(row: Row, attempts: list[Attempt]) -> Delivery:
         finished_ts=_float(row[7]),
         wake_ts=_float(row[8]),
         idempotency_key=row[9],
-        recipient=Recipient.from_dict(loads(row[10])),
-        message=Message.from_dict(loads(row[11])),
-        steps=tuple(step_from_dict(s) for s in loads(row[12])),
-        skipped=[skipped_from_dict(s) for s in loads(row[13])],
+        recipient=Recipient.restore(loads(row[10])),
+        message=Message.restore(loads(row[11])),
+        steps=steps_from_json(row[12]),
+        skipped=decode_skipped(row[13]),
         attempts=attempts,
     )
 

@@ -134,8 +134,13 @@ class Writer:
             outcomes = [(False, error)] * len(group)
         self.commits += 1
         self.jobs += len(group)
+        # one wake-up of each waiting event loop for the whole group, not one per job
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for job, (ok, value) in zip(group, outcomes, strict=True):
-            _answer(job, ok, value)
+            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, answers in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                loop.call_soon_threadsafe(_settle_all, answers)
 
     @staticmethod
     def _transaction(conn: sqlite3.Connection, group: list[_Job]) -> list[tuple[bool, Any]]:
@@ -174,6 +179,11 @@ def _answer(job: _Job, ok: bool, value: Any) -> None:
     # a closed event loop raises RuntimeError: nobody is waiting any more
     with contextlib.suppress(RuntimeError):
         job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+
+
+def _settle_all(answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in answers:
+        _settle(future, ok, value)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

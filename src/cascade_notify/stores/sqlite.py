@@ -28,7 +28,14 @@ from urllib.parse import urlsplit
 
 from cascade_notify import _failpoints as failpoints
 from cascade_notify.errors import LeaseLost, StoreError
-from cascade_notify.models import AttemptStatus, Delivery, DeliveryStatus, Receipt, status_after
+from cascade_notify.models import (
+    Attempt,
+    AttemptStatus,
+    Delivery,
+    DeliveryStatus,
+    Receipt,
+    status_after,
+)
 from cascade_notify.stores import _sqlite_schema as schema
 from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
@@ -36,6 +43,7 @@ from cascade_notify.stores._codec import (
     RECEIPT_COLUMNS,
     attempt_from_row,
     attempt_values,
+    decode_skipped,
     delivery_from_row,
     delivery_values,
     encode_skipped,
@@ -68,11 +76,20 @@ _D = ", ".join(DELIVERY_COLUMNS)
 _A = ", ".join(ATTEMPT_COLUMNS)
 _R = ", ".join(RECEIPT_COLUMNS)
 _SELECT_DELIVERY = f"SELECT {_D} FROM deliveries WHERE id = ?"  # noqa: S608 - constant columns
-_SELECT_ATTEMPTS = f"SELECT {_A} FROM attempts WHERE delivery_id = ? ORDER BY seq"  # noqa: S608
+# `{marks}`: as many `?` as delivery ids
+_SELECT_ATTEMPTS = f"SELECT {_A} FROM attempts WHERE delivery_id IN ({{marks}}) ORDER BY seq"  # noqa: S608
 _SELECT_RECEIPTS = (
     f"SELECT r.attempt_id, {', '.join('r.' + c for c in RECEIPT_COLUMNS)} "  # noqa: S608
-    "FROM attempts a JOIN receipts r ON r.attempt_id = a.id WHERE a.delivery_id = ? "
+    "FROM attempts a JOIN receipts r ON r.attempt_id = a.id WHERE a.delivery_id IN ({marks}) "
     "ORDER BY r.seq"
+)
+_SELECT_STORED = (
+    f"SELECT a.provider_message_id, {', '.join('r.' + c for c in RECEIPT_COLUMNS)} "  # noqa: S608
+    "FROM attempts a LEFT JOIN receipts r ON r.attempt_id = a.id WHERE a.id = ? ORDER BY r.seq"
+)
+_CLAIM = (
+    "UPDATE deliveries SET token = token + 1, lease_until = ?, poked = 0 "  # noqa: S608
+    f"WHERE id IN ({{marks}}) RETURNING token, {_D}"
 )
 _INSERT_DELIVERY = (
     f"INSERT INTO deliveries ({_D}, poked) VALUES ({', '.join('?' * len(DELIVERY_COLUMNS))}, 1)"  # noqa: S608
@@ -103,6 +120,13 @@ _DUE = (
     "AND lease_until <= ? ORDER BY lease_until LIMIT ?",
     "SELECT id FROM deliveries WHERE status = 'pending' AND wake_ts <= ?1 AND lease_until <= ?1 "
     "ORDER BY wake_ts LIMIT ?2",
+)
+_COMMIT_DELIVERY = (
+    "UPDATE deliveries SET step = coalesce(?, step), status = coalesce(?, status), "
+    "channel = CASE WHEN ? THEN ? ELSE channel END, "
+    "finished_ts = CASE WHEN ? THEN ? ELSE finished_ts END, wake_ts = ?, "
+    "skipped = coalesce(?, skipped), lease_until = CASE WHEN ? THEN 0 ELSE lease_until END "
+    "WHERE id = ? AND token = ?"
 )
 _UPDATE_DELIVERY = (
     "UPDATE deliveries SET step = ?, status = ?, channel = ?, finished_ts = ?, wake_ts = ?, "
@@ -274,23 +298,28 @@ def _load(conn: sqlite3.Connection, *, delivery_id: str) -> Delivery | None:
     row = conn.execute(_SELECT_DELIVERY, (delivery_id,)).fetchone()
     if row is None:
         return None
+    return _with_attempts(conn, [row])[0]
+
+
+def _with_attempts(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[Delivery]:
+    """Deliveries from rows of `DELIVERY_COLUMNS`, with their attempts and receipts read
+    in two queries for all of them."""
+    ids = [row[0] for row in rows]
+    marks = ", ".join("?" * len(ids))
     receipts: dict[str, list[Receipt]] = {}
-    for r in conn.execute(_SELECT_RECEIPTS, (delivery_id,)):
+    for r in conn.execute(_SELECT_RECEIPTS.format(marks=marks), ids):
         receipts.setdefault(r[0], []).append(receipt_from_row(r[1:]))
-    attempts = [
-        attempt_from_row(a, receipts.get(a[0], []))
-        for a in conn.execute(_SELECT_ATTEMPTS, (delivery_id,))
-    ]
-    return delivery_from_row(row, attempts)
+    attempts: dict[str, list[Attempt]] = {delivery_id: [] for delivery_id in ids}
+    for a in conn.execute(_SELECT_ATTEMPTS.format(marks=marks), ids):
+        attempts[a[1]].append(attempt_from_row(a, receipts.get(a[0], [])))
+    return [delivery_from_row(row, attempts[row[0]]) for row in rows]
 
 
-def _write_attempts(
-    conn: sqlite3.Connection, delivery: Delivery, transition: Transition, now: float | None
-) -> bool:
-    """Upsert the attempts `transition` touched, with their receipts; attach orphan
-    receipts to any that has a provider message id. True if an orphan was attached."""
+def _write_attempts(conn: sqlite3.Connection, attempts: Sequence[Attempt]) -> bool:
+    """Upsert `attempts` with their receipts; attach orphan receipts to any that has a
+    provider message id. True if an orphan was attached."""
     attached = False
-    for attempt in written(delivery, transition):
+    for attempt in attempts:
         if attempt.provider_message_id is not None:
             key = (attempt.provider, attempt.provider_message_id)
             orphans = conn.execute(
@@ -321,7 +350,7 @@ def _create(conn: sqlite3.Connection, *, delivery: Delivery) -> tuple[Delivery, 
             assert existing is not None
             return existing, False
     conn.execute(_INSERT_DELIVERY, delivery_values(delivery))
-    _write_attempts(conn, delivery, Transition(attempts=delivery.attempts), None)
+    _write_attempts(conn, delivery.attempts)
     return delivery.copy(), True
 
 
@@ -332,32 +361,66 @@ def _claim(conn: sqlite3.Connection, *, now: float, limit: int, lease: float) ->
             break
         for (delivery_id,) in conn.execute(query, (now, limit)):
             ids[delivery_id] = None
+    if not ids:
+        return []
+    chosen = list(ids)[:limit]
     until = now + lease
-    claims: list[Claim] = []
-    for delivery_id in list(ids)[:limit]:
-        (token,) = conn.execute(
-            "UPDATE deliveries SET token = token + 1, lease_until = ?, poked = 0 "
-            "WHERE id = ? RETURNING token",
-            (until, delivery_id),
-        ).fetchone()
-        delivery = _load(conn, delivery_id=delivery_id)
-        assert delivery is not None
-        claims.append(Claim(delivery, int(token), until))
-    if claims:
-        failpoints.hit("claim.before")  # leased in a transaction that never commits
+    rows = conn.execute(
+        _CLAIM.format(marks=", ".join("?" * len(chosen))), (until, *chosen)
+    ).fetchall()
+    deliveries = _with_attempts(conn, [row[1:] for row in rows])
+    claims = [Claim(d, int(row[0]), until) for d, row in zip(deliveries, rows, strict=True)]
+    failpoints.hit("claim.before")  # leased in a transaction that never commits
     return claims
 
 
 def _commit(conn: sqlite3.Connection, *, claim: Claim, transition: Transition) -> None:
-    delivery_id = claim.delivery.id
-    row = conn.execute("SELECT token FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-    if row is None or int(row[0]) != claim.token:
-        raise LeaseLost(f"delivery {delivery_id} is leased by another worker now")
-    delivery = _load(conn, delivery_id=delivery_id)
-    assert delivery is not None
-    apply_transition(delivery, transition)
-    attached = _write_attempts(conn, delivery, transition, None)
-    _update(conn, delivery, release=transition.release, poke=attached, bump=False)
+    # The lease holder alone moves the delivery row on, so the transition says everything
+    # to write; only the attempts it touches are read back, for receipts that came meanwhile.
+    skipped = None
+    if transition.skipped:
+        (stored,) = conn.execute(
+            "SELECT skipped FROM deliveries WHERE id = ?", (claim.delivery.id,)
+        ).fetchone() or ("[]",)
+        skipped = encode_skipped([*decode_skipped(stored), *transition.skipped])
+    status = transition.status
+    final = status is not None
+    fenced = conn.execute(
+        _COMMIT_DELIVERY,
+        (
+            transition.step,
+            None if status is None else status.value,
+            final,
+            transition.channel,
+            final,
+            transition.finished_ts,
+            transition.wake_ts,
+            skipped,
+            transition.release,
+            claim.delivery.id,
+            claim.token,
+        ),
+    ).rowcount
+    if not fenced:
+        raise LeaseLost(f"delivery {claim.delivery.id} is leased by another worker now")
+    merged = [_merge_stored(conn, attempt) for attempt in transition.attempts]
+    if _write_attempts(conn, merged):
+        conn.execute("UPDATE deliveries SET poked = 1 WHERE id = ?", (claim.delivery.id,))
+
+
+def _merge_stored(conn: sqlite3.Connection, attempt: Attempt) -> Attempt:
+    """The writer's copy of `attempt` with what the store learned of it meanwhile: a message
+    id from a receipt that named the attempt, and receipts (which move its status on)."""
+    stored = conn.execute(_SELECT_STORED, (attempt.id,)).fetchall()
+    if not stored:
+        return attempt
+    merged = attempt.copy()
+    if merged.provider_message_id is None:
+        merged.provider_message_id = stored[0][0]
+    for row in stored:
+        if row[1] is not None:
+            merged.absorb(receipt_from_row(row[1:]))
+    return merged
 
 
 def _update(
@@ -450,7 +513,7 @@ def _cancel(conn: sqlite3.Connection, *, delivery_id: str, now: float) -> Delive
         return delivery
     transition = cancel_transition(delivery, now)
     apply_transition(delivery, transition)
-    _write_attempts(conn, delivery, transition, None)
+    _write_attempts(conn, written(delivery, transition))
     _update(conn, delivery, release=True, poke=False, bump=True)
     return delivery
 
