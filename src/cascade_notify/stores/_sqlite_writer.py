@@ -1,56 +1,59 @@
-"""One thread that owns the one SQLite connection, and commits in groups.
+"""The one SQLite connection, and group commit with the fsync off the event loop.
 
-Every store call becomes a job: a function of the connection. The thread
-takes whatever jobs are queued (waiting up to `window` seconds for more once
-the first arrives), runs them in one `BEGIN IMMEDIATE` transaction, each in a
-savepoint of its own so one job's error undoes only its own writes, commits
-once, and only then answers every job's caller. So a call that returned is
-committed (and, with `synchronous=FULL`, on disk), and N writes arriving
-together cost one fsync instead of N. Jobs that arrive while a commit is
-syncing simply wait for the next group: under load the groups grow by
-themselves, with no delay added when there is no load.
+Every store call is a job: a function of the connection. A job runs at once,
+in the event loop's own thread, inside the transaction that is open (the
+first job of a group opens it with `BEGIN IMMEDIATE`), in a savepoint of its
+own so that its error undoes only its own writes. Once the loop has run what
+was ready (or `window` seconds later), the group's `COMMIT`, which is where
+the fsync happens, runs in a thread of its own, and only when it returns does
+every job's caller get its answer. So a call that returned is committed (on
+disk with `synchronous=FULL`), N writes arriving together cost one fsync, and
+jobs arriving while a commit syncs wait for the next group: under load the
+groups grow by themselves, with no delay added when there is no load.
+
+Why not a thread that runs the jobs too: the `sqlite3` module lets go of the
+GIL for every statement and has to win it back from the busy event loop
+each time (up to the 5 ms switch interval). With twenty statements per
+delivery that hand-over, not SQLite, was most of the store's cost. A job's
+statements take microseconds; only the fsync is worth a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import sqlite3
-import threading
-import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from cascade_notify.errors import StoreError
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
+_Answer = tuple["asyncio.Future[Any]", bool, Any]
 
 #: The most jobs one transaction takes: bounds how long the first caller waits.
 MAX_GROUP = 512
 
 
-@dataclass(slots=True)
-class _Job:
-    work: Work | None  # None: close the connection and stop
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-
-
 class Writer:
-    """The writer thread. `await writer.run(fn)` runs `fn(connection)` in the next group."""
+    """The connection's owner. `await writer.run(fn)` runs `fn(connection)` in the open
+    transaction and returns its result once that transaction committed."""
 
     def __init__(
         self, connect: Callable[[], sqlite3.Connection], *, window: float = 0.0, name: str = ""
     ) -> None:
         self._connect = connect
         self._window = window
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._thread = threading.Thread(
-            target=self._main, name=f"cascade-sqlite {name}", daemon=True
-        )
+        self._name = name
+        self._conn: sqlite3.Connection | None = None
+        self._syncer: ThreadPoolExecutor | None = None
+        self._group: list[_Answer] | None = None  # jobs done in the open transaction
+        self._flush: asyncio.Handle | None = None
+        self._committing: asyncio.Task[None] | None = None
+        self._queued: deque[tuple[Work, asyncio.Future[Any]]] = deque()
         self._closed = False
         self.in_flight = 0
         #: Transactions committed and jobs they carried, for measuring the grouping.
@@ -58,132 +61,138 @@ class Writer:
         self.jobs = 0
 
     def start(self) -> None:
-        self._thread.start()
+        """Open the connection (raise StoreError if it cannot be)."""
+        try:
+            self._conn = self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the SQLite database: {exc}") from exc
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix=f"cascade-sqlite {self._name}")
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in the writer thread inside the next transaction; return its result
-        once that transaction committed (raise its error, or StoreError if the commit failed)."""
-        if self._closed:
+        """Run `work` in the next transaction; return its result once that committed (raise
+        its error, or StoreError if the commit failed)."""
+        if self._closed or self._conn is None:
             raise StoreError("the SQLite store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self.in_flight += 1
         try:
-            self._queue.put(_Job(work, loop, future))
+            if self._committing is not None or self._queued:
+                self._queued.append((work, future))
+            else:
+                self._execute(work, future)
             return await future
         finally:
             self.in_flight -= 1
 
     async def stop(self) -> None:
-        """Finish the queued jobs, close the connection and end the thread."""
+        """Commit what was done, answer every caller, and close the connection."""
         if self._closed:
             return
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
         self._closed = True
-        self._queue.put(_Job(None, loop, future))
-        await future
-        await asyncio.to_thread(self._thread.join)
+        while self._committing is not None or self._group is not None or self._queued:
+            if self._committing is None:
+                self._run_queued()
+                self._commit_now()
+            if self._committing is not None:
+                await asyncio.shield(self._committing)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._syncer is not None:
+            self._syncer.shutdown(wait=False)
+            self._syncer = None
 
-    # in the thread
+    # in the event loop's thread
 
-    def _main(self) -> None:
-        try:
-            conn = self._connect()
-        except (sqlite3.Error, OSError) as exc:
-            self._fail_all(StoreError(f"cannot open the SQLite database: {exc}"))
-            return
-        stop: _Job | None = None
-        try:
-            while stop is None:
-                group = self._take()
-                if group[-1].work is None:
-                    stop = group.pop()
-                if group:
-                    self._run_group(conn, group)
-        finally:
-            conn.close()
-            self._closed = True
-            self._fail_all(StoreError("the SQLite store is closed"), block=False)
-            if stop is not None:
-                _answer(stop, True, None)
-
-    def _take(self) -> list[_Job]:
-        group = [self._queue.get()]
-        deadline = time.monotonic() + self._window
-        while len(group) < MAX_GROUP and group[-1].work is not None:
+    def _execute(self, work: Work, future: asyncio.Future[Any]) -> None:
+        conn = self._conn
+        assert conn is not None
+        if self._group is None:
             try:
-                remaining = deadline - time.monotonic()
-                job = (
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-            group.append(job)
-        return group
-
-    def _run_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                future.set_exception(StoreError(f"SQLite cannot begin a transaction: {exc}"))
+                return
+            self._group = []
+            loop = asyncio.get_running_loop()
+            self._flush = (
+                loop.call_later(self._window, self._commit_now)
+                if self._window > 0
+                else loop.call_soon(self._commit_now)
+            )
         try:
-            outcomes = self._transaction(conn, group)
-        except Exception as exc:  # the connection itself failed: answer, never hang a caller
-            if conn.in_transaction:
-                conn.rollback()
-            error = StoreError(f"SQLite failed: {exc}; nothing of this write was kept")
-            outcomes = [(False, error)] * len(group)
-        self.commits += 1
-        self.jobs += len(group)
-        # one wake-up of each waiting event loop for the whole group, not one per job
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for job, (ok, value) in zip(group, outcomes, strict=True):
-            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
-        for loop, answers in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
-                loop.call_soon_threadsafe(_settle_all, answers)
-
-    @staticmethod
-    def _transaction(conn: sqlite3.Connection, group: list[_Job]) -> list[tuple[bool, Any]]:
-        conn.execute("BEGIN IMMEDIATE")
-        outcomes: list[tuple[bool, Any]] = []
-        for job in group:
-            assert job.work is not None
             conn.execute("SAVEPOINT job")
+        except sqlite3.Error as exc:
+            self._abandon(StoreError(f"SQLite failed: {exc}; nothing of this write was kept"))
+            future.set_exception(StoreError(f"SQLite failed: {exc}"))
+            return
+        try:
+            value = work(conn)
+        except Exception as exc:
             try:
-                value = job.work(conn)
-            except Exception as exc:
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
-                if isinstance(exc, sqlite3.Error):
-                    exc = StoreError(f"SQLite error: {exc}")
-                outcomes.append((False, exc))
-            else:
-                conn.execute("RELEASE job")
-                outcomes.append((True, value))
-        conn.execute("COMMIT")
-        return outcomes
-
-    def _fail_all(self, error: StoreError, *, block: bool = True) -> None:
-        """Answer every queued job with `error` (the stop job with success)."""
-        while True:
-            try:
-                job = self._queue.get() if block else self._queue.get_nowait()
-            except queue.Empty:
+            except sqlite3.Error as undo:
+                self._abandon(StoreError(f"SQLite failed: {undo}; nothing of this write was kept"))
+                future.set_exception(StoreError(f"SQLite failed: {undo}"))
                 return
-            _answer(job, job.work is None, error)
-            if job.work is None and block:
-                return
+            if isinstance(exc, sqlite3.Error):
+                exc = StoreError(f"SQLite error: {exc}")
+            self._group.append((future, False, exc))
+        else:
+            conn.execute("RELEASE job")
+            self._group.append((future, True, value))
+        if len(self._group) >= MAX_GROUP:
+            self._commit_now()
+
+    def _commit_now(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._group is None or self._committing is not None:
+            return
+        group, self._group = self._group, None
+        self._committing = asyncio.get_running_loop().create_task(self._commit(group))
+
+    async def _commit(self, group: list[_Answer]) -> None:
+        conn, syncer = self._conn, self._syncer
+        assert conn is not None and syncer is not None
+        try:
+            await asyncio.get_running_loop().run_in_executor(syncer, _commit, conn)
+        except Exception as exc:  # the disk or the connection failed: the group is lost
+            if conn.in_transaction:
+                conn.rollback()
+            error = StoreError(f"SQLite failed to commit: {exc}; nothing of this write was kept")
+            group = [(future, False, error) for future, _, _ in group]
+        self.commits += 1
+        self.jobs += len(group)
+        self._committing = None
+        for future, ok, value in group:
+            _settle(future, ok, value)
+        self._run_queued()
+
+    def _run_queued(self) -> None:
+        while self._queued and self._committing is None:
+            work, future = self._queued.popleft()
+            if not future.done():  # a caller that gave up waiting does not get its write
+                self._execute(work, future)
+
+    def _abandon(self, error: StoreError) -> None:
+        """The connection failed mid-transaction: undo it and fail every job in it."""
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        group, self._group = self._group or [], None
+        for future, _, _ in group:
+            _settle(future, False, error)
 
 
-def _answer(job: _Job, ok: bool, value: Any) -> None:
-    # a closed event loop raises RuntimeError: nobody is waiting any more
-    with contextlib.suppress(RuntimeError):
-        job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
-
-
-def _settle_all(answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for future, ok, value in answers:
-        _settle(future, ok, value)
+def _commit(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")  # in the syncer thread: the fsync happens here
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -1,8 +1,9 @@
 """The SQLite store, the embedded default: `store: sqlite:///cascade.db`.
 
-One connection does all the reading and writing, owned by one thread
-(`_sqlite_writer`), which runs calls in `BEGIN IMMEDIATE` transactions and
-commits them in groups; a call returns only after its group committed. The
+One connection does all the reading and writing (`_sqlite_writer`): calls run
+in the event loop's thread inside `BEGIN IMMEDIATE` transactions, committed
+in groups with the fsync in a thread of its own; a call returns only after
+its group committed. The
 database is in WAL mode with `synchronous=FULL` unless the URL says
 otherwise (`?synchronous=NORMAL` trades the last moments before a power cut
 for speed; a process crash loses nothing either way).
@@ -197,6 +198,9 @@ class SQLiteStore:
         if self._writer is not None:
             writer, self._writer = self._writer, None
             await writer.stop()
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the lock
             self._lock_fd = None
@@ -206,8 +210,13 @@ class SQLiteStore:
             return
         if self.path != ":memory:":
             self._lock()
-        self._writer = Writer(self._connect, window=self.commit_window, name=self.path)
-        self._writer.start()
+        writer = Writer(self._connect, window=self.commit_window, name=self.path)
+        try:
+            writer.start()
+        except BaseException:
+            self._unlock()
+            raise
+        self._writer = writer
 
     def _lock(self) -> None:
         if fcntl is None:
@@ -230,7 +239,11 @@ class SQLiteStore:
         self._lock_fd = fd
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        # used by the event loop's thread, and by the syncer thread for COMMIT (never both
+        # at once: the writer queues calls while a commit is in flight)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=1024
+        )
         conn.execute("PRAGMA busy_timeout = 5000")
         if self.path != ":memory:":
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
