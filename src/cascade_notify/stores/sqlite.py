@@ -105,6 +105,10 @@ _UPSERT_ATTEMPT = (
     "ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(_SET.get(c, f"{c} = excluded.{c}") for c in ATTEMPT_COLUMNS[1:])
 )
+_INSERT_NEW_ATTEMPT = (
+    f"INSERT INTO attempts ({_A}) VALUES ({', '.join('?' * len(ATTEMPT_COLUMNS))}) "  # noqa: S608
+    "ON CONFLICT (id) DO NOTHING"
+)
 _INSERT_RECEIPT = (
     f"INSERT INTO receipts (attempt_id, {_R}) VALUES (?, {', '.join('?' * len(RECEIPT_COLUMNS))}) "  # noqa: S608
     "ON CONFLICT (attempt_id, receipt_id) DO NOTHING"
@@ -345,12 +349,14 @@ def _write_attempts(conn: sqlite3.Connection, attempts: Sequence[Attempt]) -> bo
                     "DELETE FROM orphan_receipts WHERE provider = ? AND provider_message_id = ?",
                     key,
                 )
+                attempt = attempt.copy()  # the caller's copy stays as it was
                 for orphan in orphans:
                     attached = attempt.absorb(receipt_from_row(orphan)) or attached
         conn.execute(_UPSERT_ATTEMPT, attempt_values(attempt))
-        conn.executemany(
-            _INSERT_RECEIPT, [(attempt.id, *receipt_values(r)) for r in attempt.receipts]
-        )
+        if attempt.receipts:
+            conn.executemany(
+                _INSERT_RECEIPT, [(attempt.id, *receipt_values(r)) for r in attempt.receipts]
+            )
     return attached
 
 
@@ -390,6 +396,37 @@ def _claim(conn: sqlite3.Connection, *, now: float, limit: int, lease: float) ->
 def _commit(conn: sqlite3.Connection, *, claim: Claim, transition: Transition) -> None:
     # The lease holder alone moves the delivery row on, so the transition says everything
     # to write; only the attempts it touches are read back, for receipts that came meanwhile.
+    delivery_id = claim.delivery.id
+    if transition.release or transition.status is not None or transition.skipped:
+        _move(conn, claim, transition)
+    else:
+        # mid-transition, the lease kept (the intent before a provider call): the timer
+        # does not count while the lease holds (a lapsed lease makes the delivery due
+        # whatever it says), so unless the step moved only the fence is checked
+        row = conn.execute(
+            "SELECT token, step FROM deliveries WHERE id = ?", (delivery_id,)
+        ).fetchone()
+        if row is None or int(row[0]) != claim.token:
+            raise LeaseLost(f"delivery {delivery_id} is leased by another worker now")
+        if transition.step is not None and transition.step != row[1]:
+            conn.execute(
+                "UPDATE deliveries SET step = ? WHERE id = ?", (transition.step, delivery_id)
+            )
+    touched: list[Attempt] = []
+    for attempt in transition.attempts:
+        if (
+            attempt.provider_message_id is None
+            and not attempt.receipts
+            and conn.execute(_INSERT_NEW_ATTEMPT, attempt_values(attempt)).rowcount
+        ):
+            continue  # a new attempt: nothing stored to merge with, nothing to attach
+        touched.append(_merge_stored(conn, attempt))
+    if _write_attempts(conn, touched):
+        conn.execute("UPDATE deliveries SET poked = 1 WHERE id = ?", (delivery_id,))
+
+
+def _move(conn: sqlite3.Connection, claim: Claim, transition: Transition) -> None:
+    """Write the delivery row's part of `transition`, fenced by the claim's token."""
     skipped = None
     if transition.skipped:
         (stored,) = conn.execute(
@@ -416,9 +453,6 @@ def _commit(conn: sqlite3.Connection, *, claim: Claim, transition: Transition) -
     ).rowcount
     if not fenced:
         raise LeaseLost(f"delivery {claim.delivery.id} is leased by another worker now")
-    merged = [_merge_stored(conn, attempt) for attempt in transition.attempts]
-    if _write_attempts(conn, merged):
-        conn.execute("UPDATE deliveries SET poked = 1 WHERE id = ?", (claim.delivery.id,))
 
 
 def _merge_stored(conn: sqlite3.Connection, attempt: Attempt) -> Attempt:
