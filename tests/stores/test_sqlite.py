@@ -154,3 +154,42 @@ async def test_unwritable_location_fails_at_open(tmp_path: Path) -> None:
     store = SQLiteStore(blocker / "sub" / "g.db")
     with pytest.raises(StoreError):
         await store.open()
+
+
+async def test_a_call_that_fails_after_writing_undoes_only_itself(tmp_path: Path) -> None:
+    """Store calls run without a savepoint of their own; one that fails after writing
+    makes the group be done again job by job, and its neighbours' writes still land."""
+    store = SQLiteStore(tmp_path / "h.db", commit_window=0.02)
+    await store.open()
+
+    async def insert(key: str, fail: bool) -> str:
+        def work(conn: sqlite3.Connection) -> str:
+            conn.execute(
+                "INSERT INTO orphan_receipts (provider, provider_message_id, status, ts, "
+                "receipt_id, kept_ts) VALUES ('p', ?, 'delivered', 0, ?, 0)",
+                (key, key),
+            )
+            if fail:
+                raise ValueError(f"{key} failed after writing")
+            return key
+
+        return await store._call(work, light=True)
+
+    try:
+        results = await asyncio.gather(
+            insert("a", False),
+            insert("b", True),
+            store.create(delivery("c")),
+            insert("d", False),
+            return_exceptions=True,
+        )
+        assert results[0] == "a" and results[3] == "d"
+        assert isinstance(results[1], ValueError)
+        assert store._writer is not None and store._writer.commits >= 1
+        _same, created = await store.create(delivery("c"))
+        assert not created
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "h.db") as conn:
+        kept = {r[0] for r in conn.execute("SELECT provider_message_id FROM orphan_receipts")}
+    assert kept == {"a", "d"}

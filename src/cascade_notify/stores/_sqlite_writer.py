@@ -26,16 +26,25 @@ import sqlite3
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cascade_notify.errors import StoreError
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
-_Answer = tuple["asyncio.Future[Any]", bool, Any]
 
 #: The most jobs one transaction takes: bounds how long the first caller waits.
 MAX_GROUP = 512
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    work: Work
+    future: asyncio.Future[Any]
+    light: bool  # runs without a savepoint, see `Writer._run_light`
+    ok: bool = True
+    value: Any = None
 
 
 class Writer:
@@ -50,10 +59,11 @@ class Writer:
         self._name = name
         self._conn: sqlite3.Connection | None = None
         self._syncer: ThreadPoolExecutor | None = None
-        self._group: list[_Answer] | None = None  # jobs done in the open transaction
+        self._group: list[_Job] | None = None  # jobs done in the open transaction
+        self._guarded = False  # a job of the open group was replayed: savepoints for all
         self._flush: asyncio.Handle | None = None
         self._committing: asyncio.Task[None] | None = None
-        self._queued: deque[tuple[Work, asyncio.Future[Any]]] = deque()
+        self._queued: deque[_Job] = deque()
         self._closed = False
         self.in_flight = 0
         #: Transactions committed and jobs they carried, for measuring the grouping.
@@ -68,18 +78,23 @@ class Writer:
             raise StoreError(f"cannot open the SQLite database: {exc}") from exc
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix=f"cascade-sqlite {self._name}")
 
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, work: Callable[[sqlite3.Connection], T], *, light: bool = False) -> T:
         """Run `work` in the next transaction; return its result once that committed (raise
-        its error, or StoreError if the commit failed)."""
+        its error, or StoreError if the commit failed).
+
+        `light`: `work` only reads and writes rows (no schema change) and gives the same
+        result when done again from the same state; it then runs without a savepoint.
+        """
         if self._closed or self._conn is None:
             raise StoreError("the SQLite store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        job = _Job(work, future, light)
         self.in_flight += 1
         try:
             if self._committing is not None or self._queued:
-                self._queued.append((work, future))
+                self._queued.append(job)
             else:
-                self._execute(work, future)
+                self._execute(job)
             return await future
         finally:
             self.in_flight -= 1
@@ -104,46 +119,94 @@ class Writer:
 
     # in the event loop's thread
 
-    def _execute(self, work: Work, future: asyncio.Future[Any]) -> None:
+    def _execute(self, job: _Job) -> None:
         conn = self._conn
         assert conn is not None
         if self._group is None:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                future.set_exception(StoreError(f"SQLite cannot begin a transaction: {exc}"))
+                _settle(job.future, False, StoreError(f"SQLite cannot begin a transaction: {exc}"))
                 return
             self._group = []
+            self._guarded = False
             loop = asyncio.get_running_loop()
             self._flush = (
                 loop.call_later(self._window, self._commit_now)
                 if self._window > 0
                 else loop.call_soon(self._commit_now)
             )
+        if job.light and not self._guarded:
+            self._run_light(conn, job)
+        else:
+            self._run_guarded(conn, job)
+        if self._group is not None and len(self._group) >= MAX_GROUP:
+            self._commit_now()
+
+    def _run_light(self, conn: sqlite3.Connection, job: _Job) -> None:
+        """Run `job` without a savepoint (two statements fewer): if it fails having written
+        nothing, there is nothing to undo; if it wrote, the transaction is undone and the
+        group done again, each job in a savepoint."""
+        assert self._group is not None
+        before = conn.total_changes
+        try:
+            job.value = job.work(conn)
+        except Exception as exc:
+            if conn.total_changes != before:
+                self._replay(conn, job)
+                return
+            job.ok, job.value = False, _as_store_error(exc)
+        self._group.append(job)
+
+    def _run_guarded(self, conn: sqlite3.Connection, job: _Job) -> None:
+        """Run `job` in a savepoint of its own, so its error undoes only its own writes."""
+        assert self._group is not None
         try:
             conn.execute("SAVEPOINT job")
         except sqlite3.Error as exc:
             self._abandon(StoreError(f"SQLite failed: {exc}; nothing of this write was kept"))
-            future.set_exception(StoreError(f"SQLite failed: {exc}"))
+            _settle(job.future, False, StoreError(f"SQLite failed: {exc}"))
             return
         try:
-            value = work(conn)
+            job.value = job.work(conn)
         except Exception as exc:
             try:
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
             except sqlite3.Error as undo:
                 self._abandon(StoreError(f"SQLite failed: {undo}; nothing of this write was kept"))
-                future.set_exception(StoreError(f"SQLite failed: {undo}"))
+                _settle(job.future, False, StoreError(f"SQLite failed: {undo}"))
                 return
-            if isinstance(exc, sqlite3.Error):
-                exc = StoreError(f"SQLite error: {exc}")
-            self._group.append((future, False, exc))
+            job.ok, job.value = False, _as_store_error(exc)
         else:
             conn.execute("RELEASE job")
-            self._group.append((future, True, value))
-        if len(self._group) >= MAX_GROUP:
-            self._commit_now()
+        self._group.append(job)
+
+    def _replay(self, conn: sqlite3.Connection, failed: _Job) -> None:
+        """A job without a savepoint failed after writing: undo the transaction, then do the
+        group's jobs again (those that had failed keep their error) and this one last, each
+        in a savepoint. The jobs are functions of the database alone, so doing one again
+        gives what it gave."""
+        done, self._group = self._group or [], []
+        try:
+            conn.rollback()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._group = done
+            self._abandon(StoreError(f"SQLite failed: {exc}; nothing of this write was kept"))
+            _settle(failed.future, False, StoreError(f"SQLite failed: {exc}"))
+            return
+        self._guarded = True
+        for index, job in enumerate(done):
+            if job.ok:
+                self._run_guarded(conn, job)
+            else:
+                self._group.append(job)
+            if self._group is None:  # the connection failed: those done again were answered
+                for rest in (*done[index + 1 :], failed):
+                    _settle(rest.future, False, StoreError("SQLite failed; nothing was kept"))
+                return
+        self._run_guarded(conn, failed)
 
     def _commit_now(self) -> None:
         if self._flush is not None:
@@ -154,7 +217,7 @@ class Writer:
         group, self._group = self._group, None
         self._committing = asyncio.get_running_loop().create_task(self._commit(group))
 
-    async def _commit(self, group: list[_Answer]) -> None:
+    async def _commit(self, group: list[_Job]) -> None:
         conn, syncer = self._conn, self._syncer
         assert conn is not None and syncer is not None
         try:
@@ -163,19 +226,20 @@ class Writer:
             if conn.in_transaction:
                 conn.rollback()
             error = StoreError(f"SQLite failed to commit: {exc}; nothing of this write was kept")
-            group = [(future, False, error) for future, _, _ in group]
+            for job in group:
+                job.ok, job.value = False, error
         self.commits += 1
         self.jobs += len(group)
         self._committing = None
-        for future, ok, value in group:
-            _settle(future, ok, value)
+        for job in group:
+            _settle(job.future, job.ok, job.value)
         self._run_queued()
 
     def _run_queued(self) -> None:
         while self._queued and self._committing is None:
-            work, future = self._queued.popleft()
-            if not future.done():  # a caller that gave up waiting does not get its write
-                self._execute(work, future)
+            job = self._queued.popleft()
+            if not job.future.done():  # a caller that gave up waiting does not get its write
+                self._execute(job)
 
     def _abandon(self, error: StoreError) -> None:
         """The connection failed mid-transaction: undo it and fail every job in it."""
@@ -187,8 +251,12 @@ class Writer:
             self._flush.cancel()
             self._flush = None
         group, self._group = self._group or [], None
-        for future, _, _ in group:
-            _settle(future, False, error)
+        for job in group:
+            _settle(job.future, False, error)
+
+
+def _as_store_error(exc: Exception) -> Exception:
+    return StoreError(f"SQLite error: {exc}") if isinstance(exc, sqlite3.Error) else exc
 
 
 def _commit(conn: sqlite3.Connection) -> None:

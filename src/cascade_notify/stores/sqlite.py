@@ -261,15 +261,15 @@ class SQLiteStore:
 
     async def create(self, delivery: Delivery) -> tuple[Delivery, bool]:
         failpoints.hit("send.before")
-        result = await self._call(partial(_create, delivery=delivery))
+        result = await self._call(partial(_create, delivery=delivery), light=True)
         failpoints.hit("send.after")
         return result
 
     async def get(self, delivery_id: str) -> Delivery | None:
-        return await self._call(partial(_load, delivery_id=delivery_id))
+        return await self._call(partial(_load, delivery_id=delivery_id), light=True)
 
     async def claim(self, now: float, *, limit: int, lease: float) -> list[Claim]:
-        claims = await self._call(partial(_claim, now=now, limit=limit, lease=lease))
+        claims = await self._call(partial(_claim, now=now, limit=limit, lease=lease), light=True)
         if claims:
             failpoints.hit("claim.after")
         return claims
@@ -277,20 +277,20 @@ class SQLiteStore:
     async def commit(self, claim: Claim, transition: Transition) -> None:
         path = failpoints.path_of(transition)
         failpoints.hit(f"{path}.before")
-        await self._call(partial(_commit, claim=claim, transition=transition))
+        await self._call(partial(_commit, claim=claim, transition=transition), light=True)
         failpoints.hit(f"{path}.after")
 
     async def record_receipts(self, receipts: Sequence[Receipt], now: float) -> list[ReceiptResult]:
         failpoints.hit("receipt.before")
-        results = await self._call(partial(_record, receipts=list(receipts), now=now))
+        results = await self._call(partial(_record, receipts=list(receipts), now=now), light=True)
         failpoints.hit("receipt.after")
         return results
 
     async def cancel(self, delivery_id: str, now: float) -> Delivery | None:
-        return await self._call(partial(_cancel, delivery_id=delivery_id, now=now))
+        return await self._call(partial(_cancel, delivery_id=delivery_id, now=now), light=True)
 
     async def next_wake(self) -> float | None:
-        return await self._call(_next_wake)
+        return await self._call(_next_wake, light=True)
 
     async def purge(self, older_than: float, now: float) -> int:
         """Delete deliveries final for at least `older_than` seconds, with everything of
@@ -302,10 +302,10 @@ class SQLiteStore:
             if count < PURGE_CHUNK:
                 return total
 
-    async def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def _call(self, work: Callable[[sqlite3.Connection], _T], *, light: bool = False) -> _T:
         if self._writer is None:
             raise StoreError("the SQLite store is not open")
-        return await self._writer.run(work)
+        return await self._writer.run(work, light=light)
 
 
 # The work, run in the writer thread inside a transaction.
