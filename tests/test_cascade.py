@@ -471,3 +471,26 @@ async def test_send_before_start_is_a_clear_error(anna, parcel):
     notifier = Notifier.from_yaml(chain())
     with pytest.raises(Exception, match="not running"):
         await notifier.send(anna, parcel)
+
+
+async def test_no_send_once_the_lease_ran_out(fake_clock: FakeClock, anna, parcel) -> None:
+    """A worker paused past its lease while writing the intent to send does not send: a
+    successor may hold the delivery by then, and reads the intent as an unknown outcome."""
+    from cascade_notify.stores.base import Claim, Transition
+    from cascade_notify.stores.memory import MemoryStore
+
+    class SlowIntent(MemoryStore):
+        async def commit(self, claim: Claim, transition: Transition) -> None:
+            await super().commit(claim, transition)
+            if not transition.release:  # the intent: the worker stalls right after it
+                fake_clock._now = claim.lease_until
+
+    notifier = Notifier.from_yaml(chain(), clock=fake_clock, store=SlowIntent())
+    async with notifier:
+        delivery = await notifier.send(anna, parcel)
+        await fake_clock.advance(1)
+        assert fake(notifier, "wa").calls == []
+        # the next lease holder (here the same worker) finds the intent and waits for a
+        # receipt instead of sending again
+        stored = await notifier.get(delivery.id)
+        assert trail(stored) == [("wa", "unknown")]

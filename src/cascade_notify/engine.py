@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from cascade_notify.clock import Clock
 from cascade_notify.errors import (
+    LeaseLost,
     PermanentError,
     ProviderError,
     TransientError,
@@ -346,6 +347,14 @@ class Engine:
             self._report(delivery, decision)
             if decision.action is not Action.SEND:
                 return delivery
+            if self.clock.now() >= claim.lease_until:
+                # paused past the lease while writing the intent: a successor may hold the
+                # delivery now and sees the intent as an unknown outcome; sending as well
+                # could send twice
+                raise LeaseLost(
+                    f"the lease on delivery {delivery.id} ran out before the call to "
+                    f"{attempt.provider}; not sending"
+                )
             outcome = await self._call(delivery, attempt)
             pending = Transition(attempts=[outcome], wake_ts=now, release=False)
             apply_transition(delivery, pending)
