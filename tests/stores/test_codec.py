@@ -19,6 +19,7 @@ from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
     DELIVERY_COLUMNS,
     RECEIPT_COLUMNS,
+    Unchanging,
     dumps,
     encode_steps,
     skipped_from_dict,
@@ -100,3 +101,18 @@ def test_steps_json_of_one_policy_is_decoded_once() -> None:
     assert steps_from_json(text) == (step,)
     assert steps_from_json(text) is steps_from_json(text)
     assert steps_from_json(json.loads(text)) == (step,)  # PostgreSQL hands jsonb decoded
+
+
+def test_unchanging_parts_are_decoded_once_and_bounded() -> None:
+    """Recipient and message are decoded once per delivery id, and the cache keeps only
+    the newest `size` deliveries (memory does not grow with the deliveries pending)."""
+    unchanging = Unchanging(size=2)
+    recipient = Recipient(id="r", sms="+79161234567")
+    message = Message(text="hi")
+    r_json, m_json = dumps(recipient.to_dict()), dumps(message.to_dict())
+    first = unchanging.decode("d1", r_json, m_json)
+    assert first == (recipient, message)
+    assert unchanging.decode("d1", "not json", "not json") is first  # not decoded again
+    unchanging.decode("d2", r_json, m_json)
+    unchanging.decode("d3", r_json, m_json)
+    assert len(unchanging._parts) == 2 and "d1" not in unchanging._parts

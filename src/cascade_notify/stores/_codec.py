@@ -197,8 +197,42 @@ def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
     )
 
 
-def delivery_from_row(row: Row, attempts: list[Attempt]) -> Delivery:
+class Unchanging:
+    """The parts of a delivery that never change once it is created (recipient, message),
+    decoded, for the deliveries a process saw lately: a worker claims a delivery again
+    and again while its cascade runs, and decoding them was a tenth of a claim. Bounded
+    (oldest out first), so memory does not grow with the number of deliveries pending;
+    valid whoever else writes the store, because these parts are never written again."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._parts: dict[str, tuple[Recipient, Message]] = {}
+
+    def remember(self, delivery: Delivery) -> None:
+        self._put(delivery.id, (delivery.recipient, delivery.message))
+
+    def decode(self, delivery_id: str, recipient: Any, message: Any) -> tuple[Recipient, Message]:
+        """The recipient and message of `delivery_id`, from here or from their columns."""
+        found = self._parts.get(delivery_id)
+        if found is None:
+            found = Recipient.restore(loads(recipient)), Message.restore(loads(message))
+            self._put(delivery_id, found)
+        return found
+
+    def _put(self, delivery_id: str, parts: tuple[Recipient, Message]) -> None:
+        if len(self._parts) >= self.size and delivery_id not in self._parts:
+            del self._parts[next(iter(self._parts))]
+        self._parts[delivery_id] = parts
+
+
+def delivery_from_row(
+    row: Row, attempts: list[Attempt], unchanging: Unchanging | None = None
+) -> Delivery:
     """A `Delivery` from a row of `DELIVERY_COLUMNS` and its attempts, in order."""
+    if unchanging is None:
+        recipient, message = Recipient.restore(loads(row[10])), Message.restore(loads(row[11]))
+    else:
+        recipient, message = unchanging.decode(row[0], row[10], row[11])
     return Delivery(
         id=row[0],
         policy=row[1],
@@ -210,8 +244,8 @@ def delivery_from_row(row: Row, attempts: list[Attempt]) -> Delivery:
         finished_ts=_float(row[7]),
         wake_ts=_float(row[8]),
         idempotency_key=row[9],
-        recipient=Recipient.restore(loads(row[10])),
-        message=Message.restore(loads(row[11])),
+        recipient=recipient,
+        message=message,
         steps=steps_from_json(row[12]),
         skipped=decode_skipped(row[13]),
         attempts=attempts,

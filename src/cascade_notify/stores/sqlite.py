@@ -42,6 +42,7 @@ from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
     DELIVERY_COLUMNS,
     RECEIPT_COLUMNS,
+    Unchanging,
     attempt_from_row,
     attempt_values,
     decode_skipped,
@@ -157,6 +158,7 @@ class SQLiteStore:
         self.commit_window = commit_window
         self._writer: Writer | None = None
         self._lock_fd: int | None = None
+        self._unchanging = Unchanging()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -261,15 +263,22 @@ class SQLiteStore:
 
     async def create(self, delivery: Delivery) -> tuple[Delivery, bool]:
         failpoints.hit("send.before")
-        result = await self._call(partial(_create, delivery=delivery), light=True)
+        result = await self._call(
+            partial(_create, delivery=delivery, unchanging=self._unchanging), light=True
+        )
         failpoints.hit("send.after")
         return result
 
     async def get(self, delivery_id: str) -> Delivery | None:
-        return await self._call(partial(_load, delivery_id=delivery_id), light=True)
+        return await self._call(
+            partial(_load, delivery_id=delivery_id, unchanging=self._unchanging), light=True
+        )
 
     async def claim(self, now: float, *, limit: int, lease: float) -> list[Claim]:
-        claims = await self._call(partial(_claim, now=now, limit=limit, lease=lease), light=True)
+        claims = await self._call(
+            partial(_claim, now=now, limit=limit, lease=lease, unchanging=self._unchanging),
+            light=True,
+        )
         if claims:
             failpoints.hit("claim.after")
         return claims
@@ -311,14 +320,18 @@ class SQLiteStore:
 # The work, run in the writer thread inside a transaction.
 
 
-def _load(conn: sqlite3.Connection, *, delivery_id: str) -> Delivery | None:
+def _load(
+    conn: sqlite3.Connection, *, delivery_id: str, unchanging: Unchanging | None = None
+) -> Delivery | None:
     row = conn.execute(_SELECT_DELIVERY, (delivery_id,)).fetchone()
     if row is None:
         return None
-    return _with_attempts(conn, [row])[0]
+    return _with_attempts(conn, [row], unchanging)[0]
 
 
-def _with_attempts(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[Delivery]:
+def _with_attempts(
+    conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], unchanging: Unchanging | None = None
+) -> list[Delivery]:
     """Deliveries from rows of `DELIVERY_COLUMNS`, with their attempts and receipts read
     in two queries for all of them."""
     ids = [row[0] for row in rows]
@@ -329,7 +342,7 @@ def _with_attempts(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> l
     attempts: dict[str, list[Attempt]] = {delivery_id: [] for delivery_id in ids}
     for a in conn.execute(_SELECT_ATTEMPTS.format(marks=marks), ids):
         attempts[a[1]].append(attempt_from_row(a, receipts.get(a[0], [])))
-    return [delivery_from_row(row, attempts[row[0]]) for row in rows]
+    return [delivery_from_row(row, attempts[row[0]], unchanging) for row in rows]
 
 
 def _write_attempts(conn: sqlite3.Connection, attempts: Sequence[Attempt]) -> bool:
@@ -360,20 +373,25 @@ def _write_attempts(conn: sqlite3.Connection, attempts: Sequence[Attempt]) -> bo
     return attached
 
 
-def _create(conn: sqlite3.Connection, *, delivery: Delivery) -> tuple[Delivery, bool]:
+def _create(
+    conn: sqlite3.Connection, *, delivery: Delivery, unchanging: Unchanging
+) -> tuple[Delivery, bool]:
     key = delivery.idempotency_key
     if key is not None:
         row = conn.execute("SELECT id FROM deliveries WHERE idempotency_key = ?", (key,)).fetchone()
         if row is not None:
-            existing = _load(conn, delivery_id=row[0])
+            existing = _load(conn, delivery_id=row[0], unchanging=unchanging)
             assert existing is not None
             return existing, False
     conn.execute(_INSERT_DELIVERY, delivery_values(delivery))
     _write_attempts(conn, delivery.attempts)
+    unchanging.remember(delivery)
     return delivery.copy(), True
 
 
-def _claim(conn: sqlite3.Connection, *, now: float, limit: int, lease: float) -> list[Claim]:
+def _claim(
+    conn: sqlite3.Connection, *, now: float, limit: int, lease: float, unchanging: Unchanging
+) -> list[Claim]:
     ids: dict[str, None] = {}
     for query in _DUE:
         if len(ids) >= limit:
@@ -387,7 +405,7 @@ def _claim(conn: sqlite3.Connection, *, now: float, limit: int, lease: float) ->
     rows = conn.execute(
         _CLAIM.format(marks=", ".join("?" * len(chosen))), (until, *chosen)
     ).fetchall()
-    deliveries = _with_attempts(conn, [row[1:] for row in rows])
+    deliveries = _with_attempts(conn, [row[1:] for row in rows], unchanging)
     claims = [Claim(d, int(row[0]), until) for d, row in zip(deliveries, rows, strict=True)]
     failpoints.hit("claim.before")  # leased in a transaction that never commits
     return claims
