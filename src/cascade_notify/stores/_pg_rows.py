@@ -133,7 +133,11 @@ _COMMIT = """
         poked = poked OR %s
     WHERE id = %s AND token = %s
 """
-_LOCK_MESSAGES = "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) k"
+# in the order of the keys' hashes, as the session functions of `_pg_calls` take them
+_LOCK_MESSAGES = (
+    "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) h "
+    "FROM unnest(%s::text[]) k ORDER BY 1) s"
+)
 _FENCE = f"""
     SELECT r.attempt_id, {", ".join("r." + c for c in RECEIPT_COLUMNS)}
     FROM deliveries d LEFT JOIN receipts r ON r.attempt_id = ANY(%s)

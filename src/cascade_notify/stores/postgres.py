@@ -39,10 +39,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from cascade_notify import _failpoints as failpoints
 from cascade_notify.errors import StoreError
 from cascade_notify.models import Delivery, Receipt
+from cascade_notify.stores import _pg_calls as calls
 from cascade_notify.stores import _pg_rows as rows
 from cascade_notify.stores import _postgres_schema as schema_module
 from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
 from cascade_notify.stores._common import PURGE_CHUNK, check_version
+from cascade_notify.stores._pg_group import CommitGroup, Write
 from cascade_notify.stores._pg_rows import load, upsert_attempts
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition
 from cascade_notify.stores.memory import ORPHAN_TTL
@@ -140,6 +142,7 @@ class PostgresStore:
         self._in_flight = 0
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._sweep_ts = 0.0
+        self._group = CommitGroup(self._commit_group)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -203,6 +206,7 @@ class PostgresStore:
             max_size=self.pool_max,
             open=False,
             timeout=self.timeout,
+            configure=self._configure if self.prepared else None,
             kwargs={
                 "autocommit": True,
                 # PgBouncer in transaction mode cannot keep prepared statements: prepared=false
@@ -229,6 +233,13 @@ class PostgresStore:
                 f"cannot connect to PostgreSQL within {self.timeout:g} s: {exc}"
             ) from None
         self._pool = pool
+
+    @staticmethod
+    async def _configure(conn: Conn) -> None:
+        # the one-round-trip claim, commit and receipts (see `_pg_calls`): session functions,
+        # which PgBouncer in transaction mode (prepared=false) would not keep
+        for statement in calls.SESSION_FUNCTIONS:
+            await conn.execute(statement)
 
     async def _run(self, work: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `work` on a pooled connection, within `timeout` seconds whatever the network
@@ -376,6 +387,13 @@ class PostgresStore:
     async def claim(self, now: float, *, limit: int, lease: float) -> list[Claim]:
         until = now + lease
 
+        if self.prepared:
+            failpoints.hit("claim.before")  # nothing leased yet
+            claims = await self._run(lambda conn: calls.claim(conn, now, limit, until))
+            if claims:
+                failpoints.hit("claim.after")
+            return claims
+
         async def work(conn: Conn) -> list[Claim]:
             async with conn.transaction():
                 cur = await conn.execute(_CLAIM, {"now": now, "limit": limit, "until": until})
@@ -394,15 +412,31 @@ class PostgresStore:
     async def commit(self, claim: Claim, transition: Transition) -> None:
         path = failpoints.path_of(transition)
         failpoints.hit(f"{path}.before")
-        await self._run(lambda conn: rows.commit(conn, claim, transition))
+        if self.prepared:
+            self._in_flight += 1  # queued for a group: not idle
+            try:
+                await self._group.commit(claim, transition)
+            finally:
+                self._in_flight -= 1
+        else:
+            await self._run(lambda conn: rows.commit(conn, claim, transition))
         failpoints.hit(f"{path}.after")
 
+    async def _commit_group(self, writes: Sequence[Write]) -> list[bool]:
+        return await self._run(lambda conn: calls.commit(conn, writes))
+
     async def record_receipts(self, receipts: Sequence[Receipt], now: float) -> list[ReceiptResult]:
-        # one transaction each: a receipt holds at most one row lock and one advisory lock
         results: list[ReceiptResult] = []
         failpoints.hit("receipt.before")
-        for receipt in receipts:
-            results.append(await self._run(partial(rows.record, receipt=receipt, now=now)))
+        if not receipts:
+            pass
+        elif self.prepared:
+            # the batch in one statement: message ids' advisory locks, then rows, each sorted
+            results = await self._run(lambda conn: calls.record(conn, receipts, now))
+        else:
+            # one transaction each: a receipt holds at most one row lock and one advisory lock
+            for receipt in receipts:
+                results.append(await self._run(partial(rows.record, receipt=receipt, now=now)))
         failpoints.hit("receipt.after")
         return results
 

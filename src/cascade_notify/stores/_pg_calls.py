@@ -1,0 +1,404 @@
+"""The PostgreSQL store's hot calls, one round trip each: `claim`, `commit` and
+`record_receipts` as single statements.
+
+`commit` and `record_receipts` decide on the server (fence, merge receipts that
+arrived meanwhile, take orphans): they are PL/pgSQL functions, created in each
+pooled connection's own temporary schema (`pg_temp`) when the connection is
+opened. They are not part of the stored schema, so they need no migration and
+always match this code; a session without them (PgBouncer in transaction mode,
+`prepared=false`) uses the statement-by-statement transactions of `_pg_rows`.
+
+A call is one statement, so its transaction never waits on the client while
+holding row locks (see the note on pipelines in `_pg_rows.load`).
+
+Lock order is the module's (see `postgres`): advisory locks of message ids
+first, in the order of their 64-bit hash, then delivery rows by id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cascade_notify.errors import StoreError
+from cascade_notify.models import Attempt, Receipt
+from cascade_notify.stores._codec import (
+    ATTEMPT_COLUMNS,
+    DELIVERY_COLUMNS,
+    RECEIPT_COLUMNS,
+    attempt_from_row,
+    delivery_from_row,
+    dumps,
+    receipt_from_row,
+    skipped_to_dict,
+)
+from cascade_notify.stores._pg_rows import Conn
+from cascade_notify.stores.base import Claim, ReceiptResult, Transition
+from cascade_notify.stores.memory import ORPHAN_LIMIT, ORPHAN_TTL
+
+#: The lock key of a message id: `_pg_rows._lock_key`, spelled in SQL.
+_KEY = "hashtextextended('cascade_notify message ' || {p} || chr(31) || {m}, 0)"
+
+_STATUS_AFTER = """
+CREATE FUNCTION pg_temp.cn_status_after(status text, receipt text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN receipt = 'read' THEN 'read'
+        WHEN receipt = 'delivered' THEN CASE WHEN status = 'read' THEN status ELSE 'delivered' END
+        WHEN receipt = 'failed' THEN
+            CASE WHEN status IN ('delivered', 'read') THEN status ELSE 'failed' END
+        WHEN status IN ('sending', 'unknown') THEN 'accepted'
+        ELSE status
+    END
+$$"""
+
+_A = ", ".join(ATTEMPT_COLUMNS)
+_R = ", ".join(RECEIPT_COLUMNS)
+_R_FROM_JSON = ", ".join(
+    f"({{x}}->>{i})::float8 AS {c}" if c == "ts" else f"{{x}}->>{i} AS {c}"
+    for i, c in enumerate(RECEIPT_COLUMNS)
+)
+_A_SET = ", ".join(
+    "provider_message_id = coalesce(excluded.provider_message_id, attempts.provider_message_id)"
+    if c == "provider_message_id"
+    else f"{c} = excluded.{c}"
+    for c in ATTEMPT_COLUMNS[1:]
+)
+
+# One transition (see `_item`), its delivery row already locked and its token checked:
+# p->2 holds the attempts, each an array of ATTEMPT_COLUMNS and then its receipts (each
+# an array of RECEIPT_COLUMNS).
+_WRITE_FUNCTION = f"""
+CREATE FUNCTION pg_temp.cn_write(p jsonb) RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_att record;
+    v_r record;
+    v_status text;
+    v_known text[];
+    v_new jsonb;
+    v_attached boolean := false;
+BEGIN
+    -- each attempt written: the last copy of it in this write, with every receipt known
+    FOR v_att IN
+        SELECT DISTINCT ON (x->>0) x AS a, n
+        FROM jsonb_array_elements((p->2)) WITH ORDINALITY e(x, n)
+        ORDER BY x->>0, n DESC
+    LOOP
+        v_status := v_att.a->>5;
+        v_new := v_att.a->14;
+        SELECT coalesce(array_agg(r->>6), '{{}}') INTO v_known FROM jsonb_array_elements(v_new) r;
+        -- stored meanwhile: a receipt recorded while we held the lease
+        FOR v_r IN
+            SELECT receipt_id, status FROM receipts WHERE attempt_id = v_att.a->>0 ORDER BY seq
+        LOOP
+            IF NOT v_r.receipt_id = ANY (v_known) THEN
+                v_status := pg_temp.cn_status_after(v_status, v_r.status);
+                v_known := v_known || v_r.receipt_id;
+            END IF;
+        END LOOP;
+        -- an earlier copy of the same attempt in this write
+        FOR v_r IN
+            SELECT r FROM jsonb_array_elements((p->2)) WITH ORDINALITY e(x, n),
+                jsonb_array_elements(x->14) WITH ORDINALITY f(r, m)
+            WHERE x->>0 = v_att.a->>0 AND n < v_att.n ORDER BY n, m
+        LOOP
+            IF NOT v_r.r->>6 = ANY (v_known) THEN
+                v_status := pg_temp.cn_status_after(v_status, v_r.r->>2);
+                v_known := v_known || (v_r.r->>6);
+                v_new := v_new || jsonb_build_array(v_r.r);
+            END IF;
+        END LOOP;
+        -- receipts that came before their message was known
+        IF v_att.a->>9 IS NOT NULL THEN
+            FOR v_r IN
+                WITH gone AS (
+                    DELETE FROM orphan_receipts
+                    WHERE provider = v_att.a->>4 AND provider_message_id = v_att.a->>9
+                    RETURNING seq, {_R}
+                )
+                SELECT * FROM gone ORDER BY seq
+            LOOP
+                IF NOT v_r.receipt_id = ANY (v_known) THEN
+                    v_status := pg_temp.cn_status_after(v_status, v_r.status);
+                    v_known := v_known || v_r.receipt_id;
+                    v_attached := true;
+                    v_new := v_new || jsonb_build_array(jsonb_build_array(
+                        {", ".join("v_r." + c for c in RECEIPT_COLUMNS)}));
+                END IF;
+            END LOOP;
+        END IF;
+        INSERT INTO attempts ({_A}) VALUES (
+            v_att.a->>0, v_att.a->>1, (v_att.a->>2)::integer, v_att.a->>3, v_att.a->>4,
+            v_status, (v_att.a->>6)::float8, (v_att.a->>7)::float8, (v_att.a->>8)::float8,
+            v_att.a->>9, v_att.a->>10, v_att.a->>11, (v_att.a->>12)::float8,
+            (v_att.a->>13)::float8)
+        ON CONFLICT (id) DO UPDATE SET {_A_SET};
+        IF jsonb_array_length(v_new) > 0 THEN
+            INSERT INTO receipts (attempt_id, {_R})
+            SELECT v_att.a->>0, {_R_FROM_JSON.format(x="r")}
+            FROM jsonb_array_elements(v_new) WITH ORDINALITY f(r, m) ORDER BY m
+            ON CONFLICT (attempt_id, receipt_id) DO NOTHING;
+        END IF;
+    END LOOP;
+    UPDATE deliveries SET
+        step = coalesce((p->>4)::integer, step),
+        status = CASE WHEN (p->>5)::boolean THEN p->>6 ELSE status END,
+        channel = CASE WHEN (p->>5)::boolean THEN p->>7 ELSE channel END,
+        finished_ts = CASE WHEN (p->>5)::boolean THEN (p->>8)::float8 ELSE finished_ts END,
+        wake_ts = (p->>9)::float8,
+        skipped = CASE WHEN jsonb_array_length(p->3) > 0 THEN skipped || (p->3) ELSE skipped END,
+        lease_until = CASE WHEN (p->>10)::boolean THEN 0 ELSE lease_until END,
+        poked = poked OR v_attached
+    WHERE id = p->>0;
+END
+$fn$"""  # noqa: S608 - constant columns
+
+# p_items: transitions, each [delivery id, token, attempts, skipped, step, set status,
+# status, channel, finished_ts, wake_ts, release]. One transaction for them all; returns,
+# in order, whether each was written (false: its lease is another's now, nothing written).
+_COMMIT_FUNCTION = f"""
+CREATE FUNCTION pg_temp.cn_commit(p_items jsonb) RETURNS boolean[] LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_key bigint;
+    v_item record;
+    v_token bigint;
+    v_done boolean[] := '{{}}';
+BEGIN
+    -- the message ids these writes make known (an orphan receipt for one waits for us),
+    -- then the deliveries' rows: each in one order, as receipts take them
+    FOR v_key IN
+        SELECT DISTINCT {_KEY.format(p="(x->>4)", m="(x->>9)")}
+        FROM jsonb_array_elements(p_items) i, jsonb_array_elements(i->2) x
+        WHERE x->>9 IS NOT NULL ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(v_key);
+    END LOOP;
+    PERFORM FROM deliveries
+    WHERE id IN (SELECT i->>0 FROM jsonb_array_elements(p_items) i)
+    ORDER BY id FOR UPDATE;
+    FOR v_item IN
+        SELECT i, n FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n) ORDER BY n
+    LOOP
+        -- the fence
+        SELECT token INTO v_token FROM deliveries WHERE id = v_item.i->>0;
+        IF v_token IS DISTINCT FROM (v_item.i->>1)::bigint THEN
+            v_done := v_done || false;
+        ELSE
+            PERFORM pg_temp.cn_write(v_item.i);
+            v_done := v_done || true;
+        END IF;
+    END LOOP;
+    RETURN v_done;
+END
+$fn$"""  # noqa: S608 - constant columns
+
+# p_receipts: a JSON array of receipts, each an array of RECEIPT_COLUMNS. One result row
+# per receipt, in order: its delivery (NULL: kept as an orphan) and whether it was a
+# duplicate.
+_RECORD_FUNCTION = f"""
+CREATE FUNCTION pg_temp.cn_record(
+    p_receipts jsonb, p_now double precision, p_ttl double precision, p_limit bigint
+) RETURNS TABLE (r_delivery text, r_duplicate boolean) LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_key bigint;
+    v_r record;
+    v_aid text;
+    v_did text;
+    v_pmid text;
+    v_swept boolean := false;
+    v_count bigint;
+BEGIN
+    -- every message id's advisory lock (an orphan and the commit that makes its message
+    -- known cannot miss each other), then the deliveries' rows, each in one order
+    FOR v_key IN
+        SELECT DISTINCT {_KEY.format(p="(x->>0)", m="(x->>1)")}
+        FROM jsonb_array_elements(p_receipts) x ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(v_key);
+    END LOOP;
+    PERFORM FROM deliveries d
+    WHERE d.id IN (
+        SELECT a.delivery_id FROM jsonb_array_elements(p_receipts) x
+        JOIN attempts a ON a.provider = x->>0 AND a.provider_message_id = x->>1
+        WHERE a.provider_message_id IS NOT NULL
+        UNION
+        SELECT a.delivery_id FROM jsonb_array_elements(p_receipts) x
+        JOIN attempts a ON a.id = x->>7 AND a.provider = x->>0
+    )
+    ORDER BY d.id FOR UPDATE;
+    FOR v_r IN
+        SELECT {_R_FROM_JSON.format(x="x")}, n
+        FROM jsonb_array_elements(p_receipts) WITH ORDINALITY e(x, n) ORDER BY n
+    LOOP
+        v_aid := NULL;
+        SELECT a.id, a.delivery_id INTO v_aid, v_did
+        FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+        WHERE a.provider = v_r.provider AND a.provider_message_id = v_r.provider_message_id
+        ORDER BY a.seq LIMIT 1
+        FOR UPDATE OF d;
+        IF v_aid IS NULL AND v_r.echoed_attempt_id IS NOT NULL THEN
+            -- the provider echoed our attempt id: an attempt that did not know its message
+            -- id learns it here
+            SELECT a.id, a.delivery_id, a.provider_message_id INTO v_aid, v_did, v_pmid
+            FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+            WHERE a.id = v_r.echoed_attempt_id AND a.provider = v_r.provider
+            FOR UPDATE OF d;
+            IF v_aid IS NOT NULL AND v_pmid IS NULL THEN
+                UPDATE attempts SET provider_message_id = v_r.provider_message_id
+                WHERE id = v_aid;
+            END IF;
+        END IF;
+        IF v_aid IS NULL THEN
+            -- not known (yet): kept a while
+            IF NOT v_swept THEN
+                DELETE FROM orphan_receipts WHERE kept_ts <= p_now - p_ttl;
+                v_swept := true;
+            END IF;
+            INSERT INTO orphan_receipts ({_R}, kept_ts)
+            VALUES ({", ".join("v_r." + c for c in RECEIPT_COLUMNS)}, p_now)
+            ON CONFLICT (provider, provider_message_id, receipt_id) DO NOTHING;
+            r_delivery := NULL;
+            r_duplicate := NOT FOUND;
+            IF NOT r_duplicate THEN
+                SELECT count(*) INTO v_count FROM orphan_receipts;
+                IF v_count > p_limit THEN
+                    DELETE FROM orphan_receipts WHERE seq IN (
+                        SELECT seq FROM orphan_receipts ORDER BY seq LIMIT v_count - p_limit);
+                END IF;
+            END IF;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        INSERT INTO receipts (attempt_id, {_R})
+        VALUES (v_aid, {", ".join("v_r." + c for c in RECEIPT_COLUMNS)})
+        ON CONFLICT (attempt_id, receipt_id) DO NOTHING;
+        r_delivery := v_did;
+        r_duplicate := NOT FOUND;
+        IF NOT r_duplicate THEN
+            UPDATE attempts SET status = pg_temp.cn_status_after(status, v_r.status)
+            WHERE id = v_aid;
+            UPDATE deliveries SET poked = true
+            WHERE id = v_did AND status = 'pending' AND NOT poked;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$"""  # noqa: S608 - constant columns
+
+#: What each pooled connection runs once, when it is opened.
+SESSION_FUNCTIONS = (_STATUS_AFTER, _WRITE_FUNCTION, _COMMIT_FUNCTION, _RECORD_FUNCTION)
+
+_D = ", ".join(
+    f"c.{c}::text" if c == "steps" else f"c.{c}" for c in DELIVERY_COLUMNS
+)  # steps as text: one policy's text decodes once (see `_codec.steps_from_json`)
+CLAIM = f"""
+    WITH due AS (
+        SELECT id FROM deliveries
+        WHERE status = 'pending' AND lease_until <= %(now)s::float8
+          AND (poked OR wake_ts <= %(now)s::float8 OR lease_until > 0)
+        LIMIT %(limit)s::integer
+        FOR UPDATE SKIP LOCKED
+    ), c AS (
+        UPDATE deliveries d SET token = d.token + 1, lease_until = %(until)s::float8,
+            poked = false
+        FROM due WHERE d.id = due.id
+        RETURNING d.*
+    )
+    SELECT c.token, {_D},
+        (SELECT json_agg(json_build_array({", ".join("a." + c for c in ATTEMPT_COLUMNS)})
+                         ORDER BY a.seq)
+         FROM attempts a WHERE a.delivery_id = c.id),
+        (SELECT json_agg(json_build_array(r.attempt_id,
+                                          {", ".join("r." + c for c in RECEIPT_COLUMNS)})
+                         ORDER BY r.seq)
+         FROM attempts a JOIN receipts r ON r.attempt_id = a.id WHERE a.delivery_id = c.id)
+    FROM c
+"""  # noqa: S608 - constant columns
+_COMMIT = "SELECT pg_temp.cn_commit(%s::jsonb)"
+_RECORD = (
+    "SELECT r_delivery, r_duplicate "
+    "FROM pg_temp.cn_record(%s::jsonb, %s::float8, %s::float8, %s::bigint)"
+)
+
+
+async def claim(conn: Conn, now: float, limit: int, until: float) -> list[Claim]:
+    """Lease up to `limit` due deliveries and read them whole, in one statement."""
+    cur = await conn.execute(CLAIM, {"now": now, "limit": limit, "until": until})
+    claims: list[Claim] = []
+    for row in await cur.fetchall():
+        heard: dict[str, list[Receipt]] = {}
+        for receipt in row[-1] or ():
+            heard.setdefault(receipt[0], []).append(receipt_from_row(receipt[1:]))
+        attempts = [attempt_from_row(a, heard.get(a[0], [])) for a in row[-2] or ()]
+        claims.append(Claim(delivery_from_row(row[1:-2], attempts), int(row[0]), until))
+    return claims
+
+
+def _attempt_json(attempt: Attempt) -> list[Any]:
+    return [
+        attempt.id,
+        attempt.delivery_id,
+        attempt.step,
+        attempt.channel,
+        attempt.provider,
+        attempt.status.value,
+        attempt.started_ts,
+        attempt.finished_ts,
+        attempt.deadline_ts,
+        attempt.provider_message_id,
+        attempt.error,
+        attempt.code,
+        attempt.retry_ts,
+        attempt.cost,
+        [_receipt_json(r) for r in attempt.receipts],
+    ]
+
+
+def _receipt_json(receipt: Receipt) -> list[Any]:
+    return [
+        receipt.provider,
+        receipt.provider_message_id,
+        receipt.status.value,
+        receipt.ts,
+        receipt.code,
+        receipt.error,
+        receipt.receipt_id,
+        receipt.attempt_id,
+    ]
+
+
+def _item(claim: Claim, transition: Transition) -> list[Any]:
+    status = transition.status
+    return [
+        claim.delivery.id,
+        claim.token,
+        [_attempt_json(a) for a in transition.attempts],
+        [skipped_to_dict(s) for s in transition.skipped],
+        transition.step,
+        status is not None,
+        None if status is None else status.value,
+        transition.channel,
+        transition.finished_ts,
+        transition.wake_ts,
+        transition.release,
+    ]
+
+
+async def commit(conn: Conn, writes: Sequence[tuple[Claim, Transition]]) -> list[bool]:
+    """Write transitions, each fenced by its claim's token, in one statement (one
+    transaction); whether each was written (false: nothing of it, its lease is lost)."""
+    cur = await conn.execute(_COMMIT, (dumps([_item(c, t) for c, t in writes]),))
+    row = await cur.fetchone()
+    if row is None or len(row[0]) != len(writes):  # pragma: no cover - one answer each
+        raise StoreError("PostgreSQL did not answer for every write of a commit")
+    return [bool(done) for done in row[0]]
+
+
+async def record(conn: Conn, receipts: Sequence[Receipt], now: float) -> list[ReceiptResult]:
+    """Record a batch of receipts in one statement (one transaction)."""
+    payload = dumps([_receipt_json(r) for r in receipts])
+    cur = await conn.execute(_RECORD, (payload, now, ORPHAN_TTL, ORPHAN_LIMIT))
+    found = await cur.fetchall()
+    if len(found) != len(receipts):  # pragma: no cover - the function answers each one
+        raise StoreError(f"PostgreSQL answered {len(found)} of {len(receipts)} receipts")
+    return [ReceiptResult(r, row[0], bool(row[1])) for r, row in zip(receipts, found, strict=True)]

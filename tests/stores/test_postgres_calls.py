@@ -1,0 +1,118 @@
+"""The PostgreSQL store's one-round-trip calls: the server-side receipt rule matches the
+Python one, concurrent commits share a transaction yet stay fenced one by one, and a
+batch of receipts is recorded in one go."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from cascade_notify.errors import LeaseLost
+from cascade_notify.models import AttemptStatus, ReceiptStatus, status_after
+from cascade_notify.stores.base import Transition
+from cascade_notify.stores.postgres import PostgresStore
+
+from .conftest import LEASE, NOW, attempt, delivery, receipt
+
+
+@pytest.fixture
+async def pg(pg_dsn: str, pg_schema: str):  # type: ignore[no-untyped-def]
+    store = PostgresStore(pg_dsn, schema=pg_schema)
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_status_after_in_sql_matches_python(pg: PostgresStore) -> None:
+    """`cn_status_after` is `models.status_after`, for every status and receipt."""
+    pairs = list(itertools.product(AttemptStatus, ReceiptStatus))
+    assert pg._pool is not None
+    async with pg._pool.connection() as conn:
+        for status, heard in pairs:
+            cur = await conn.execute(
+                "SELECT pg_temp.cn_status_after(%s, %s)", (status.value, heard.value)
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            assert row[0] == status_after(status, heard).value, (status, heard)
+
+
+async def test_grouped_commits_are_fenced_one_by_one(pg: PostgresStore) -> None:
+    """Many commits at once: each lands, except the one whose lease was taken over."""
+    for _ in range(20):
+        await pg.create(delivery())
+    claims = await pg.claim(NOW, limit=20, lease=LEASE)
+    [retaken] = await pg.claim(NOW + LEASE, limit=1, lease=LEASE)
+    stale = next(c for c in claims if c.delivery.id == retaken.delivery.id)
+    written = [attempt(c.delivery, status=AttemptStatus.SENDING) for c in claims]
+    results = await asyncio.gather(
+        *(
+            pg.commit(c, Transition(attempts=[a], wake_ts=NOW, release=False))
+            for c, a in zip(claims, written, strict=True)
+        ),
+        return_exceptions=True,
+    )
+    for claim, result in zip(claims, results, strict=True):
+        stored = await pg.get(claim.delivery.id)
+        assert stored is not None
+        if claim is stale:
+            assert isinstance(result, LeaseLost)
+            assert stored.attempts == []
+        else:
+            assert result is None
+            assert [a.status for a in stored.attempts] == [AttemptStatus.SENDING]
+
+
+async def test_a_batch_of_receipts_in_one_call(pg: PostgresStore) -> None:
+    """Known, duplicate, adopted (echoed attempt id) and unknown receipts in one batch;
+    the orphan is taken in when the commit that makes its message known comes."""
+    d, _ = await pg.create(delivery())
+    [claim] = await pg.claim(NOW, limit=1, lease=LEASE)
+    known = attempt(d, status=AttemptStatus.ACCEPTED, message_id="m1")
+    quiet = attempt(d, status=AttemptStatus.SENDING, provider="wa")
+    await pg.commit(claim, Transition(attempts=[known, quiet], wake_ts=NOW + 60, release=False))
+    batch = [
+        receipt("m1", receipt_id="r1"),
+        receipt("m1", receipt_id="r1"),
+        receipt("m2", receipt_id="r2", attempt_id=quiet.id),
+        receipt("m3", receipt_id="r3"),
+    ]
+    results = await pg.record_receipts(batch, NOW + 1)
+    assert [(r.delivery_id, r.duplicate) for r in results] == [
+        (d.id, False),
+        (d.id, True),
+        (d.id, False),
+        (None, False),
+    ]
+    stored = await pg.get(d.id)
+    assert stored is not None
+    assert [a.status for a in stored.attempts] == [AttemptStatus.DELIVERED] * 2
+    assert stored.attempts[1].provider_message_id == "m2"
+    late = attempt(d, status=AttemptStatus.ACCEPTED, message_id="m3")
+    await pg.commit(claim, Transition(attempts=[late], wake_ts=NOW + 60))
+    stored = await pg.get(d.id)
+    assert stored is not None
+    assert stored.attempts[2].status is AttemptStatus.DELIVERED
+    assert [r.receipt_id for r in stored.attempts[2].receipts] == ["r3"]
+    assert [c.delivery.id for c in await pg.claim(NOW + 2, limit=5, lease=LEASE)] == [d.id]
+
+
+async def test_session_functions_are_not_needed_with_prepared_off(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """`prepared=false` (PgBouncer in transaction mode) keeps the statement-by-statement path."""
+    store = PostgresStore(pg_dsn, schema=pg_schema, prepared=False)
+    await store.open()
+    try:
+        d, _ = await store.create(delivery())
+        [claim] = await store.claim(NOW, limit=1, lease=LEASE)
+        sent = attempt(d, status=AttemptStatus.ACCEPTED, message_id="m1")
+        await store.commit(claim, Transition(attempts=[sent], wake_ts=NOW + 60))
+        [result] = await store.record_receipts([receipt("m1", receipt_id="r1")], NOW + 1)
+        assert (result.delivery_id, result.duplicate) == (d.id, False)
+        stored = await store.get(d.id)
+        assert stored is not None and stored.attempts[0].status is AttemptStatus.DELIVERED
+    finally:
+        await store.close()
