@@ -329,7 +329,7 @@ class SQLiteStore:
         return await self._writer.run(work, light=light)
 
 
-# The work, run in the writer thread inside a transaction.
+# The work: functions of the connection, run by the writer inside the open transaction.
 
 
 def _load(
