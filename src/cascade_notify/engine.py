@@ -325,7 +325,7 @@ class Engine:
                     change.wake_ts = now
                     change.release = False
                     pending = change if pending is None else pending.merge(change)
-                    apply_transition(delivery, change)
+                    apply_transition(delivery, change, own=True)
                     continue
                 change.wake_ts = decision.wake_ts
             elif decision.action is Action.WAIT:
@@ -339,7 +339,7 @@ class Engine:
             write = change if pending is None else pending.merge(change)
             pending = None
             await self.store.commit(claim, write)
-            apply_transition(delivery, change)
+            apply_transition(delivery, change, own=True)
             if self.guard is not None:
                 for written in write.attempts:
                     if written.status is not AttemptStatus.SENDING:
@@ -357,7 +357,7 @@ class Engine:
                 )
             outcome = await self._call(delivery, attempt)
             pending = Transition(attempts=[outcome], wake_ts=now, release=False)
-            apply_transition(delivery, pending)
+            apply_transition(delivery, pending, own=True)
             self._outcome_event(delivery, outcome)
 
     def _outcome_event(self, delivery: Delivery, attempt: Attempt) -> None:

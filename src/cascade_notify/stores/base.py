@@ -82,10 +82,13 @@ class ReceiptResult:
     duplicate: bool
 
 
-def apply_transition(delivery: Delivery, transition: Transition) -> None:
-    """Apply `transition` to `delivery` in place: the one definition every store shares."""
+def apply_transition(delivery: Delivery, transition: Transition, *, own: bool = False) -> None:
+    """Apply `transition` to `delivery` in place: the one definition every store shares.
+
+    `own`: the transition's attempts become the delivery's own objects instead of copies
+    (the engine's working copy: nobody else holds them)."""
     for attempt in transition.attempts:
-        _upsert(delivery.attempts, attempt)
+        _upsert(delivery.attempts, attempt, own)
     if transition.skipped:
         delivery.skipped.extend(transition.skipped)
     if transition.step is not None:
@@ -97,20 +100,20 @@ def apply_transition(delivery: Delivery, transition: Transition) -> None:
     delivery.wake_ts = transition.wake_ts
 
 
-def _upsert(attempts: list[Attempt], attempt: Attempt) -> None:
+def _upsert(attempts: list[Attempt], attempt: Attempt, own: bool) -> None:
     for index in range(len(attempts) - 1, -1, -1):
         old = attempts[index]
         if old.id == attempt.id:
             # the writer's copy carries the receipts it decided on; any others
             # arrived meanwhile and still count
-            new = attempt.copy()
+            new = attempt if own else attempt.copy()
             if new.provider_message_id is None:  # learned from a receipt meanwhile
                 new.provider_message_id = old.provider_message_id
             for receipt in old.receipts:
                 new.absorb(receipt)
             attempts[index] = new
             return
-    attempts.append(attempt.copy())
+    attempts.append(attempt if own else attempt.copy())
 
 
 @runtime_checkable
