@@ -66,9 +66,10 @@ BATCH = 2000
 
 
 def message_id(store: str, index: int) -> str:
-    # bulk-written rows get ids of their own, so the child's fake (numbering wa-1, wa-2...)
-    # can never give one of its new messages the id of a bulk one
-    return f"wa-{index}" if store == "memory" else f"wa-bulk-{index}"
+    """The provider message id of the nth bulk-written row (SQL stores): ids of their own,
+    so the child's fake (numbering wa-<tag>-1, wa-<tag>-2...) never gives one of its new
+    messages the id of a bulk one."""
+    return f"wa-bulk-{index}"
 
 
 def recipient(index: int) -> Any:
@@ -173,7 +174,12 @@ async def child(store_kind: str, url: str, size: int, max_seconds: float) -> Non
                 [
                     Receipt(
                         provider="wa",
-                        provider_message_id=message_id(store_kind, index + 1),
+                        provider_message_id=(
+                            # the fake tags its ids per instance: ask it for the nth one
+                            notifier.providers["wa"]._message_id(index + 1)
+                            if store_kind == "memory"
+                            else message_id(store_kind, index + 1)
+                        ),
                         status=ReceiptStatus.DELIVERED,
                         ts=time.time(),
                     )
