@@ -521,3 +521,16 @@ async def test_state_survives_reopening(store: Store, store_factory: StoreFactor
     finally:
         await reopened.close()
         await store.open()  # the fixture closes it
+
+
+async def test_attempts_of_one_write_keep_the_order_it_gives(store: Store) -> None:
+    """New attempts written together are stored in the transition's order, whatever
+    their ids' order (ids sort by time, and two made in one millisecond sort at random)."""
+    created, _ = await store.create(delivery())
+    claim = await claim_one(store)
+    first, second = attempt(created), attempt(created, provider="tg")
+    first.id, second.id = "f" + first.id[1:], "0" + second.id[1:]  # second's id sorts first
+    await store.commit(claim, Transition(attempts=[first, second], wake_ts=NOW + 60))
+    stored = await store.get(created.id)
+    assert stored is not None
+    assert [a.id for a in stored.attempts] == [first.id, second.id]

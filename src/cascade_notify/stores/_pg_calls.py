@@ -80,9 +80,13 @@ DECLARE
 BEGIN
     -- each attempt written: the last copy of it in this write, with every receipt known
     FOR v_att IN
-        SELECT DISTINCT ON (x->>0) x AS a, n
-        FROM jsonb_array_elements((p->2)) WITH ORDINALITY e(x, n)
-        ORDER BY x->>0, n DESC
+        -- (in the order the write first names them, so new attempts get their seq in
+        -- the transition's order, not their ids')
+        SELECT a, n FROM (
+            SELECT DISTINCT ON (x->>0) x AS a, n, min(n) OVER (PARTITION BY x->>0) AS first
+            FROM jsonb_array_elements((p->2)) WITH ORDINALITY e(x, n)
+            ORDER BY x->>0, n DESC
+        ) last ORDER BY first
     LOOP
         v_status := v_att.a->>5;
         v_new := v_att.a->14;
