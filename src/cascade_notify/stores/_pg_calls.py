@@ -27,9 +27,11 @@ from cascade_notify.stores._codec import (
     DELIVERY_COLUMNS,
     RECEIPT_COLUMNS,
     attempt_from_row,
+    attempt_values,
     delivery_from_row,
     dumps,
     receipt_from_row,
+    receipt_values,
     skipped_to_dict,
 )
 from cascade_notify.stores._pg_rows import Conn
@@ -339,36 +341,12 @@ async def claim(conn: Conn, now: float, limit: int, until: float) -> list[Claim]
 
 
 def _attempt_json(attempt: Attempt) -> list[Any]:
-    return [
-        attempt.id,
-        attempt.delivery_id,
-        attempt.step,
-        attempt.channel,
-        attempt.provider,
-        attempt.status.value,
-        attempt.started_ts,
-        attempt.finished_ts,
-        attempt.deadline_ts,
-        attempt.provider_message_id,
-        attempt.error,
-        attempt.code,
-        attempt.retry_ts,
-        attempt.cost,
-        [_receipt_json(r) for r in attempt.receipts],
-    ]
+    """`attempt` as the functions read it: ATTEMPT_COLUMNS, then its receipts."""
+    return [*attempt_values(attempt), [_receipt_json(r) for r in attempt.receipts]]
 
 
 def _receipt_json(receipt: Receipt) -> list[Any]:
-    return [
-        receipt.provider,
-        receipt.provider_message_id,
-        receipt.status.value,
-        receipt.ts,
-        receipt.code,
-        receipt.error,
-        receipt.receipt_id,
-        receipt.attempt_id,
-    ]
+    return list(receipt_values(receipt))
 
 
 def _item(claim: Claim, transition: Transition) -> list[Any]:
