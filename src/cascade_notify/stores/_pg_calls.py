@@ -179,8 +179,10 @@ BEGIN
     LOOP
         PERFORM pg_advisory_xact_lock(v_key);
     END LOOP;
+    -- (an array, not a join with jsonb_array_elements: the planner guesses 100 rows for a
+    -- set-returning function and, on a young table, hashes a sequential scan of it)
     PERFORM FROM deliveries
-    WHERE id IN (SELECT i->>0 FROM jsonb_array_elements(p_items) i)
+    WHERE id = ANY (ARRAY(SELECT i->>0 FROM jsonb_array_elements(p_items) i))
     ORDER BY id FOR UPDATE;
     FOR v_item IN
         SELECT i, n FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n) ORDER BY n
@@ -222,15 +224,17 @@ BEGIN
     LOOP
         PERFORM pg_advisory_xact_lock(v_key);
     END LOOP;
+    -- (each receipt's attempt looked up alone, through its index: joined with
+    -- jsonb_array_elements, the planner would hash a sequential scan of a young table)
     PERFORM FROM deliveries d
-    WHERE d.id IN (
-        SELECT a.delivery_id FROM jsonb_array_elements(p_receipts) x
-        JOIN attempts a ON a.provider = x->>0 AND a.provider_message_id = x->>1
-        WHERE a.provider_message_id IS NOT NULL
-        UNION
-        SELECT a.delivery_id FROM jsonb_array_elements(p_receipts) x
-        JOIN attempts a ON a.id = x->>7 AND a.provider = x->>0
-    )
+    WHERE d.id = ANY (ARRAY(
+        SELECT coalesce(
+            (SELECT a.delivery_id FROM attempts a
+             WHERE a.provider = x->>0 AND a.provider_message_id = x->>1
+             ORDER BY a.seq LIMIT 1),
+            (SELECT a.delivery_id FROM attempts a
+             WHERE a.id = x->>7 AND a.provider = x->>0))
+        FROM jsonb_array_elements(p_receipts) x))
     ORDER BY d.id FOR UPDATE;
     FOR v_r IN
         SELECT {_R_FROM_JSON.format(x="x")}, n
@@ -311,13 +315,14 @@ CLAIM = f"""
         RETURNING d.*
     )
     SELECT c.token, {_D},
-        (SELECT json_agg(json_build_array({", ".join("a." + c for c in ATTEMPT_COLUMNS)})
-                         ORDER BY a.seq)
-         FROM attempts a WHERE a.delivery_id = c.id),
-        (SELECT json_agg(json_build_array(r.attempt_id,
-                                          {", ".join("r." + c for c in RECEIPT_COLUMNS)})
-                         ORDER BY r.seq)
-         FROM attempts a JOIN receipts r ON r.attempt_id = a.id WHERE a.delivery_id = c.id)
+        (SELECT json_agg(json_build_array({", ".join("a." + c for c in ATTEMPT_COLUMNS)},
+                -- each attempt's receipts by its own index lookup (a join would hash a
+                -- sequential scan of receipts on a young table, once per delivery)
+                (SELECT json_agg(json_build_array({", ".join("r." + c for c in RECEIPT_COLUMNS)})
+                                 ORDER BY r.seq)
+                 FROM receipts r WHERE r.attempt_id = a.id))
+            ORDER BY a.seq)
+         FROM attempts a WHERE a.delivery_id = c.id)
     FROM c
 """  # noqa: S608 - constant columns
 _COMMIT = "SELECT pg_temp.cn_commit(%s::jsonb)"
@@ -332,11 +337,10 @@ async def claim(conn: Conn, now: float, limit: int, until: float) -> list[Claim]
     cur = await conn.execute(CLAIM, {"now": now, "limit": limit, "until": until})
     claims: list[Claim] = []
     for row in await cur.fetchall():
-        heard: dict[str, list[Receipt]] = {}
-        for receipt in row[-1] or ():
-            heard.setdefault(receipt[0], []).append(receipt_from_row(receipt[1:]))
-        attempts = [attempt_from_row(a, heard.get(a[0], [])) for a in row[-2] or ()]
-        claims.append(Claim(delivery_from_row(row[1:-2], attempts), int(row[0]), until))
+        attempts = [
+            attempt_from_row(a, [receipt_from_row(r) for r in a[-1] or ()]) for a in row[-1] or ()
+        ]
+        claims.append(Claim(delivery_from_row(row[1:-1], attempts), int(row[0]), until))
     return claims
 
 
