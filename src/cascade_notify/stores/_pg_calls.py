@@ -67,6 +67,13 @@ _A_SET = ", ".join(
     for c in ATTEMPT_COLUMNS[1:]
 )
 
+# an attempt's ATTEMPT_COLUMNS as values, from its JSON array `v_att.a`
+_A_VALUES = """
+            v_att.a->>0, v_att.a->>1, (v_att.a->>2)::integer, v_att.a->>3, v_att.a->>4,
+            v_att.a->>5, (v_att.a->>6)::float8, (v_att.a->>7)::float8, (v_att.a->>8)::float8,
+            v_att.a->>9, v_att.a->>10, v_att.a->>11, (v_att.a->>12)::float8,
+            (v_att.a->>13)::float8"""
+
 # One transition (see `_item`), its delivery row already locked and its token checked:
 # p->2 holds the attempts, each an array of ATTEMPT_COLUMNS and then its receipts (each
 # an array of RECEIPT_COLUMNS).
@@ -84,12 +91,20 @@ BEGIN
     FOR v_att IN
         -- (in the order the write first names them, so new attempts get their seq in
         -- the transition's order, not their ids')
-        SELECT a, n FROM (
+        SELECT a, n, first FROM (
             SELECT DISTINCT ON (x->>0) x AS a, n, min(n) OVER (PARTITION BY x->>0) AS first
             FROM jsonb_array_elements((p->2)) WITH ORDINALITY e(x, n)
             ORDER BY x->>0, n DESC
         ) last ORDER BY first
     LOOP
+        IF v_att.a->>9 IS NULL AND jsonb_array_length(v_att.a->14) = 0
+           AND v_att.n = v_att.first THEN
+            -- named once, no message id, no receipts: a new attempt (the intent before a
+            -- call) has nothing stored to merge with and nothing to attach
+            INSERT INTO attempts ({_A}) VALUES ({_A_VALUES})
+            ON CONFLICT (id) DO NOTHING;
+            CONTINUE WHEN FOUND;
+        END IF;
         v_status := v_att.a->>5;
         v_new := v_att.a->14;
         SELECT coalesce(array_agg(r->>6), '{{}}') INTO v_known FROM jsonb_array_elements(v_new) r;
@@ -133,11 +148,7 @@ BEGIN
                 END IF;
             END LOOP;
         END IF;
-        INSERT INTO attempts ({_A}) VALUES (
-            v_att.a->>0, v_att.a->>1, (v_att.a->>2)::integer, v_att.a->>3, v_att.a->>4,
-            v_status, (v_att.a->>6)::float8, (v_att.a->>7)::float8, (v_att.a->>8)::float8,
-            v_att.a->>9, v_att.a->>10, v_att.a->>11, (v_att.a->>12)::float8,
-            (v_att.a->>13)::float8)
+        INSERT INTO attempts ({_A}) VALUES ({_A_VALUES.replace("v_att.a->>5", "v_status")})
         ON CONFLICT (id) DO UPDATE SET {_A_SET};
         IF jsonb_array_length(v_new) > 0 THEN
             INSERT INTO receipts (attempt_id, {_R})
@@ -146,6 +157,15 @@ BEGIN
             ON CONFLICT (attempt_id, receipt_id) DO NOTHING;
         END IF;
     END LOOP;
+    IF NOT ((p->>10)::boolean OR (p->>5)::boolean OR jsonb_array_length(p->3) > 0
+            OR v_attached) THEN
+        -- mid-transition, the lease kept (the intent before a call): while the lease holds
+        -- the timer does not count (a lapsed lease makes the delivery due whatever it
+        -- says), so the row moves only if the step did
+        UPDATE deliveries SET step = (p->>4)::integer
+        WHERE id = p->>0 AND step <> (p->>4)::integer;
+        RETURN;
+    END IF;
     UPDATE deliveries SET
         step = coalesce((p->>4)::integer, step),
         status = CASE WHEN (p->>5)::boolean THEN p->>6 ELSE status END,
