@@ -67,12 +67,36 @@ _A_SET = ", ".join(
     for c in ATTEMPT_COLUMNS[1:]
 )
 
-# an attempt's ATTEMPT_COLUMNS as values, from its JSON array `v_att.a`
+# an attempt's ATTEMPT_COLUMNS as values, from its JSON array `{a}`
 _A_VALUES = """
-            v_att.a->>0, v_att.a->>1, (v_att.a->>2)::integer, v_att.a->>3, v_att.a->>4,
-            v_att.a->>5, (v_att.a->>6)::float8, (v_att.a->>7)::float8, (v_att.a->>8)::float8,
-            v_att.a->>9, v_att.a->>10, v_att.a->>11, (v_att.a->>12)::float8,
-            (v_att.a->>13)::float8"""
+            {a}->>0, {a}->>1, ({a}->>2)::integer, {a}->>3, {a}->>4,
+            {a}->>5, ({a}->>6)::float8, ({a}->>7)::float8, ({a}->>8)::float8,
+            {a}->>9, {a}->>10, {a}->>11, ({a}->>12)::float8,
+            ({a}->>13)::float8"""
+
+# whether a transition `{p}` moves its delivery's row (ends the lease, sets a status,
+# skips a step); else only a changed step is written
+_MOVES = "(({p}->>10)::boolean OR ({p}->>5)::boolean OR jsonb_array_length({p}->3) > 0)"
+# the row's new values for transition `{p}`
+_ROW_SET = """
+        step = coalesce(({p}->>4)::integer, step),
+        status = CASE WHEN ({p}->>5)::boolean THEN {p}->>6 ELSE status END,
+        channel = CASE WHEN ({p}->>5)::boolean THEN {p}->>7 ELSE channel END,
+        finished_ts = CASE WHEN ({p}->>5)::boolean THEN ({p}->>8)::float8 ELSE finished_ts END,
+        wake_ts = CASE WHEN {moves} THEN ({p}->>9)::float8 ELSE wake_ts END,
+        skipped = CASE WHEN jsonb_array_length({p}->3) > 0 THEN skipped || ({p}->3)
+                  ELSE skipped END,
+        lease_until = CASE WHEN ({p}->>10)::boolean THEN 0 ELSE lease_until END"""
+# v_slow: of the fenced items, those written one by one by cn_write: an item naming an
+# attempt twice, or with an attempt the store heard of meanwhile (receipts stored for it,
+# orphans for its message id), whose status must be re-derived from what was heard
+_SLOW = """SELECT coalesce(array_agg(DISTINCT n), '{}') INTO v_slow
+    FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n), jsonb_array_elements(i->2) x
+    WHERE n = ANY (v_ok) AND (
+        (SELECT count(*) FROM jsonb_array_elements(i->2) y WHERE y->>0 = x->>0) > 1
+        OR (SELECT true FROM receipts r WHERE r.attempt_id = x->>0 LIMIT 1)
+        OR (x->>9 IS NOT NULL AND (SELECT true FROM orphan_receipts o
+            WHERE o.provider = x->>4 AND o.provider_message_id = x->>9 LIMIT 1)));"""
 
 # One transition (see `_item`), its delivery row already locked and its token checked:
 # p->2 holds the attempts, each an array of ATTEMPT_COLUMNS and then its receipts (each
@@ -101,7 +125,7 @@ BEGIN
            AND v_att.n = v_att.first THEN
             -- named once, no message id, no receipts: a new attempt (the intent before a
             -- call) has nothing stored to merge with and nothing to attach
-            INSERT INTO attempts ({_A}) VALUES ({_A_VALUES})
+            INSERT INTO attempts ({_A}) VALUES ({_A_VALUES.format(a="v_att.a")})
             ON CONFLICT (id) DO NOTHING;
             CONTINUE WHEN FOUND;
         END IF;
@@ -148,7 +172,8 @@ BEGIN
                 END IF;
             END LOOP;
         END IF;
-        INSERT INTO attempts ({_A}) VALUES ({_A_VALUES.replace("v_att.a->>5", "v_status")})
+        INSERT INTO attempts ({_A}) VALUES (
+            {_A_VALUES.format(a="v_att.a").replace("v_att.a->>5", "v_status")})
         ON CONFLICT (id) DO UPDATE SET {_A_SET};
         IF jsonb_array_length(v_new) > 0 THEN
             INSERT INTO receipts (attempt_id, {_R})
@@ -157,23 +182,13 @@ BEGIN
             ON CONFLICT (attempt_id, receipt_id) DO NOTHING;
         END IF;
     END LOOP;
-    IF NOT ((p->>10)::boolean OR (p->>5)::boolean OR jsonb_array_length(p->3) > 0
-            OR v_attached) THEN
-        -- mid-transition, the lease kept (the intent before a call): while the lease holds
-        -- the timer does not count (a lapsed lease makes the delivery due whatever it
-        -- says), so the row moves only if the step did
+    IF NOT ({_MOVES.format(p="p")} OR v_attached) THEN
+        -- mid-transition, the lease kept: as in cn_commit
         UPDATE deliveries SET step = (p->>4)::integer
         WHERE id = p->>0 AND step <> (p->>4)::integer;
         RETURN;
     END IF;
-    UPDATE deliveries SET
-        step = coalesce((p->>4)::integer, step),
-        status = CASE WHEN (p->>5)::boolean THEN p->>6 ELSE status END,
-        channel = CASE WHEN (p->>5)::boolean THEN p->>7 ELSE channel END,
-        finished_ts = CASE WHEN (p->>5)::boolean THEN (p->>8)::float8 ELSE finished_ts END,
-        wake_ts = (p->>9)::float8,
-        skipped = CASE WHEN jsonb_array_length(p->3) > 0 THEN skipped || (p->3) ELSE skipped END,
-        lease_until = CASE WHEN (p->>10)::boolean THEN 0 ELSE lease_until END,
+    UPDATE deliveries SET {_ROW_SET.format(p="p", moves="true")},
         poked = poked OR v_attached
     WHERE id = p->>0;
 END
@@ -182,13 +197,22 @@ $fn$"""  # noqa: S608 - constant columns
 # p_items: transitions, each [delivery id, token, attempts, skipped, step, set status,
 # status, channel, finished_ts, wake_ts, release]. One transaction for them all; returns,
 # in order, whether each was written (false: its lease is another's now, nothing written).
+# The common writes go set-wise, a few statements for the whole group; a write the store
+# learned something for meanwhile (see `_slow`) goes through cn_write alone. The planner
+# is kept off sequential scans and hash joins: it guesses 100 rows for every
+# jsonb_array_elements, and on a young table whose statistics are stale it would hash a
+# scan of the whole table to find a few rows. Those guesses multiply across nested
+# jsonb_array_elements past the cost where JIT compiles a statement (milliseconds, every
+# time): JIT is off.
 _COMMIT_FUNCTION = f"""
-CREATE FUNCTION pg_temp.cn_commit(p_items jsonb) RETURNS boolean[] LANGUAGE plpgsql AS $fn$
+CREATE FUNCTION pg_temp.cn_commit(p_items jsonb) RETURNS boolean[] LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
+AS $fn$
 DECLARE
     v_key bigint;
-    v_item record;
-    v_token bigint;
-    v_done boolean[] := '{{}}';
+    v_n bigint;
+    v_ok bigint[];
+    v_slow bigint[];
 BEGIN
     -- the message ids these writes make known (an orphan receipt for one waits for us),
     -- then the deliveries' rows: each in one order, as receipts take them
@@ -199,24 +223,42 @@ BEGIN
     LOOP
         PERFORM pg_advisory_xact_lock(v_key);
     END LOOP;
-    -- (an array, not a join with jsonb_array_elements: the planner guesses 100 rows for a
-    -- set-returning function and, on a young table, hashes a sequential scan of it)
     PERFORM FROM deliveries
     WHERE id = ANY (ARRAY(SELECT i->>0 FROM jsonb_array_elements(p_items) i))
     ORDER BY id FOR UPDATE;
-    FOR v_item IN
-        SELECT i, n FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n) ORDER BY n
-    LOOP
-        -- the fence
-        SELECT token INTO v_token FROM deliveries WHERE id = v_item.i->>0;
-        IF v_token IS DISTINCT FROM (v_item.i->>1)::bigint THEN
-            v_done := v_done || false;
-        ELSE
-            PERFORM pg_temp.cn_write(v_item.i);
-            v_done := v_done || true;
-        END IF;
+    -- the fence: the items (by ordinal) whose lease still holds
+    SELECT coalesce(array_agg(n), '{{}}') INTO v_ok
+    FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n)
+    JOIN deliveries d ON d.id = i->>0 AND d.token = (i->>1)::bigint;
+    {_SLOW}
+    FOREACH v_n IN ARRAY v_slow LOOP
+        PERFORM pg_temp.cn_write(p_items->(v_n::integer - 1));
     END LOOP;
-    RETURN v_done;
+    -- the rest: their attempts as written (in the order each write names them, so new
+    -- attempts get their seq in the transition's order), their receipts, their rows
+    INSERT INTO attempts ({_A})
+    SELECT {_A_VALUES.format(a="x")}
+    FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n),
+        jsonb_array_elements(i->2) WITH ORDINALITY f(x, m)
+    WHERE n = ANY (v_ok) AND NOT n = ANY (v_slow)
+    ORDER BY n, m
+    ON CONFLICT (id) DO UPDATE SET {_A_SET};
+    INSERT INTO receipts (attempt_id, {_R})
+    SELECT x->>0, {_R_FROM_JSON.format(x="r")}
+    FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n),
+        jsonb_array_elements(i->2) WITH ORDINALITY f(x, m),
+        jsonb_array_elements(x->14) WITH ORDINALITY g(r, k)
+    WHERE n = ANY (v_ok) AND NOT n = ANY (v_slow)
+    ORDER BY n, m, k
+    ON CONFLICT (attempt_id, receipt_id) DO NOTHING;
+    -- mid-transition, the lease kept (the intent before a call), a row moves only if its
+    -- step did: while the lease holds, the timer does not count (a lapsed lease makes the
+    -- delivery due whatever it says)
+    UPDATE deliveries d SET {_ROW_SET.format(p="i", moves=_MOVES.format(p="i"))}
+    FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n)
+    WHERE d.id = i->>0 AND n = ANY (v_ok) AND NOT n = ANY (v_slow)
+        AND ({_MOVES.format(p="i")} OR d.step <> (i->>4)::integer);
+    RETURN ARRAY(SELECT n = ANY (v_ok) FROM generate_series(1, jsonb_array_length(p_items)) n);
 END
 $fn$"""  # noqa: S608 - constant columns
 
@@ -226,7 +268,9 @@ $fn$"""  # noqa: S608 - constant columns
 _RECORD_FUNCTION = f"""
 CREATE FUNCTION pg_temp.cn_record(
     p_receipts jsonb, p_now double precision, p_ttl double precision, p_limit bigint
-) RETURNS TABLE (r_delivery text, r_duplicate boolean) LANGUAGE plpgsql AS $fn$
+) RETURNS TABLE (r_delivery text, r_duplicate boolean) LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
+AS $fn$
 DECLARE
     v_key bigint;
     v_r record;
@@ -260,19 +304,19 @@ BEGIN
         SELECT {_R_FROM_JSON.format(x="x")}, n
         FROM jsonb_array_elements(p_receipts) WITH ORDINALITY e(x, n) ORDER BY n
     LOOP
+        -- (its delivery's row is locked above: the same lookups, and no commit can give
+        -- this message id to another attempt while we hold its advisory lock)
         v_aid := NULL;
         SELECT a.id, a.delivery_id INTO v_aid, v_did
-        FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+        FROM attempts a
         WHERE a.provider = v_r.provider AND a.provider_message_id = v_r.provider_message_id
-        ORDER BY a.seq LIMIT 1
-        FOR UPDATE OF d;
+        ORDER BY a.seq LIMIT 1;
         IF v_aid IS NULL AND v_r.echoed_attempt_id IS NOT NULL THEN
             -- the provider echoed our attempt id: an attempt that did not know its message
             -- id learns it here
             SELECT a.id, a.delivery_id, a.provider_message_id INTO v_aid, v_did, v_pmid
-            FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
-            WHERE a.id = v_r.echoed_attempt_id AND a.provider = v_r.provider
-            FOR UPDATE OF d;
+            FROM attempts a
+            WHERE a.id = v_r.echoed_attempt_id AND a.provider = v_r.provider;
             IF v_aid IS NOT NULL AND v_pmid IS NULL THEN
                 UPDATE attempts SET provider_message_id = v_r.provider_message_id
                 WHERE id = v_aid;
