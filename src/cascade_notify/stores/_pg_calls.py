@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cascade_notify.errors import StoreError
-from cascade_notify.models import Attempt, Receipt
+from cascade_notify.models import Attempt, Delivery, Receipt
 from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
     DELIVERY_COLUMNS,
@@ -29,12 +29,13 @@ from cascade_notify.stores._codec import (
     attempt_from_row,
     attempt_values,
     delivery_from_row,
+    delivery_values,
     dumps,
     receipt_from_row,
     receipt_values,
     skipped_to_dict,
 )
-from cascade_notify.stores._pg_rows import Conn
+from cascade_notify.stores._pg_rows import Conn, load
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition
 from cascade_notify.stores.memory import ORPHAN_LIMIT, ORPHAN_TTL
 
@@ -389,11 +390,58 @@ CLAIM = f"""
          FROM attempts a WHERE a.delivery_id = c.id)
     FROM c
 """  # noqa: S608 - constant columns
+_JSONB = ("recipient", "message", "steps", "skipped")
+_FLOAT = ("created_ts", "expires_ts", "finished_ts", "wake_ts")
+# new deliveries, a JSON array of DELIVERY_COLUMNS each (the JSON columns as text), made
+# due at once; the ids of those made (the others' idempotency keys were taken)
+CREATE = f"""
+    INSERT INTO deliveries ({", ".join(DELIVERY_COLUMNS)}, poked)
+    SELECT {
+    ", ".join(
+        f"(x->>{i})::jsonb"
+        if c in _JSONB
+        else f"(x->>{i})::float8"
+        if c in _FLOAT
+        else f"(x->>{i})::integer"
+        if c == "step"
+        else f"x->>{i}"
+        for i, c in enumerate(DELIVERY_COLUMNS)
+    )
+}, true
+    FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY e(x, n)
+    ORDER BY n
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
+"""  # noqa: S608 - constant columns
 _COMMIT = "SELECT pg_temp.cn_commit(%s::jsonb)"
 _RECORD = (
     "SELECT r_delivery, r_duplicate "
     "FROM pg_temp.cn_record(%s::jsonb, %s::float8, %s::float8, %s::bigint)"
 )
+
+
+async def create(conn: Conn, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, bool]]:
+    """Insert new deliveries (without attempts) in one statement; for each, the delivery
+    and True, or, where its idempotency key was taken, the one that holds it and False."""
+    cur = await conn.execute(CREATE, (dumps([delivery_values(d) for d in deliveries]),))
+    made = {row[0] for row in await cur.fetchall()}
+    taken = [d.idempotency_key for d in deliveries if d.id not in made]
+    holders: dict[str | None, Delivery] = {}
+    if taken:
+        cur = await conn.execute(
+            "SELECT id FROM deliveries WHERE idempotency_key = ANY (%s)", (taken,)
+        )
+        found = await load(conn, [row[0] for row in await cur.fetchall()])
+        holders = {d.idempotency_key: d for d in found.values()}
+    answers: list[tuple[Delivery, bool]] = []
+    for delivery in deliveries:
+        if delivery.id in made:
+            answers.append((delivery.copy(), True))
+        elif delivery.idempotency_key in holders:
+            answers.append((holders[delivery.idempotency_key].copy(), False))
+        else:  # pragma: no cover - the key's owner was deleted in between
+            raise StoreError("the delivery with this idempotency key just vanished; retry")
+    return answers
 
 
 async def claim(conn: Conn, now: float, limit: int, until: float) -> list[Claim]:

@@ -1,53 +1,62 @@
-"""Group commit: the writes of concurrent `commit` calls in one process share one
-transaction (one round trip, one WAL flush) instead of taking one each.
+"""Group commit: concurrent calls of one process share one transaction (one round trip,
+one WAL flush) instead of taking one each. The PostgreSQL store groups `commit` writes
+and the `create` of new deliveries this way.
 
-No write waits for company: the first goes at once; those that arrive while
-`flushers` groups are in flight wait for the next, which takes up to `limit`
-of them. A group either commits whole or fails whole (every caller gets its
-StoreError); a write whose lease was lost is skipped alone (LeaseLost for it).
+No call waits for company: the first goes at once; those that arrive while `flushers`
+groups are in flight wait for the next, which takes up to `limit` of them. A group
+either commits whole or fails whole (every caller gets its StoreError).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 from cascade_notify.errors import LeaseLost
 from cascade_notify.stores.base import Claim, Transition
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 Write = tuple[Claim, Transition]
-Flush = Callable[[Sequence[Write]], Awaitable[list[bool]]]
 
 
-class CommitGroup:
-    """Queues writes and flushes them in groups through `flush`."""
+class Group(Generic[T, R]):
+    """Queues items and hands them to `flush` in groups; `flush` answers each, in order."""
 
-    def __init__(self, flush: Flush, *, limit: int = 100, flushers: int = 2) -> None:
+    def __init__(
+        self,
+        flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+        *,
+        limit: int = 100,
+        flushers: int = 2,
+    ) -> None:
         self._flush = flush
         self._limit = limit
         self._flushers = flushers
         self._active = 0
-        self._queue: list[tuple[Write, asyncio.Future[bool]]] = []
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._tasks: set[asyncio.Future[None]] = set()
 
-    async def commit(self, claim: Claim, transition: Transition) -> None:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append(((claim, transition), future))
+    async def submit(self, item: T) -> R:
+        """`item`'s answer, once the group it joined is flushed."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
         if self._active < self._flushers:
             self._active += 1
             task = asyncio.ensure_future(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         # shielded: the group goes on for the others even if this caller gives up
-        if not await asyncio.shield(future):
-            raise LeaseLost(f"delivery {claim.delivery.id} is leased by another worker now")
+        return await asyncio.shield(future)
 
     async def _drain(self) -> None:
         try:
             while self._queue:
                 group, self._queue = self._queue[: self._limit], self._queue[self._limit :]
                 try:
-                    done = await self._flush([write for write, _ in group])
+                    answers = await self._flush([item for item, _ in group])
                 except BaseException as exc:  # every caller hears of it
                     for _, future in group:
                         if not future.done():
@@ -55,8 +64,20 @@ class CommitGroup:
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for (_, future), written in zip(group, done, strict=True):
+                for (_, future), answer in zip(group, answers, strict=True):
                     if not future.done():
-                        future.set_result(written)
+                        future.set_result(answer)
         finally:
             self._active -= 1
+
+
+class CommitGroup:
+    """`commit` writes in groups: a write whose lease was lost is skipped alone (LeaseLost
+    for its caller), the others are written."""
+
+    def __init__(self, flush: Callable[[Sequence[Write]], Awaitable[Sequence[bool]]]) -> None:
+        self._group: Group[Write, bool] = Group(flush)
+
+    async def commit(self, claim: Claim, transition: Transition) -> None:
+        if not await self._group.submit((claim, transition)):
+            raise LeaseLost(f"delivery {claim.delivery.id} is leased by another worker now")

@@ -44,7 +44,7 @@ from cascade_notify.stores import _pg_rows as rows
 from cascade_notify.stores import _postgres_schema as schema_module
 from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
 from cascade_notify.stores._common import PURGE_CHUNK, check_version
-from cascade_notify.stores._pg_group import CommitGroup, Write
+from cascade_notify.stores._pg_group import CommitGroup, Group, Write
 from cascade_notify.stores._pg_rows import load, upsert_attempts
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition
 from cascade_notify.stores.memory import ORPHAN_TTL
@@ -143,6 +143,7 @@ class PostgresStore:
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._sweep_ts = 0.0
         self._group = CommitGroup(self._commit_group)
+        self._creates: Group[Delivery, tuple[Delivery, bool]] = Group(self._create_group)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -374,9 +375,20 @@ class PostgresStore:
             return (await load(conn, [row[0]]))[row[0]], False
 
         failpoints.hit("send.before")
-        result = await self._run(work)
+        if self.prepared and not delivery.attempts:
+            # as send() makes it: concurrent sends share one INSERT (see `_pg_group`)
+            self._in_flight += 1  # queued for a group: not idle
+            try:
+                result = await self._creates.submit(delivery)
+            finally:
+                self._in_flight -= 1
+        else:
+            result = await self._run(work)
         failpoints.hit("send.after")
         return result
+
+    async def _create_group(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, bool]]:
+        return await self._run(lambda conn: calls.create(conn, deliveries))
 
     async def get(self, delivery_id: str) -> Delivery | None:
         async def work(conn: Conn) -> Delivery | None:
