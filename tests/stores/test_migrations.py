@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,45 +60,57 @@ def execute(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Execut
     return run_pg
 
 
+def _module(kind: str) -> Any:
+    return _sqlite_schema if kind == "sqlite" else _postgres_schema
+
+
 @pytest.fixture
-def version_two(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """This code's schema is version 2 (one more index than version 1)."""
-    module = _sqlite_schema if kind == "sqlite" else _postgres_schema
+def version_next(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This code's schema is one version past the real one (one more index)."""
+    module = _module(kind)
     monkeypatch.setattr(
         module,
         "MIGRATIONS",
-        [*module.MIGRATIONS, (2, ("CREATE INDEX deliveries_policy ON deliveries (policy)",))],
+        [
+            *module.MIGRATIONS,
+            (
+                module.current_version() + 1,
+                ("CREATE INDEX deliveries_policy ON deliveries (policy)",),
+            ),
+        ],
     )
 
 
-async def test_empty_database_gets_the_schema_at_open(make: Callable[[], Store]) -> None:
+async def test_empty_database_gets_the_schema_at_open(make: Callable[[], Store], kind: str) -> None:
     """Opening an empty database creates the current schema; nothing to migrate after."""
     store = make()
     await store.open()
     try:
         await store.create(delivery())
         assert isinstance(store, Migratable)
-        assert await store.migrate() == (1, 1)
+        now = _module(kind).current_version()
+        assert await store.migrate() == (now, now)
     finally:
         await store.close()
 
 
 async def test_older_schema_is_refused_until_migrated(
-    make: Callable[[], Store], request: pytest.FixtureRequest
+    make: Callable[[], Store], request: pytest.FixtureRequest, kind: str
 ) -> None:
-    """A database at version 1 under version-2 code: open says to run `store migrate`;
+    """A database one version behind the code: open says to run `store migrate`;
     after `migrate()` it opens, with its deliveries intact."""
     store = make()
     await store.open()
     created, _ = await store.create(delivery())
     await store.close()
-    request.getfixturevalue("version_two")
+    was = _module(kind).current_version()
+    request.getfixturevalue("version_next")
     old = make()
-    with pytest.raises(StoreError, match=r"version 1, older .* `cascade-notify store migrate"):
+    with pytest.raises(StoreError, match=rf"version {was}, older .* `cascade-notify store migrate"):
         await old.open()
     migrating = make()
     assert isinstance(migrating, Migratable)
-    assert await migrating.migrate() == (1, 2)
+    assert await migrating.migrate() == (was, was + 1)
     await migrating.close()
     reopened = make()
     await reopened.open()
@@ -148,3 +161,44 @@ async def test_workers_starting_together_create_the_schema_once(
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_postgres_version_1_deliveries_are_due_as_before_after_migrating(
+    make: Callable[[], Store], kind: str, execute: Execute, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 2 replaced three partial indexes with one generated `due_ts`: deliveries
+    written under version 1 (poked, leased, on a timer) are claimed as they were due."""
+    if kind == "sqlite":
+        pytest.skip("a PostgreSQL migration")
+    with monkeypatch.context() as patched:
+        patched.setattr(_postgres_schema, "MIGRATIONS", _postgres_schema.MIGRATIONS[:1])
+        store = make()
+        await store.open()
+        poked, later, leased, past = [(await store.create(delivery()))[0].id for _ in range(4)]
+        await store.close()
+    for column, value, delivery_id in (
+        ("wake_ts", NOW + 100, later),
+        ("lease_until", NOW + 30, leased),
+        ("wake_ts", NOW - 1, past),
+    ):  # ids are our own hex, times our own floats
+        execute(
+            f"UPDATE deliveries SET poked = false, {column} = {value} "  # noqa: S608
+            f"WHERE id = '{delivery_id}'"
+        )
+    store = make()
+    assert isinstance(store, Migratable)
+    assert await store.migrate() == (1, _postgres_schema.current_version())
+    try:
+        assert {c.delivery.id for c in await store.claim(NOW, limit=10, lease=1000)} == {
+            poked,
+            past,
+        }
+        assert await store.next_wake() == NOW + 30
+        assert [c.delivery.id for c in await store.claim(NOW + 50, limit=10, lease=1000)] == [
+            leased
+        ]
+        assert [c.delivery.id for c in await store.claim(NOW + 150, limit=10, lease=1000)] == [
+            later
+        ]
+    finally:
+        await store.close()

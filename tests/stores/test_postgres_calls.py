@@ -116,3 +116,25 @@ async def test_session_functions_are_not_needed_with_prepared_off(
         assert stored is not None and stored.attempts[0].status is AttemptStatus.DELIVERED
     finally:
         await store.close()
+
+
+async def test_claims_take_the_longest_due_first_and_read_no_more_than_their_limit(
+    pg: PostgresStore,
+) -> None:
+    """Timers come due oldest first; a claim reads the head of one index (`due_ts`), so
+    its plan stops at the limit however long the backlog is."""
+    made = [(await pg.create(delivery()))[0] for _ in range(5)]
+    for claim in await pg.claim(NOW, limit=5, lease=LEASE):
+        # timers set in reverse order of creation: the last made is due first
+        index = next(i for i, d in enumerate(made) if d.id == claim.delivery.id)
+        await pg.commit(claim, Transition(wake_ts=NOW + 100 - index))
+    taken = [c.delivery.id for c in await pg.claim(NOW + 200, limit=2, lease=LEASE)]
+    assert taken == [made[4].id, made[3].id]
+    assert pg._pool is not None
+    async with pg._pool.connection() as conn:
+        cur = await conn.execute(
+            "EXPLAIN SELECT id FROM deliveries WHERE status = 'pending' AND due_ts <= 1 "
+            "ORDER BY due_ts LIMIT 2 FOR UPDATE SKIP LOCKED"
+        )
+        plan = "\n".join(row[0] for row in await cur.fetchall())
+    assert "deliveries_due" in plan and "Sort" not in plan, plan

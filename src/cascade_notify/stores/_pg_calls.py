@@ -369,8 +369,8 @@ _D = ", ".join(
 CLAIM = f"""
     WITH due AS (
         SELECT id FROM deliveries
-        WHERE status = 'pending' AND lease_until <= %(now)s::float8
-          AND (poked OR wake_ts <= %(now)s::float8 OR lease_until > 0)
+        WHERE status = 'pending' AND due_ts <= %(now)s::float8
+        ORDER BY due_ts
         LIMIT %(limit)s::integer
         FOR UPDATE SKIP LOCKED
     ), c AS (

@@ -102,6 +102,25 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
         )""",
         ),
     ),
+    (
+        2,
+        (
+            # one index for `claim` instead of three: the time a pending delivery is due
+            # (its lease's end while leased; at once when poked; else its timer), so a claim
+            # reads the first rows of one index, oldest first, and stops at its limit; the
+            # three partial indexes made it read every due row behind a BitmapOr, however
+            # long the backlog. Generated: every write keeps it true by itself.
+            "ALTER TABLE deliveries ADD COLUMN due_ts double precision GENERATED ALWAYS AS ("
+            "CASE WHEN lease_until > 0 THEN lease_until WHEN poked THEN 0 ELSE wake_ts END"
+            ") STORED",
+            "COMMENT ON COLUMN deliveries.due_ts IS "
+            "'when claim may take it: lease end, 0 when poked, else wake_ts; NULL: never'",
+            "CREATE INDEX deliveries_due ON deliveries (due_ts) WHERE status = 'pending'",
+            "DROP INDEX deliveries_poked",
+            "DROP INDEX deliveries_wake",
+            "DROP INDEX deliveries_leased",
+        ),
+    ),
 ]
 
 

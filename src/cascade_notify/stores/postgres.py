@@ -65,8 +65,8 @@ _INSERT_DELIVERY = (
 _CLAIM = """
     WITH due AS (
         SELECT id FROM deliveries
-        WHERE status = 'pending' AND lease_until <= %(now)s
-          AND (poked OR wake_ts <= %(now)s OR lease_until > 0)
+        WHERE status = 'pending' AND due_ts <= %(now)s
+        ORDER BY due_ts
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     )
@@ -97,13 +97,7 @@ _REPLACE_TEXT = """
     RETURNING version
 """
 _SWEEP = "DELETE FROM shared_numbers WHERE expires_ts <= %(now)s"
-_NEXT_WAKE = """
-    SELECT least(
-        (SELECT 0::float8 FROM deliveries
-         WHERE status = 'pending' AND poked AND lease_until <= 0 LIMIT 1),
-        (SELECT min(wake_ts) FROM deliveries WHERE status = 'pending' AND lease_until = 0),
-        (SELECT min(lease_until) FROM deliveries WHERE status = 'pending' AND lease_until > 0))
-"""
+_NEXT_WAKE = "SELECT min(due_ts) FROM deliveries WHERE status = 'pending'"
 
 
 @contextlib.asynccontextmanager
