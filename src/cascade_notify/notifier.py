@@ -22,7 +22,7 @@ from cascade_notify.models import Delivery, Message, Receipt, Recipient, new_id
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.providers.base import Provider, WebhookResponse
 from cascade_notify.resilience import Breakers, Protection
-from cascade_notify.stores import open_store
+from cascade_notify.stores import Watchable, open_store
 from cascade_notify.stores.base import Claim, ReceiptResult, Store
 from cascade_notify.stores.memory import MemoryStore
 
@@ -148,6 +148,9 @@ class Notifier:
         )
         self._remove_idle_check = self.clock.add_idle_check(self._idle)
         if self._run_worker:
+            if isinstance(store, Watchable):
+                # sends and receipts of other processes wake the worker at once
+                await store.watch(self._poke.set)
             self._worker_task = asyncio.get_running_loop().create_task(
                 self._work(), name="cascade-notify-worker"
             )
@@ -400,8 +403,8 @@ class Notifier:
         assert self._poke is not None
         if not isinstance(self.store, MemoryStore):
             # other processes (send-only notifiers, webhook receivers, workers) change a
-            # shared store without poking us: look again within POLL_INTERVAL whatever
-            # our own next timer says
+            # shared store: a Watchable one pokes us when they do, and in any case we look
+            # again within POLL_INTERVAL whatever our own next timer says
             delay = POLL_INTERVAL if delay is None else min(delay, POLL_INTERVAL)
         waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._poke.wait())}
         if delay is not None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from cascade_notify import DeliveryStatus, Message, Notifier, Recipient
 from cascade_notify.testing import FakeClock, run_until_final
 
@@ -103,3 +107,30 @@ async def test_worker_picks_up_what_a_send_only_notifier_sent(pg_dsn: str, pg_sc
     finally:
         await web.stop()
         await worker.stop()
+
+
+async def test_a_postgres_worker_takes_a_web_process_send_at_once(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send from a send-only notifier (a web process) wakes a worker in another notifier
+    at once: with the worker's poll stretched to an hour, the delivery still ends in
+    seconds, because the store tells the worker."""
+    from cascade_notify import notifier as notifier_module
+    from cascade_notify.stores.postgres import PostgresStore
+
+    monkeypatch.setattr(notifier_module, "POLL_INTERVAL", 3600.0)
+    policy = """
+providers:
+  wa: {type: fake, channel: whatsapp, behavior: deliver}
+policies:
+  p: {steps: [{channel: whatsapp, providers: [wa]}]}
+"""
+    worker = Notifier.from_yaml(policy, store=PostgresStore(pg_dsn, schema=pg_schema))
+    web = Notifier.from_yaml(policy, store=PostgresStore(pg_dsn, schema=pg_schema), worker=False)
+    finished = asyncio.Event()
+    worker.subscribe(lambda event: event.kind == "finished" and finished.set())
+    async with worker, web:
+        await asyncio.sleep(0.2)  # the worker found nothing due and parked for its hour
+        sent = await web.send(ANNA, Message(text="Your code is 1234"))
+        await asyncio.wait_for(finished.wait(), 10)
+        assert (await web.get(sent.id)).status is DeliveryStatus.DELIVERED

@@ -138,3 +138,30 @@ async def test_claims_take_the_longest_due_first_and_read_no_more_than_their_lim
         )
         plan = "\n".join(row[0] for row in await cur.fetchall())
     assert "deliveries_due" in plan and "Sort" not in plan, plan
+
+
+async def test_watchers_hear_of_sends_and_receipts_from_other_processes(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """A store that `watch`es is told when another store instance (another process) creates
+    a delivery or records a receipt for one: LISTEN/NOTIFY on the schema's channel."""
+    watcher = PostgresStore(pg_dsn, schema=pg_schema)
+    other = PostgresStore(pg_dsn, schema=pg_schema)
+    await watcher.open()
+    await other.open()
+    heard = asyncio.Event()
+    try:
+        await watcher.watch(heard.set)
+        await asyncio.wait_for(heard.wait(), 5)  # told once when it starts listening
+        heard.clear()
+        made, _ = await other.create(delivery())
+        await asyncio.wait_for(heard.wait(), 5)
+        (claim,) = await other.claim(NOW, limit=1, lease=LEASE)
+        sent = attempt(made, status=AttemptStatus.ACCEPTED, message_id="m-1")
+        await other.commit(claim, Transition(attempts=[sent], wake_ts=NOW + 600))
+        heard.clear()
+        await other.record_receipts([receipt("m-1", ReceiptStatus.DELIVERED)], NOW + 1)
+        await asyncio.wait_for(heard.wait(), 5)
+    finally:
+        await other.close()
+        await watcher.close()

@@ -1,12 +1,14 @@
 """Stores: where cascades live. `open_store(url)` picks one by URL scheme.
 
 Besides the `Store` protocol the engine uses, stores offer maintenance, each
-a small protocol of its own: `Purgeable` (every store) and `Migratable` (the
-SQL stores, whose schema has versions).
+a small protocol of its own: `Purgeable` (every store), `Migratable` (the
+SQL stores, whose schema has versions) and `Watchable` (PostgreSQL, which
+tells workers at once when another process makes a delivery due).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from cascade_notify.errors import StoreError
@@ -33,6 +35,17 @@ class Migratable(Protocol):
     async def migrate(self) -> tuple[int, int]:
         """Bring the schema up to this code's version, opening the store if needed;
         return (version before, version after)."""
+        ...
+
+
+@runtime_checkable
+class Watchable(Protocol):
+    """A store shared by processes that says when another of them made a delivery due
+    (a send, a receipt), so a worker need not poll for it."""
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Call `wake` (in this event loop) whenever a delivery became due elsewhere, and
+        once whenever watching starts again after an interruption, until `close`."""
         ...
 
 
@@ -73,5 +86,6 @@ __all__ = [
     "ReceiptResult",
     "Store",
     "Transition",
+    "Watchable",
     "open_store",
 ]

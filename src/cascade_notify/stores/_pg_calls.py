@@ -39,6 +39,16 @@ from cascade_notify.stores._pg_rows import Conn, load
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition
 from cascade_notify.stores.memory import ORPHAN_LIMIT, ORPHAN_TTL
 
+#: The channel a schema's news goes out on (see `PostgresStore.watch`), in SQL: the
+#: schema is the first on the session's search_path.
+_CHANNEL = "left('cn_due_' || current_schema(), 63)"
+
+
+def channel(schema: str) -> str:
+    """The channel a schema's news goes out on: `_CHANNEL`, spelled in Python."""
+    return f"cn_due_{schema}"[:63]
+
+
 #: The lock key of a message id: `_pg_rows._lock_key`, spelled in SQL.
 _KEY = "hashtextextended('cascade_notify message ' || {p} || chr(31) || {m}, 0)"
 
@@ -354,6 +364,8 @@ BEGIN
             WHERE id = v_aid;
             UPDATE deliveries SET poked = true
             WHERE id = v_did AND status = 'pending' AND NOT poked;
+            -- the workers listening are told (once, at commit)
+            PERFORM pg_notify({_CHANNEL}, '');
         END IF;
         RETURN NEXT;
     END LOOP;
@@ -394,7 +406,10 @@ _JSONB = ("recipient", "message", "steps", "skipped")
 _FLOAT = ("created_ts", "expires_ts", "finished_ts", "wake_ts")
 # new deliveries, a JSON array of DELIVERY_COLUMNS each (the JSON columns as text), made
 # due at once; the ids of those made (the others' idempotency keys were taken)
+# (and the workers listening are told, once per statement: notifications of one
+# transaction with one channel and payload are folded into one)
 CREATE = f"""
+    WITH made AS (
     INSERT INTO deliveries ({", ".join(DELIVERY_COLUMNS)}, poked)
     SELECT {
     ", ".join(
@@ -412,6 +427,8 @@ CREATE = f"""
     ORDER BY n
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id
+    )
+    SELECT id, pg_notify({_CHANNEL}, '') FROM made
 """  # noqa: S608 - constant columns
 _COMMIT = "SELECT pg_temp.cn_commit(%s::jsonb)"
 _RECORD = (

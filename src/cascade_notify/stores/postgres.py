@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
@@ -51,6 +52,7 @@ from cascade_notify.stores.memory import ORPHAN_TTL
 
 T = TypeVar("T")
 Conn = rows.Conn
+log = logging.getLogger("cascade_notify.stores.postgres")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _OPTIONS = ("schema", "pool_max", "timeout", "prepared")
@@ -133,6 +135,7 @@ class PostgresStore:
         self.timeout = timeout
         self.prepared = prepared
         self._pool: AsyncConnectionPool[Conn] | None = None
+        self._watcher: asyncio.Future[None] | None = None
         self._in_flight = 0
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._sweep_ts = 0.0
@@ -183,6 +186,10 @@ class PostgresStore:
         return await self._run(self._migrate)
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            watcher, self._watcher = self._watcher, None
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             for task in list(self._abandoned):
@@ -191,10 +198,27 @@ class PostgresStore:
                 await asyncio.wait(self._abandoned, timeout=self.timeout)
             await pool.close(timeout=self.timeout)
 
+    def _connection_kwargs(self) -> dict[str, Any]:
+        return {
+            "autocommit": True,
+            # PgBouncer in transaction mode cannot keep prepared statements: prepared=false
+            "prepare_threshold": 5 if self.prepared else None,
+            # a process stopped inside a transaction (SIGSTOP, a pause) would hold its row
+            # locks for ever: the server ends such a session after `timeout` seconds
+            "options": f"-c search_path={self.schema} "
+            f"-c idle_in_transaction_session_timeout={int(self.timeout * 1000)}",
+            "connect_timeout": max(2, round(self.timeout / 2)),
+            # a dead or black-holed server is noticed in seconds, not at TCP's default
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": int(self.timeout * 1000),
+        }
+
     async def _start(self) -> None:
         if self._pool is not None:
             return
-        connect_timeout = max(2, round(self.timeout / 2))
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self.dsn,
             min_size=1,
@@ -202,22 +226,7 @@ class PostgresStore:
             open=False,
             timeout=self.timeout,
             configure=self._configure if self.prepared else None,
-            kwargs={
-                "autocommit": True,
-                # PgBouncer in transaction mode cannot keep prepared statements: prepared=false
-                "prepare_threshold": 5 if self.prepared else None,
-                # a process stopped inside a transaction (SIGSTOP, a pause) would hold its row
-                # locks for ever: the server ends such a session after `timeout` seconds
-                "options": f"-c search_path={self.schema} "
-                f"-c idle_in_transaction_session_timeout={int(self.timeout * 1000)}",
-                "connect_timeout": connect_timeout,
-                # a dead or black-holed server is noticed in seconds, not at TCP's default
-                "keepalives": 1,
-                "keepalives_idle": 5,
-                "keepalives_interval": 2,
-                "keepalives_count": 3,
-                "tcp_user_timeout": int(self.timeout * 1000),
-            },
+            kwargs=self._connection_kwargs(),
             name="cascade-notify",
         )
         try:
@@ -286,6 +295,36 @@ class PostgresStore:
             except psycopg.Error as exc:
                 raise StoreError(f"PostgreSQL refused: {exc}") from exc
         raise AssertionError("unreachable")
+
+    # news from other processes
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever another process makes a delivery due: `create` and
+        `record_receipts` notify the schema's channel (`LISTEN`/`NOTIFY`), so a worker
+        takes a delivery sent by a web process at once instead of at its next poll.
+        Behind PgBouncer in transaction mode (`prepared=false`) notifications do not
+        reach a listener: the worker polls, as without this."""
+        if self._watcher is None and self.prepared:
+            self._watcher = asyncio.ensure_future(self._listen(wake))
+
+    async def _listen(self, wake: Callable[[], None]) -> None:
+        pause = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.dsn, **self._connection_kwargs()
+                ) as conn:
+                    await conn.execute(f'LISTEN "{calls.channel(self.schema)}"')
+                    pause = 0.5
+                    wake()  # whatever became due while nobody listened
+                    async for _ in conn.notifies():
+                        wake()
+            except psycopg.Error as exc:
+                log.warning(
+                    "listening for due deliveries failed (%s); polling until it is back", exc
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 30.0)
 
     # schema
 
