@@ -422,9 +422,9 @@ def _report(
         if first[f"postgres {workers}"]:
             table.notes.append(
                 f"postgres, {workers} workers: the first delivery was final "
-                f"{Spread.of(first[f'postgres {workers}']).text(' s', 1)} after the first send. "
-                "Claims are not first-in first-out: while new deliveries keep coming, those "
-                "a receipt woke wait behind them, so finals lag and then come all at once."
+                f"{Spread.of(first[f'postgres {workers}']).text(' s', 1)} after the first send "
+                "(workers are told of sends at once, LISTEN/NOTIFY; claims take the longest "
+                "due first, and new deliveries and those a receipt woke are all due at once)."
             )
     table.notes.append(
         "Ceilings: pgbench, one claim-and-complete per transaction, as many clients as the row "
