@@ -9,7 +9,8 @@ import itertools
 
 import pytest
 
-from cascade_notify.errors import LeaseLost
+from cascade_notify import Message
+from cascade_notify.errors import LeaseLost, StoreError
 from cascade_notify.models import AttemptStatus, ReceiptStatus, status_after
 from cascade_notify.stores.base import Transition
 from cascade_notify.stores.postgres import PostgresStore
@@ -165,3 +166,19 @@ async def test_watchers_hear_of_sends_and_receipts_from_other_processes(
     finally:
         await other.close()
         await watcher.close()
+
+
+async def test_a_send_that_cannot_be_stored_fails_alone_in_its_group(pg: PostgresStore) -> None:
+    """Sends share one INSERT; one whose message JSON cannot hold (NaN in its metadata)
+    gets its StoreError, and the sends grouped with it are stored all the same."""
+    good = [delivery() for _ in range(5)]
+    bad = delivery()
+    bad.message = Message(text="x", metadata={"ratio": float("nan")})
+    results = await asyncio.gather(
+        *(pg.create(d) for d in [*good[:2], bad, *good[2:]]), return_exceptions=True
+    )
+    assert isinstance(results[2], StoreError) and "plain JSON" in str(results[2])
+    assert all(isinstance(r, tuple) and r[1] for i, r in enumerate(results) if i != 2)
+    for made in good:
+        assert await pg.get(made.id) is not None
+    assert await pg.get(bad.id) is None

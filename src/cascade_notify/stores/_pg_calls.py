@@ -437,11 +437,18 @@ _RECORD = (
 )
 
 
-async def create(conn: Conn, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, bool]]:
-    """Insert new deliveries (without attempts) in one statement; for each, the delivery
-    and True, or, where its idempotency key was taken, the one that holds it and False."""
-    cur = await conn.execute(CREATE, (dumps([delivery_values(d) for d in deliveries]),))
+def delivery_json(delivery: Delivery) -> str:
+    """A new delivery as `create` takes it (a StoreError here is the caller's alone)."""
+    return dumps(delivery_values(delivery))
+
+
+async def create(conn: Conn, news: Sequence[tuple[Delivery, str]]) -> list[tuple[Delivery, bool]]:
+    """Insert new deliveries (without attempts; each with its `delivery_json`) in one
+    statement; for each, the delivery and True, or, where its idempotency key was taken,
+    the one that holds it and False."""
+    cur = await conn.execute(CREATE, (f"[{','.join(text for _, text in news)}]",))
     made = {row[0] for row in await cur.fetchall()}
+    deliveries = [delivery for delivery, _ in news]
     taken = [d.idempotency_key for d in deliveries if d.id not in made]
     holders: dict[str | None, Delivery] = {}
     if taken:
@@ -499,10 +506,16 @@ def _item(claim: Claim, transition: Transition) -> list[Any]:
     ]
 
 
-async def commit(conn: Conn, writes: Sequence[tuple[Claim, Transition]]) -> list[bool]:
-    """Write transitions, each fenced by its claim's token, in one statement (one
-    transaction); whether each was written (false: nothing of it, its lease is lost)."""
-    cur = await conn.execute(_COMMIT, (dumps([_item(c, t) for c, t in writes]),))
+def write_json(claim: Claim, transition: Transition) -> str:
+    """A transition as `commit` takes it (a StoreError here is the caller's alone)."""
+    return dumps(_item(claim, transition))
+
+
+async def commit(conn: Conn, writes: Sequence[str]) -> list[bool]:
+    """Write transitions (each its `write_json`), each fenced by its claim's token, in one
+    statement (one transaction); whether each was written (false: nothing of it, its
+    lease is lost)."""
+    cur = await conn.execute(_COMMIT, (f"[{','.join(writes)}]",))
     row = await cur.fetchone()
     if row is None or len(row[0]) != len(writes):  # pragma: no cover - one answer each
         raise StoreError("PostgreSQL did not answer for every write of a commit")

@@ -4,7 +4,8 @@ and the `create` of new deliveries this way.
 
 No call waits for company: the first goes at once; those that arrive while `flushers`
 groups are in flight wait for the next, which takes up to `limit` of them. A group
-either commits whole or fails whole (every caller gets its StoreError).
+either commits whole or fails whole (every caller gets its StoreError), so what one
+caller alone can get wrong (a value JSON cannot hold) is found before its item joins.
 """
 
 from __future__ import annotations
@@ -13,13 +14,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from cascade_notify.errors import LeaseLost
-from cascade_notify.stores.base import Claim, Transition
-
 T = TypeVar("T")
 R = TypeVar("R")
-
-Write = tuple[Claim, Transition]
 
 
 class Group(Generic[T, R]):
@@ -69,15 +65,3 @@ class Group(Generic[T, R]):
                         future.set_result(answer)
         finally:
             self._active -= 1
-
-
-class CommitGroup:
-    """`commit` writes in groups: a write whose lease was lost is skipped alone (LeaseLost
-    for its caller), the others are written."""
-
-    def __init__(self, flush: Callable[[Sequence[Write]], Awaitable[Sequence[bool]]]) -> None:
-        self._group: Group[Write, bool] = Group(flush)
-
-    async def commit(self, claim: Claim, transition: Transition) -> None:
-        if not await self._group.submit((claim, transition)):
-            raise LeaseLost(f"delivery {claim.delivery.id} is leased by another worker now")

@@ -38,14 +38,14 @@ from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from cascade_notify import _failpoints as failpoints
-from cascade_notify.errors import StoreError
+from cascade_notify.errors import LeaseLost, StoreError
 from cascade_notify.models import Delivery, Receipt
 from cascade_notify.stores import _pg_calls as calls
 from cascade_notify.stores import _pg_rows as rows
 from cascade_notify.stores import _postgres_schema as schema_module
 from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
 from cascade_notify.stores._common import PURGE_CHUNK, check_version
-from cascade_notify.stores._pg_group import CommitGroup, Group, Write
+from cascade_notify.stores._pg_group import Group
 from cascade_notify.stores._pg_rows import load, upsert_attempts
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition
 from cascade_notify.stores.memory import ORPHAN_TTL
@@ -139,8 +139,11 @@ class PostgresStore:
         self._in_flight = 0
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._sweep_ts = 0.0
-        self._group = CommitGroup(self._commit_group)
-        self._creates: Group[Delivery, tuple[Delivery, bool]] = Group(self._create_group)
+        # concurrent calls share a transaction (see `_pg_group`)
+        self._commits: Group[str, bool] = Group(self._commit_group)
+        self._creates: Group[tuple[Delivery, str], tuple[Delivery, bool]] = Group(
+            self._create_group
+        )
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -409,10 +412,11 @@ class PostgresStore:
 
         failpoints.hit("send.before")
         if self.prepared and not delivery.attempts:
-            # as send() makes it: concurrent sends share one INSERT (see `_pg_group`)
+            # as send() makes it: concurrent sends share one INSERT
+            text = calls.delivery_json(delivery)
             self._in_flight += 1  # queued for a group: not idle
             try:
-                result = await self._creates.submit(delivery)
+                result = await self._creates.submit((delivery, text))
             finally:
                 self._in_flight -= 1
         else:
@@ -420,8 +424,10 @@ class PostgresStore:
         failpoints.hit("send.after")
         return result
 
-    async def _create_group(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, bool]]:
-        return await self._run(lambda conn: calls.create(conn, deliveries))
+    async def _create_group(
+        self, news: Sequence[tuple[Delivery, str]]
+    ) -> list[tuple[Delivery, bool]]:
+        return await self._run(lambda conn: calls.create(conn, news))
 
     async def get(self, delivery_id: str) -> Delivery | None:
         async def work(conn: Conn) -> Delivery | None:
@@ -460,14 +466,16 @@ class PostgresStore:
         if self.prepared:
             self._in_flight += 1  # queued for a group: not idle
             try:
-                await self._group.commit(claim, transition)
+                written = await self._commits.submit(calls.write_json(claim, transition))
+                if not written:
+                    raise LeaseLost(f"delivery {claim.delivery.id} is leased by another worker now")
             finally:
                 self._in_flight -= 1
         else:
             await self._run(lambda conn: rows.commit(conn, claim, transition))
         failpoints.hit(f"{path}.after")
 
-    async def _commit_group(self, writes: Sequence[Write]) -> list[bool]:
+    async def _commit_group(self, writes: Sequence[str]) -> list[bool]:
         return await self._run(lambda conn: calls.commit(conn, writes))
 
     async def record_receipts(self, receipts: Sequence[Receipt], now: float) -> list[ReceiptResult]:
