@@ -163,7 +163,9 @@ def storm(url: str, log_dir: Path, *, workers: int, count: int, kills: int) -> i
         "CRASH_APP_MIXED": "1",
         "CRASH_APP_LEASE": "2",
         "CRASH_APP_LATENCY": "0.05",  # requests in flight when a kill lands
-        "CRASH_APP_RATE": str(count / (kills * 1.1 * 0.8)),
+        # sends paced to last as long as the storm's mean (kills * 1.1 s) before restarts:
+        # workers finish fast once all is sent, and the storm must not run out of work
+        "CRASH_APP_RATE": str(count / (kills * 1.1)),
     }
 
     def start(slot: int) -> subprocess.Popen[bytes]:
