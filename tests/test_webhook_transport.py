@@ -206,3 +206,31 @@ async def test_injected_client_is_not_closed(fake_clock: FakeClock) -> None:
         sender = provider(fake_clock, client)
         await sender.aclose()
         assert not client.is_closed
+
+
+async def test_a_proxy_the_environment_names_is_used(
+    fake_clock: FakeClock,
+    loopback: Callable[[ServerHandler], Awaitable[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The provider posts on aiohttp's session directly only where its client would not
+    apply a proxy: with `HTTP_PROXY` set, the message goes through the proxy (here a
+    loopback server that answers 200 to a URL no resolver knows)."""
+    seen: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readline())
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+
+    via = await loopback(proxy)
+    monkeypatch.setenv("HTTP_PROXY", via.removesuffix("/inbox"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    sender = provider(fake_clock, url="http://app.invalid/inbox")
+    try:
+        await sender.send(request())  # accepted: no error
+    finally:
+        await sender.aclose()
+    assert seen and seen[0].startswith(b"POST http://app.invalid/inbox")
