@@ -39,3 +39,38 @@ def test_sync_notifier_outside_with_is_a_clear_error():
     notifier = SyncNotifier.from_yaml(POLICY)
     with pytest.raises(RuntimeError, match="use `with notifier:`"):
         notifier.send(Recipient(id="r", sms="+79161234567"), Message(text="hi"))
+
+
+def test_sync_handle_webhook_verifies_and_records():
+    """A synchronous view (Flask, Django without ASGI) takes receipts through
+    `SyncNotifier.handle_webhook`: a signed one is recorded, a forged one refused."""
+    import json
+    import time
+
+    from webhook_harness import SECRET, receipt, sign
+
+    policy = f"""
+store: memory://
+providers:
+  app: {{type: webhook, url: "http://127.0.0.1:9/inbox", secret: {json.dumps(SECRET)}}}
+policies:
+  p: {{steps: [{{channel: app, providers: [app]}}]}}
+"""
+    body = receipt("m-404", "delivered")
+    signed = sign(SECRET, "msg_sync_1", body, time.time())
+    with SyncNotifier.from_yaml(policy) as notifier:
+        answer = notifier.handle_webhook(
+            "app", method="POST", url="http://h/receipts/app", headers=signed, body=body
+        )
+        assert answer.status == 200
+        assert json.loads(answer.body) == {
+            "status": "ok",
+            "received": 1,
+            "duplicates": 0,
+            "unknown": 1,
+        }
+        forged = {**signed, "webhook-signature": "v1,AAAA"}
+        refused = notifier.handle_webhook(
+            "app", method="POST", url="http://h/receipts/app", headers=forged, body=body
+        )
+        assert refused.status == 401

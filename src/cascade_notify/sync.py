@@ -14,11 +14,12 @@ from typing import Any, Self
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from cascade_notify import webhooks
 from cascade_notify.clock import Clock
 from cascade_notify.models import Delivery, Message, Receipt, Recipient
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config
-from cascade_notify.providers.base import Provider
+from cascade_notify.providers.base import Provider, WebhookResponse
 from cascade_notify.stores.base import ReceiptResult, Store
 
 
@@ -141,6 +142,29 @@ class SyncNotifier:
 
     def record_receipts(self, receipts: Sequence[Receipt]) -> list[ReceiptResult]:
         result: list[ReceiptResult] = self._call(self.notifier.record_receipts, receipts)
+        return result
+
+    def handle_webhook(
+        self,
+        provider_name: str,
+        *,
+        method: str,
+        url: str,
+        headers: webhooks.Headers,
+        body: bytes,
+        max_body: int = webhooks.MAX_BODY,
+    ) -> WebhookResponse:
+        """`Notifier.handle_webhook` for a synchronous view (Flask, Django without ASGI):
+        verify, parse and record one webhook request; return the answer to give."""
+        result: WebhookResponse = self._call(
+            self.notifier.handle_webhook,
+            provider_name,
+            method=method,
+            url=url,
+            headers=headers,
+            body=body,
+            max_body=max_body,
+        )
         return result
 
 
