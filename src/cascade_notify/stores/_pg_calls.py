@@ -402,7 +402,8 @@ CLAIM = f"""
          FROM attempts a WHERE a.delivery_id = c.id)
     FROM c
 """  # noqa: S608 - constant columns
-_JSONB = ("recipient", "message", "steps", "skipped")
+#: The `deliveries` columns of type jsonb (sent as JSON text).
+JSONB_COLUMNS = frozenset({"recipient", "message", "steps", "skipped"})
 _FLOAT = ("created_ts", "expires_ts", "finished_ts", "wake_ts")
 # new deliveries, a JSON array of DELIVERY_COLUMNS each (the JSON columns as text), made
 # due at once; the ids of those made (the others' idempotency keys were taken)
@@ -414,7 +415,7 @@ CREATE = f"""
     SELECT {
     ", ".join(
         f"(x->>{i})::jsonb"
-        if c in _JSONB
+        if c in JSONB_COLUMNS
         else f"(x->>{i})::float8"
         if c in _FLOAT
         else f"(x->>{i})::integer"

@@ -58,10 +58,9 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _OPTIONS = ("schema", "pool_max", "timeout", "prepared")
 _RETRIES = 3  # a deadlock or serialization failure is retried this many times in all
 
-_JSONB = {"recipient", "message", "steps", "skipped"}
 _INSERT_DELIVERY = (
     f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}, poked) VALUES ("  # noqa: S608
-    + ", ".join("%s::jsonb" if c in _JSONB else "%s" for c in DELIVERY_COLUMNS)
+    + ", ".join("%s::jsonb" if c in calls.JSONB_COLUMNS else "%s" for c in DELIVERY_COLUMNS)
     + ", true) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
 )
 _CLAIM = """
