@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import email.utils
 import hashlib
 import hmac
@@ -161,6 +162,7 @@ class WebhookProvider(Provider):
         self._timeout = httpx.Timeout(self.settings.timeout)
         self._timeout_extension = {"timeout": self._timeout.as_dict()}
         self._aiohttp: aiohttp.ClientSession | None = None
+        self._aiohttp_known = False  # whether `_session` has decided for this client
         self._url_text = str(self._url)
         # each phase as the httpx-aiohttp transport maps httpx's timeouts
         self._aiohttp_timeout = aiohttp.ClientTimeout(
@@ -289,19 +291,19 @@ class WebhookProvider(Provider):
         """The aiohttp session under our own client's transport for `url`, to post on it
         without httpx's request and response objects (a quarter of the work per message);
         None for an injected client, or a proxy or socket the transport would apply."""
-        if self._aiohttp is None:
+        if not self._aiohttp_known:
             from httpx_aiohttp.transport import AiohttpTransport
 
             transport = self._transport()
             if (
-                not isinstance(transport, AiohttpTransport)
-                or transport.proxy is not None
-                or transport.uds is not None
+                isinstance(transport, AiohttpTransport)
+                and transport.proxy is None
+                and transport.uds is None
             ):
-                return None
-            if not isinstance(transport.client, aiohttp.ClientSession):
-                transport.client = transport.get_client()
-            self._aiohttp = transport.client
+                if not isinstance(transport.client, aiohttp.ClientSession):
+                    transport.client = transport.get_client()
+                self._aiohttp = transport.client
+            self._aiohttp_known = True
         return self._aiohttp
 
     def _transport(self) -> httpx.AsyncBaseTransport | None:
@@ -361,6 +363,7 @@ class WebhookProvider(Provider):
         """Close the HTTP client if the provider made it (an injected one is the caller's)."""
         if self._owns_client and self._client is not None:
             client, self._client, self._direct, self._aiohttp = self._client, None, None, None
+            self._aiohttp_known = False
             await client.aclose()
 
     # in
@@ -510,14 +513,12 @@ async def _read_some(response: httpx.Response, limit: int = 4096) -> bytes:
 async def _read_some_aiohttp(answer: aiohttp.ClientResponse, limit: int = 4096) -> bytes:
     # as `_read_some`, on aiohttp's own response
     data = bytearray()
-    try:
+    with contextlib.suppress(Exception):
         while len(data) < limit:
             chunk = await answer.content.read(limit - len(data))
             if not chunk:
                 break
             data += chunk
-    except Exception:
-        return bytes(data)
     return bytes(data)
 
 
