@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cascade_notify import Message, Notifier, Recipient
-from cascade_notify._cli_breaker import breaker_app
+from cascade_notify.cli.breaker import breaker_app
 from cascade_notify.stores import MemoryStore
 from cascade_notify.testing import FakeClock, run_until_final
 

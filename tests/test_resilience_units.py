@@ -7,12 +7,12 @@ from typing import ClassVar
 import pytest
 
 from cascade_notify import Attempt, AttemptStatus, Receipt, ReceiptStatus
-from cascade_notify._circuit import Circuit
-from cascade_notify._limits import Brakes, TokenBucket
 from cascade_notify.policy import load_config
 from cascade_notify.providers import registry
 from cascade_notify.providers.base import Provider
 from cascade_notify.resilience import BrakeSettings, BreakerSettings, Protection
+from cascade_notify.resilience.circuit import Circuit
+from cascade_notify.resilience.limits import Brakes, TokenBucket
 from cascade_notify.stores.memory import SharedTable
 from cascade_notify.testing import FakeClock
 

@@ -15,7 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cascade_notify._cli_serve import serve
+from cascade_notify.cli.serve import serve
 from webhook_harness import SECRET, receipt, sign
 
 POLICY = """
@@ -27,7 +27,7 @@ policies:
 """
 # the command as cli.py will wire it: app.command()(serve)
 LAUNCH = (
-    "import typer; from cascade_notify._cli_serve import serve; "
+    "import typer; from cascade_notify.cli.serve import serve; "
     "app = typer.Typer(); app.command()(serve); app()"
 )
 

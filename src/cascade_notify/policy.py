@@ -24,7 +24,11 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import ErrorDetails
 
 from cascade_notify._duration import Duration
-from cascade_notify._resilience_settings import (
+from cascade_notify.errors import PolicyError, PolicyIssue, RegistryError
+from cascade_notify.models import Step, WaitFor
+from cascade_notify.providers import registry
+from cascade_notify.providers.base import Provider, ProviderSettings
+from cascade_notify.resilience.settings import (
     DEFAULT_BRAKES,
     DEFAULT_BREAKER,
     PROVIDER_KEYS,
@@ -35,10 +39,6 @@ from cascade_notify._resilience_settings import (
     RateLimitSettings,
     RetrySettings,
 )
-from cascade_notify.errors import PolicyError, PolicyIssue, RegistryError
-from cascade_notify.models import Step, WaitFor
-from cascade_notify.providers import registry
-from cascade_notify.providers.base import Provider, ProviderSettings
 
 Loc = tuple[str | int, ...]
 _M = TypeVar("_M", bound=BaseModel)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from cascade_notify._failpoints import ENV, FAILPOINTS
 from cascade_notify.models import Delivery
 from cascade_notify.stores import open_store
+from cascade_notify.stores._failpoints import ENV, FAILPOINTS
 
 from .fault_checker import judge, read_logs
 

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from cascade_notify.errors import StoreError
-from cascade_notify.stores import Migratable, Store, _postgres_schema, _sqlite_schema
+from cascade_notify.stores import Migratable, Store
+from cascade_notify.stores.postgres import schema as _postgres_schema
+from cascade_notify.stores.sqlite import schema as _sqlite_schema
 
 from .conftest import NOW, delivery
 

@@ -21,59 +21,12 @@ from cascade_notify.models import (
     DeliveryStatus,
     Receipt,
 )
+from cascade_notify.resilience.shared import SharedTable
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition, apply_transition
 
 #: Receipts for messages not (yet) known are kept this long, at most this many.
 ORPHAN_TTL = 3600.0
 ORPHAN_LIMIT = 10_000
-
-
-class SharedTable:
-    """Numbers and versioned texts under keys, each forgotten `ttl` seconds after its last
-    write: what workers share for circuit breakers, rate limits and brakes
-    (`cascade_notify.resilience.SharedState`), kept in this process."""
-
-    def __init__(self) -> None:
-        self._numbers: dict[str, tuple[float, float]] = {}  # key -> (value, expires)
-        self._texts: dict[str, tuple[int, str, float]] = {}  # key -> (version, text, expires)
-        self._sweep_ts = 0.0
-
-    def bump(self, key: str, add: float, *, floor: float, now: float, ttl: float) -> float:
-        """Set the number at `key` to max(it, floor) + add (absent: floor + add); return it."""
-        self._sweep(now)
-        found = self._numbers.get(key)
-        value = max(found[0] if found is not None and found[1] > now else floor, floor) + add
-        self._numbers[key] = (value, now + ttl)
-        return value
-
-    async def shared_bump(
-        self, key: str, add: float, *, floor: float, now: float, ttl: float
-    ) -> float:
-        return self.bump(key, add, floor=floor, now=now, ttl=ttl)
-
-    async def shared_get(self, prefix: str, now: float) -> dict[str, tuple[int, str]]:
-        return {
-            key: (version, text)
-            for key, (version, text, expires) in self._texts.items()
-            if key.startswith(prefix) and expires > now
-        }
-
-    async def shared_put(
-        self, key: str, value: str, *, version: int, now: float, ttl: float
-    ) -> int | None:
-        found = self._texts.get(key)
-        current = found[0] if found is not None else 0
-        if current != version:
-            return None
-        self._texts[key] = (current + 1, value, now + ttl)
-        return current + 1
-
-    def _sweep(self, now: float) -> None:
-        if now < self._sweep_ts:
-            return
-        self._sweep_ts = now + 60.0
-        for key in [k for k, (_, expires) in self._numbers.items() if expires <= now]:
-            del self._numbers[key]
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cascade_notify._resilience_settings import DEFAULT_BREAKER, BreakerSettings
+from cascade_notify.resilience.settings import DEFAULT_BREAKER, BreakerSettings
 
 CLOSED: Final = "closed"
 OPEN: Final = "open"

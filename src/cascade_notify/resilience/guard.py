@@ -32,19 +32,11 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Final, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from tenacity import RetryCallState, wait_exponential_jitter
 
-from cascade_notify._circuit import BreakerInfo, Circuit
 from cascade_notify._duration import parse_duration
-from cascade_notify._limits import BRAKED, HOUR, Brakes, TokenBucket
-from cascade_notify._resilience_settings import (
-    BrakeSettings,
-    BreakerSettings,
-    RateLimitSettings,
-    RetrySettings,
-)
 from cascade_notify.clock import Clock
 from cascade_notify.errors import CascadeError
 from cascade_notify.events import Event
@@ -57,7 +49,15 @@ from cascade_notify.models import (
     Step,
     WaitFor,
 )
-from cascade_notify.stores.memory import SharedTable
+from cascade_notify.resilience.circuit import BreakerInfo, Circuit
+from cascade_notify.resilience.limits import BRAKED, HOUR, Brakes, TokenBucket
+from cascade_notify.resilience.settings import (
+    BrakeSettings,
+    BreakerSettings,
+    RateLimitSettings,
+    RetrySettings,
+)
+from cascade_notify.resilience.shared import SharedState, SharedTable
 
 if TYPE_CHECKING:
     from cascade_notify.policy import Config
@@ -114,34 +114,6 @@ class Guard(Protocol):
 
     def observe(self, attempt: Attempt, now: float) -> None:
         """Learn from an attempt the engine just wrote (outcome, timeout, receipt)."""
-        ...
-
-
-@runtime_checkable
-class SharedState(Protocol):
-    """What a store offers so the guards of all its workers share one state.
-
-    Numbers (rate-limit slots, brake counts) and versioned texts (breaker
-    states) under string keys. Each write keeps its key `ttl` seconds past
-    `now`; an expired key reads as absent and may be deleted at any time.
-    Every call is atomic on its key; nothing else is asked.
-    """
-
-    async def shared_bump(
-        self, key: str, add: float, *, floor: float, now: float, ttl: float
-    ) -> float:
-        """Set the number at `key` to max(it, floor) + add (absent: floor + add); return it."""
-        ...
-
-    async def shared_get(self, prefix: str, now: float) -> dict[str, tuple[int, str]]:
-        """Every live text whose key starts with `prefix`: key -> (version, text)."""
-        ...
-
-    async def shared_put(
-        self, key: str, value: str, *, version: int, now: float, ttl: float
-    ) -> int | None:
-        """Write `value` if the key's version is still `version` (0: absent); return the
-        new version, or None when another writer got there first."""
         ...
 
 

@@ -18,11 +18,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cascade_notify._circuit import BreakerInfo
 from cascade_notify._duration import parse_duration
 from cascade_notify.errors import CascadeError, PolicyError
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config, load_config
+from cascade_notify.resilience.circuit import BreakerInfo
 
 breaker_app = typer.Typer(
     help="List, open and close circuit breakers, shared with every worker through the store.",

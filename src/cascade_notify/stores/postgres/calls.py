@@ -35,9 +35,9 @@ from cascade_notify.stores._codec import (
     receipt_values,
     skipped_to_dict,
 )
-from cascade_notify.stores._pg_rows import Conn, load
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition
 from cascade_notify.stores.memory import ORPHAN_LIMIT, ORPHAN_TTL
+from cascade_notify.stores.postgres.rows import Conn, load
 
 #: The channel a schema's news goes out on (see `PostgresStore.watch`), in SQL: the
 #: schema is the first on the session's search_path.

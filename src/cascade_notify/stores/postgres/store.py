@@ -37,18 +37,17 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from cascade_notify import _failpoints as failpoints
 from cascade_notify.errors import LeaseLost, StoreError
 from cascade_notify.models import Delivery, Receipt
-from cascade_notify.stores import _pg_calls as calls
-from cascade_notify.stores import _pg_rows as rows
-from cascade_notify.stores import _postgres_schema as schema_module
+from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
 from cascade_notify.stores._common import PURGE_CHUNK, check_version
-from cascade_notify.stores._pg_group import Group
-from cascade_notify.stores._pg_rows import load, upsert_attempts
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition
 from cascade_notify.stores.memory import ORPHAN_TTL
+from cascade_notify.stores.postgres import calls, rows
+from cascade_notify.stores.postgres import schema as schema_module
+from cascade_notify.stores.postgres.group import Group
+from cascade_notify.stores.postgres.rows import load, upsert_attempts
 
 T = TypeVar("T")
 Conn = rows.Conn

@@ -18,7 +18,7 @@ from typing import Final
 
 import phonenumbers
 
-from cascade_notify._resilience_settings import BrakeSettings
+from cascade_notify.resilience.settings import BrakeSettings
 
 #: The channels brakes apply to: the ones a toll-fraud ring is paid for.
 BRAKED: Final = frozenset({"sms", "call"})

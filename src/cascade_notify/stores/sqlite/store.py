@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from cascade_notify import _failpoints as failpoints
 from cascade_notify.errors import LeaseLost, StoreError
 from cascade_notify.models import (
     Attempt,
@@ -37,7 +36,7 @@ from cascade_notify.models import (
     Receipt,
     status_after,
 )
-from cascade_notify.stores import _sqlite_schema as schema
+from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
     DELIVERY_COLUMNS,
@@ -58,9 +57,10 @@ from cascade_notify.stores._common import (
     url_options,
     written,
 )
-from cascade_notify.stores._sqlite_writer import Writer
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition, apply_transition
 from cascade_notify.stores.memory import ORPHAN_LIMIT, ORPHAN_TTL
+from cascade_notify.stores.sqlite import schema
+from cascade_notify.stores.sqlite.writer import Writer
 
 try:
     import fcntl

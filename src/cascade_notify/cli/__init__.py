@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cascade_notify._cli_breaker import breaker_app
-from cascade_notify._cli_serve import serve
-from cascade_notify._cli_store import store_app, worker
 from cascade_notify._duration import format_duration
+from cascade_notify.cli.breaker import breaker_app
+from cascade_notify.cli.serve import serve
+from cascade_notify.cli.store import store_app, worker
 from cascade_notify.errors import CascadeError, PolicyError
 from cascade_notify.models import Delivery, DeliveryStatus, Message, Recipient
 from cascade_notify.notifier import Notifier
@@ -32,7 +32,7 @@ PolicyOption = Annotated[Path, typer.Option("--policy", "-p", help="The cascade 
 
 
 def _bundled_demo() -> str:
-    return resources.files("cascade_notify").joinpath("demo.yaml").read_text(encoding="utf-8")
+    return resources.files("cascade_notify.cli").joinpath("demo.yaml").read_text(encoding="utf-8")
 
 
 def _load(source: str | Path) -> Config:
@@ -141,7 +141,7 @@ def demo(
     ] = None,
 ) -> None:
     """Watch three deliveries find their way through outages, on fake providers."""
-    from cascade_notify.demo import run_demo
+    from cascade_notify.cli.demo import run_demo
 
     source = str(policy_file) if policy_file else _bundled_demo()
     run_demo(_load(source), console)
