@@ -1,55 +1,40 @@
-"""Cascade policy files: YAML in, a validated `Config` out.
-
-Loading is safe (PyYAML's SafeLoader composes the tree; only plain data is
-built from it) and strict: syntax errors, duplicate keys, unknown keys, bad
-values, undefined providers, channel and receipt mismatches and missing
-environment variables are all collected, each with its field path and line,
-and the file is refused with one `PolicyError` listing every one of them.
-"""
+"""One load's checks: every issue with its field path and line, in plain words."""
 
 from __future__ import annotations
 
-import builtins
 import difflib
 import os
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Final, TypeVar, get_args
+from typing import Any, Final, TypeVar, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from cascade_notify._duration import Duration
 from cascade_notify.errors import PolicyError, PolicyIssue, RegistryError
 from cascade_notify.models import Step, WaitFor
+from cascade_notify.policy.env import interpolate
+from cascade_notify.policy.schema import (
+    _CHANNEL,
+    Config,
+    Loc,
+    Policy,
+    ProviderConfig,
+    _Policy,
+    _Refs,
+    _Step,
+    _Top,
+)
 from cascade_notify.providers import registry
-from cascade_notify.providers.base import Provider, ProviderSettings
 from cascade_notify.resilience.settings import (
-    DEFAULT_BRAKES,
-    DEFAULT_BREAKER,
     PROVIDER_KEYS,
-    BrakeSettings,
-    BreakerSettings,
-    Country,
     ProviderResilience,
-    RateLimitSettings,
     RetrySettings,
 )
 
-Loc = tuple[str | int, ...]
 _M = TypeVar("_M", bound=BaseModel)
 
-_CHANNEL: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_HHMM: Final = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
-_REF: Final = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
-_REF_BODY: Final = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$", re.DOTALL)
-_TAG: Final = "tag:yaml.org,2002:"
-_KEY_TAGS: Final = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
-_MAX_VALUES: Final = 100_000  # alias expansion ("billion laughs") must not exhaust memory
 _RECEIPTS: Final = {WaitFor.DELIVERED: "delivery receipts", WaitFor.READ: "read receipts"}
 _NOUNS: Final = {"steps": "step", "providers": "provider", "categories": "category"}
 _EXPECTED: Final = {
@@ -62,114 +47,6 @@ _EXPECTED: Final = {
     "dict": "a mapping",
     "model": "a mapping",
 }
-
-
-def _channel_name(value: str) -> str:
-    if not _CHANNEL.match(value):
-        raise ValueError(
-            f"{value!r} is not a channel name (a lower-case letter, then up to 31 "
-            "lower-case letters, digits or _)"
-        )
-    return value
-
-
-def _minutes(value: object) -> int:
-    if isinstance(value, str) and (match := _HHMM.match(value.strip())):
-        return int(match[1]) * 60 + int(match[2])
-    raise ValueError(f'{value!r} is not a time of day; write HH:MM, e.g. "22:00"')
-
-
-_Channel = Annotated[str, AfterValidator(_channel_name)]
-_Minutes = Annotated[int, BeforeValidator(_minutes)]
-
-
-#: The store a policy without `store:` gets: an SQLite file beside the process.
-DEFAULT_STORE: Final = "sqlite:///cascade.db"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _QuietHours(_Strict):
-    start: _Minutes
-    end: _Minutes
-
-
-class _Refs(BaseModel):
-    """What a step refers to, read on its own so a typo elsewhere in the step hides nothing."""
-
-    channel: _Channel
-    providers: list[str] = Field(min_length=1)
-    wait_for: WaitFor = WaitFor.DELIVERED
-
-
-class _Step(_Refs):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    timeout: Duration = Field(default=600.0, gt=0)
-    retry: RetrySettings = RetrySettings()
-    quiet_hours: _QuietHours | None = None
-    categories: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
-
-
-class _Policy(_Strict):
-    ttl: Duration = Field(default=86400.0, gt=0)
-    brakes: BrakeSettings = BrakeSettings()
-
-
-class WorkerSettings(_Strict):
-    """How a worker leases due deliveries: lease length (seconds), parallel sends, batch size."""
-
-    lease: Duration = Field(default=30.0, gt=0)
-    concurrency: int = Field(default=100, ge=1)
-    batch: int = Field(default=100, ge=1)
-
-
-class _Top(_Strict):
-    store: str = Field(default=DEFAULT_STORE, min_length=1)
-    default_policy: str | None = None
-    worker: WorkerSettings = WorkerSettings()
-    sender_country: Country | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderConfig:
-    """One entry under `providers:`: its class, its validated settings and its channel,
-    and the library's resilience settings for it (`breaker` None: no automatic tripping)."""
-
-    name: str
-    type: str
-    cls: builtins.type[Provider]
-    settings: ProviderSettings
-    channel: str
-    breaker: BreakerSettings | None = DEFAULT_BREAKER
-    rate_limit: RateLimitSettings | None = None
-    retry: RetrySettings | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """A named cascade: its time to live in seconds, its resolved steps, and the brakes
-    on its sms and call steps."""
-
-    name: str
-    ttl: float
-    steps: tuple[Step, ...]
-    brakes: BrakeSettings = DEFAULT_BRAKES
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """A whole policy file, validated: providers, policies, store URL and worker settings."""
-
-    providers: Mapping[str, ProviderConfig]
-    policies: Mapping[str, Policy]
-    default_policy: str
-    store: str
-    source: str | None
-    worker: WorkerSettings
-    sender_country: str | None = None
 
 
 def _dotted(loc: Loc) -> str:
@@ -229,7 +106,7 @@ def _allowed_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]
     return list(model.model_fields)
 
 
-class _Check:
+class Check:
     """One load: the issues found so far and where each field sits in the file."""
 
     def __init__(self, source: str | None) -> None:
@@ -419,7 +296,7 @@ class _Check:
             what = "is empty" if data is None else f"must be a mapping, got {_kind(data)}"
             self.add((), f"the policy {what}; it needs providers: and policies:")
             self.raise_if_any()
-        data = _interpolate(data, (), os.environ if env is None else env, self)
+        data = interpolate(data, (), os.environ if env is None else env, self)
         top = self.validate(_Top, data, (), skip=("providers", "policies"))
         self.defined = self.mapping(data, "providers")
         for name, raw in self.defined.items():
@@ -449,154 +326,3 @@ class _Check:
             worker=top.worker,
             sender_country=top.sender_country,
         )
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Builder:
-    """Plain data from a composed YAML tree, recording the mark of every key and value."""
-
-    def __init__(self, loader: yaml.SafeLoader, check: _Check) -> None:
-        self.loader = loader
-        self.check = check
-        self.budget = _MAX_VALUES
-
-    def build(self, node: yaml.Node, loc: Loc) -> Any:
-        self.budget -= 1
-        if self.budget < 0:
-            raise _TooLarge
-        self.check.marks[loc] = node.start_mark
-        if isinstance(node, yaml.MappingNode) and node.tag == _TAG + "map":
-            return self._mapping(node, loc)
-        if isinstance(node, yaml.SequenceNode) and node.tag == _TAG + "seq":
-            return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
-        if isinstance(node, yaml.ScalarNode):
-            numeric = node.tag in (_TAG + "int", _TAG + "float")
-            if numeric and node.style is None and ":" in node.value:
-                return node.value  # YAML 1.1 reads 22:00 as 1320 (base 60); keep it as written
-            try:
-                return self.loader.construct_object(node, deep=True)
-            except Exception:  # PyYAML's scalar constructors raise ValueError, KeyError, ...
-                if node.tag.startswith(_TAG) and "python" not in node.tag:
-                    self._refuse(loc, f"{node.value!r} is not a valid {node.tag[len(_TAG) :]}")
-                    return None
-        self._refuse(loc, f"the tag {node.tag!r} is not allowed; only plain YAML data is")
-        return None
-
-    def _refuse(self, loc: Loc, message: str, mark: yaml.Mark | None = None) -> None:
-        self.check.add(loc, message, mark=mark)
-        self.check.bad.add(loc)
-
-    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _TAG + "merge":
-                many = isinstance(value_node, yaml.SequenceNode)
-                for source in reversed(value_node.value if many else [value_node]):
-                    merged = self.build(source, loc)  # the first mapping listed wins
-                    if isinstance(merged, dict):
-                        result.update(merged)
-                    else:
-                        self._refuse(loc, "'<<' merges mappings only", source.start_mark)
-                self.check.marks[loc] = node.start_mark
-                continue
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _KEY_TAGS:
-                self._refuse(loc, "a key must be a plain name", key_node.start_mark)
-                continue
-            key, sub = key_node.value, (*loc, key_node.value)  # as written: `no:` stays "no"
-            if key in seen:
-                message = f"duplicate key {key!r} (first given on line {seen[key]})"
-                self.check.add(sub, message, mark=key_node.start_mark)
-                continue
-            seen[key] = key_node.start_mark.line + 1
-            self.check.key_marks[sub] = key_node.start_mark
-            result[key] = self.build(value_node, sub)
-        return result
-
-
-def _read_yaml(text: str, check: _Check) -> Any:
-    loader: yaml.SafeLoader | None = None
-    try:
-        loader = yaml.SafeLoader(text)
-        node = loader.get_single_node()
-        return None if node is None else _Builder(loader, check).build(node, ())
-    except yaml.MarkedYAMLError as exc:
-        what = ", ".join(part for part in (exc.context, exc.problem) if part)
-        check.add((), f"YAML syntax error: {what}", mark=exc.problem_mark or exc.context_mark)
-    except yaml.YAMLError as exc:
-        check.add((), f"YAML error: {' '.join(str(exc).split())}")
-    except _TooLarge:
-        check.add((), f"the document expands to more than {_MAX_VALUES} values (aliases?)")
-    finally:
-        if loader is not None:
-            loader.dispose()
-    check.raise_if_any()
-    return None
-
-
-def _interpolate(value: Any, loc: Loc, env: Mapping[str, str], check: _Check) -> Any:
-    if isinstance(value, str):
-        return _substitute(value, loc, env, check) if "${" in value else value
-    if isinstance(value, Mapping):
-        return {k: _interpolate(v, (*loc, k), env, check) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_interpolate(v, (*loc, i), env, check) for i, v in enumerate(value)]
-    return value
-
-
-def _substitute(text: str, loc: Loc, env: Mapping[str, str], check: _Check) -> str:
-    def replace(match: re.Match[str]) -> str:
-        if match[0] == "$${":
-            return "${"
-        ref = _REF_BODY.match(match[1]) if match[1] is not None else None
-        if ref is None:
-            what = "an unclosed '${'" if match[1] is None else f"'{match[0]}' is not a reference"
-            message = f"{what}; write ${{NAME}} or ${{NAME:-default}} ($${{ for a literal ${{)"
-        else:
-            name, default = ref[1], ref[2]
-            found = env.get(name)
-            if found is not None and (found or default is None):
-                return found
-            if default is not None:
-                return default
-            message = f"environment variable {name} is not set (or write ${{{name}:-default}})"
-        check.add(loc, message)
-        check.bad.add(loc)
-        return ""
-
-    return _REF.sub(replace, text)
-
-
-def _names_file(text: str) -> bool:
-    return text.endswith((".yaml", ".yml")) or os.path.isfile(text)
-
-
-def load_config(source: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
-    """Load a policy file, or YAML text, and validate all of it.
-
-    `source` is read as a path when it is a `PathLike`, or a one-line string
-    naming an existing file or ending in `.yaml`/`.yml`; any other string is
-    YAML text. `${VAR}` and `${VAR:-default}` are taken from `env` (default
-    `os.environ`). Raise `PolicyError` listing every problem found.
-    """
-    if isinstance(source, str) and ("\n" in source or not _names_file(source)):
-        check = _Check(None)
-        return check.config(_read_yaml(source, check), env)
-    path = Path(source)
-    check = _Check(str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise PolicyError([PolicyIssue("", f"cannot read it: {reason}", check.source)]) from exc
-    return check.config(_read_yaml(text, check), env)
-
-
-def load_config_data(
-    data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str | None = None
-) -> Config:
-    """Validate an already-parsed policy mapping (its issues carry no line numbers)."""
-    return _Check(source).config(data, env)
