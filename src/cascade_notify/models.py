@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,11 +24,35 @@ import phonenumbers
 
 from cascade_notify.errors import MessageError, RecipientError
 
-#: The channels the library knows by name. The set is open: any other name
-#: works through `Recipient(addresses=...)` and a provider declaring it.
-CHANNELS: Final = ("whatsapp", "telegram", "viber", "max", "vk", "sms", "email", "call", "app")
-PHONE_CHANNELS: Final = frozenset({"whatsapp", "sms", "call"})
-_NAMED_CHANNELS: Final = ("whatsapp", "telegram", "viber", "sms", "email", "call", "app")
+
+class AddressKind(StrEnum):
+    """How a channel names its addresses."""
+
+    PHONE = "phone"  # E.164, validated and normalised with `phonenumbers`
+    EMAIL = "email"
+    ID = "id"  # an opaque id the provider gave (a chat id, a user id, the app's own id)
+
+
+#: The channels the library knows by name, and the kind of address each takes: the one
+#: table `Recipient`, the policy and the providers read. The set is open: any other
+#: name works through `Recipient(addresses=...)` and a provider declaring it.
+CHANNEL_KINDS: Final[Mapping[str, AddressKind]] = MappingProxyType(
+    {
+        "whatsapp": AddressKind.PHONE,
+        "telegram": AddressKind.ID,
+        "viber": AddressKind.ID,
+        "max": AddressKind.ID,
+        "vk": AddressKind.ID,
+        "sms": AddressKind.PHONE,
+        "email": AddressKind.EMAIL,
+        "call": AddressKind.PHONE,
+        "app": AddressKind.ID,
+    }
+)
+CHANNELS: Final = tuple(CHANNEL_KINDS)
+PHONE_CHANNELS: Final = frozenset(c for c, k in CHANNEL_KINDS.items() if k is AddressKind.PHONE)
+_NAMED_CHANNELS: Final = CHANNELS
+_MOVED: Final = ("max", "vk")
 _CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -124,6 +149,8 @@ class Recipient:
     whatsapp: str | None = None
     telegram: str | None = None
     viber: str | None = None
+    max: str | None = None
+    vk: str | None = None
     sms: str | None = None
     email: str | None = None
     call: str | None = None
@@ -137,13 +164,22 @@ class Recipient:
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
             raise RecipientError("id", "must be a non-empty string")
-        for name in ("whatsapp", "sms", "call"):
+        if isinstance(self.addresses, Mapping):
+            # max and vk were given in `addresses` before they became named channels
+            moved = {c: a for c, a in self.addresses.items() if c in _MOVED}
+            for channel, address in moved.items():
+                if getattr(self, channel) is None:
+                    object.__setattr__(self, channel, address)
+            if moved:
+                rest = {c: a for c, a in self.addresses.items() if c not in _MOVED}
+                object.__setattr__(self, "addresses", rest)
+        for name, kind in CHANNEL_KINDS.items():
             value = getattr(self, name)
-            if value is not None:
+            if value is None or kind is AddressKind.EMAIL:
+                continue
+            if kind is AddressKind.PHONE:
                 object.__setattr__(self, name, normalize_phone(value, name, self.region))
-        for name in ("telegram", "viber", "app"):
-            value = getattr(self, name)
-            if value is not None:
+            else:
                 if isinstance(value, int) and not isinstance(value, bool):
                     value = str(value)
                     object.__setattr__(self, name, value)
@@ -209,7 +245,11 @@ class Recipient:
         recipient = object.__new__(cls)
         for name in _RECIPIENT_FIELDS:
             object.__setattr__(recipient, name, data.get(name))
-        object.__setattr__(recipient, "addresses", dict(data.get("addresses", ())))
+        extra = dict(data.get("addresses", ()))
+        for name in _MOVED:  # stored before these two became named channels
+            if name in extra and data.get(name) is None:
+                object.__setattr__(recipient, name, extra.pop(name))
+        object.__setattr__(recipient, "addresses", extra)
         object.__setattr__(recipient, "opted_out", frozenset(data.get("opted_out", ())))
         return recipient
 
@@ -408,6 +448,35 @@ class Attempt:
             cost=self.cost,
             receipts=list(self.receipts),
         )
+
+
+class SignalKind(StrEnum):
+    """What a provider learned about an address, apart from any one message."""
+
+    GONE = "gone"  # unusable on this channel from now on: blocked, unsubscribed, stopped
+    LINKED = "linked"  # the customer linked this address to a recipient id (opened the bot)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signal:
+    """A provider's news about an address: it is gone, or it was linked to a recipient.
+
+    `reason` is the provider's word for it (`blocked`, `unsubscribed`, `bot_stopped`,
+    `wrong_number`, `start`); `recipient_id` is set for `linked`, and for `gone` when
+    the provider knows whose address it was.
+    """
+
+    kind: SignalKind
+    channel: str
+    address: str
+    provider: str
+    reason: str
+    ts: float
+    recipient_id: str | None = None
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.ts, UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

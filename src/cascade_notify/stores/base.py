@@ -24,6 +24,7 @@ from cascade_notify.models import (
     Delivery,
     DeliveryStatus,
     Receipt,
+    Signal,
     SkippedStep,
 )
 
@@ -156,4 +157,32 @@ class Store(Protocol):
 
     async def next_wake(self) -> float | None:
         """The earliest time any pending delivery is due, or None if none is."""
+        ...
+
+
+@runtime_checkable
+class AddressBook(Protocol):
+    """A store that remembers what providers learned about addresses (`Signal`s).
+
+    A `gone` signal makes (channel, address) unusable, with its reason, until a later
+    `linked` signal for the same address; a `linked` one records the recipient's address
+    on that channel (replacing an older one). Later cascades skip an unusable address
+    and fill an empty one from the linked addresses.
+    """
+
+    async def record_signals(self, signals: Sequence[Signal]) -> None:
+        """Remember each signal, in order; a repeat of one already known changes nothing."""
+        ...
+
+    async def unusable(self, addresses: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Signal]:
+        """For each (channel, address) given that is unusable now, the signal that made it so."""
+        ...
+
+    async def linked(self, recipient_id: str) -> dict[str, str]:
+        """The addresses linked to `recipient_id`: channel -> address."""
+        ...
+
+    async def forget(self, recipient_id: str) -> int:
+        """Erase everything remembered about `recipient_id` (a deletion request), and
+        the signals about its linked addresses; return how many entries went."""
         ...
