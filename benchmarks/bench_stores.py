@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 
 from cascade_notify import Message, Notifier, Recipient, load_config
-from cascade_notify.engine import Event
+from cascade_notify.events import Event
 
 PG = os.environ.get("CASCADE_NOTIFY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 POLICY = """

@@ -73,7 +73,7 @@ def counts(options: Options) -> dict[str, int]:
 
 async def floor(count: int) -> float:
     from cascade_notify import Message
-    from cascade_notify.providers.base import SendRequest
+    from cascade_notify.providers.base import Inbound, SendRequest
     from cascade_notify.providers.fake import FakeProvider, FakeSettings
 
     provider = FakeProvider("wa", FakeSettings(channel="whatsapp"))
@@ -81,9 +81,9 @@ async def floor(count: int) -> float:
     heard = 0
     done = asyncio.Event()
 
-    async def sink(receipts: object) -> None:
+    async def sink(inbound: Inbound) -> None:
         nonlocal heard
-        heard += len(receipts)  # type: ignore[arg-type]
+        heard += len(inbound.receipts)
         if heard >= count:
             done.set()
 

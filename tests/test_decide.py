@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cascade_notify import Attempt, AttemptStatus, Delivery, Message, Recipient, Step, WaitFor
-from cascade_notify.engine import Action, decide
+from cascade_notify.engine import Poll, Send, decide, outcome, tries
 
 
 class Traits:
@@ -50,45 +50,84 @@ TRAITS = {"gw1": Traits(), "gw2": Traits(), "smtp": Traits()}
 
 def test_first_move_is_to_send_on_the_first_provider():
     """A new delivery sends on the first provider of the first step."""
-    decision = decide(delivery(), 0, TRAITS)
-    assert (decision.action, decision.provider, decision.step) == (Action.SEND, "gw1", 0)
+    change, action = decide(delivery(), 0, TRAITS, ids=lambda: "new")
+    assert isinstance(action, Send) and (action.attempt.provider, change.step) == ("gw1", 0)
+    assert change.attempts == [action.attempt] and action.attempt.id == "new"
+    assert action.attempt.status is AttemptStatus.SENDING and change.release is False
 
 
 def test_accepted_waits_until_its_deadline():
     """An accepted attempt waits, and the wake-up is its deadline."""
-    decision = decide(delivery(attempt(AttemptStatus.ACCEPTED, deadline_ts=60)), 10, TRAITS)
-    assert (decision.action, decision.wake_ts) == (Action.WAIT, 60)
+    change, action = decide(delivery(attempt(AttemptStatus.ACCEPTED, deadline_ts=60)), 10, TRAITS)
+    assert (action, change.wake_ts) == (None, 60)
 
 
 def test_deadline_passed_times_out_and_tries_next_provider():
     """At the deadline the attempt is closed as timed_out and the next provider is chosen."""
-    decision = decide(delivery(attempt(AttemptStatus.ACCEPTED, deadline_ts=60)), 60, TRAITS)
-    assert decision.action is Action.SEND and decision.provider == "gw2"
-    assert [u.status for u in decision.updates] == [AttemptStatus.TIMED_OUT]
+    change, action = decide(delivery(attempt(AttemptStatus.ACCEPTED, deadline_ts=60)), 60, TRAITS)
+    assert isinstance(action, Send) and action.attempt.provider == "gw2"
+    assert [u.status for u in change.attempts if u is not action.attempt] == [
+        AttemptStatus.TIMED_OUT
+    ]
 
 
 def test_crash_mid_request_is_unknown_not_resent():
     """`sending` left by a dead worker becomes unknown and waits; it is not resent."""
-    decision = decide(delivery(attempt(AttemptStatus.SENDING)), 5, TRAITS)
-    assert decision.action is Action.WAIT and decision.wake_ts == 60
-    assert decision.updates[0].status is AttemptStatus.UNKNOWN
+    change, action = decide(delivery(attempt(AttemptStatus.SENDING)), 5, TRAITS)
+    assert action is None and change.wake_ts == 60
+    assert change.attempts[0].status is AttemptStatus.UNKNOWN
 
 
 def test_crash_mid_request_is_resent_with_same_id_when_idempotent():
     """An idempotent provider gets the same attempt again, same id."""
     traits = {**TRAITS, "gw1": Traits(idempotent=True)}
-    decision = decide(delivery(attempt(AttemptStatus.SENDING)), 5, traits)
-    assert decision.action is Action.SEND
-    assert decision.resend is not None and decision.resend.id == "a-gw1"
+    _, action = decide(delivery(attempt(AttemptStatus.SENDING)), 5, traits)
+    assert isinstance(action, Send) and action.resend
+    assert action.attempt.id == "a-gw1"
 
 
 def test_polling_provider_is_polled_after_its_interval():
     """A provider with poll_interval is asked for receipts once the interval has passed."""
     traits = {**TRAITS, "gw1": Traits(poll=30)}
     waiting = attempt(AttemptStatus.ACCEPTED, deadline_ts=60, provider_message_id="m")
-    assert decide(delivery(waiting), 10, traits).action is Action.WAIT
-    decision = decide(delivery(waiting), 31, traits)
-    assert decision.action is Action.POLL and decision.wake_ts == 60
+    assert decide(delivery(waiting), 10, traits).action is None
+    change, action = decide(delivery(waiting), 31, traits)
+    assert isinstance(action, Poll) and change.wake_ts == 60 and change.release
+
+
+def test_finish_is_a_transition_with_no_action():
+    """A receipt that meets the step ends the cascade: the status is in the transition."""
+    done = attempt(AttemptStatus.DELIVERED, deadline_ts=60)
+    change, action = decide(delivery(done), 10, TRAITS)
+    assert action is None and change.status is not None and change.status.value == "delivered"
+    assert (change.channel, change.finished_ts, change.wake_ts) == ("sms", 10, None)
+
+
+def test_quiet_hours_that_wait_defer_the_step():
+    """A step reached in quiet hours with `wait` is deferred to their end, not skipped."""
+    quiet = Step(channel="sms", providers=("gw1",), quiet_hours=(22 * 60, 9 * 60), quiet_wait=True)
+    subject = delivery()
+    subject.steps = (quiet,)
+    subject.expires_ts = 86400 * 2
+    change, action = decide(subject, 23 * 3600, TRAITS)  # 23:00 UTC
+    assert action is None and change.wake_ts == 86400 + 9 * 3600 and not change.skipped
+
+
+def test_outcome_is_one_pure_classification():
+    """The call's answer becomes the attempt's outcome; retries are counted in one place."""
+    from cascade_notify import SendResult, TransientError
+
+    sent = attempt(AttemptStatus.SENDING)
+    accepted = outcome(sent, SendResult("m1"), STEPS[0], 1, 10)
+    assert (accepted.status, accepted.provider_message_id, accepted.deadline_ts) == (
+        AttemptStatus.ACCEPTED,
+        "m1",
+        70,
+    )
+    retry = outcome(sent, TransientError("busy", retry_after=30), STEPS[0], 1, 10)
+    assert retry.status is AttemptStatus.TRANSIENT and retry.retry_ts is not None
+    assert retry.retry_ts >= 40 and sent.status is AttemptStatus.SENDING
+    assert tries(delivery(sent, attempt(AttemptStatus.FAILED, "gw2")), 0, "gw1") == 1
 
 
 def test_decide_does_not_change_its_input():

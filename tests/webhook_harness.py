@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -152,7 +153,7 @@ class CompanyApp:
             message_id, status, timestamp=datetime.fromtimestamp(self.clock.now(), UTC).isoformat()
         )
         webhook_id = f"rcpt_{message_id}_{status}"
-        headers = sign(self.secret, webhook_id, body, self.clock.now())
+        headers = sign(self.secret, webhook_id, body, time.time())  # signatures: wall time
         answer = await self._client.post(self.receipts_url, content=body, headers=headers)
         self.reported.append((message_id, status, answer.status_code))
         return answer.status_code
@@ -182,13 +183,15 @@ def provider(
 def request(attempt_id: str = "att_1", **message: Any) -> SendRequest:
     """What the engine hands `send()` for recipient `u1` on `app`."""
     recipient = Recipient(id="u1", app="device-1", locale="ru")
+    text = Message(text="Your parcel has arrived.", **message)
     return SendRequest(
         attempt_id=attempt_id,
         delivery_id="del_1",
         channel="app",
         address="device-1",
         recipient=recipient,
-        message=Message(text="Your parcel has arrived.", **message),
+        message=text,
+        overrides=WebhookProvider.check_overrides(text.overrides.get("app", {}), channel="app"),
     )
 
 

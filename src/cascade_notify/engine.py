@@ -1,27 +1,22 @@
 """The cascade's state machine.
 
-`decide()` is a pure function: given a delivery as stored and the time, it
-says what to do next (send on a provider, wait until a time, poll, finish).
-`Engine.advance()` is the thin driver that carries a decision out: one store
-write per transition, the provider call between two of them.
+`decide()` is a pure function: given a delivery as stored and the time, it returns the
+`Transition` to write and at most one action, `Send` or `Poll`, each carrying only its
+own data (as tenacity's `iter` returns typed actions). `Engine.advance()` is the thin
+driver that carries a decision out: one store write per transition, the provider call
+between two of them.
 
-A provider call is bracketed by two writes: the attempt is recorded as
-`sending` before the request, and its outcome after. A crash between the two
-leaves `sending` behind; the next worker reads that as an unknown outcome and
-does not resend (unless the provider declares idempotent sends, then it
-resends with the same attempt id).
+A provider call is bracketed by two writes: the attempt is recorded as `sending`
+before the request, and its outcome after. A crash between the two leaves `sending`
+behind; the next worker reads that as an unknown outcome and does not resend (unless
+the provider declares idempotent sends, then it resends with the same attempt id).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import Enum
-from typing import Protocol
-from zoneinfo import ZoneInfo
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from cascade_notify.clock import Clock
 from cascade_notify.errors import (
@@ -39,16 +34,17 @@ from cascade_notify.models import (
     AttemptStatus,
     Delivery,
     DeliveryStatus,
+    Signal,
+    SignalKind,
     SkippedStep,
     Step,
     WaitFor,
     new_id,
 )
-from cascade_notify.providers.base import Provider, SendRequest, send_classified
+from cascade_notify.providers.base import Provider, SendRequest, SendResult, send_classified
 from cascade_notify.resilience import Guard, backoff
+from cascade_notify.rules import Defer, Skip, applies, skip_reason
 from cascade_notify.stores.base import Claim, Store, Transition, apply_transition
-
-log = logging.getLogger("cascade_notify.engine")
 
 _MEETS = {
     WaitFor.ACCEPTED: frozenset(
@@ -60,8 +56,6 @@ _MEETS = {
 _WAITING = frozenset(
     {AttemptStatus.ACCEPTED, AttemptStatus.UNKNOWN, AttemptStatus.DELIVERED, AttemptStatus.READ}
 )
-
-
 # Which outcome each provider error means; a bare ProviderError is not among them
 _OUTCOMES = (
     (TransientError, AttemptStatus.TRANSIENT),
@@ -69,6 +63,9 @@ _OUTCOMES = (
     (PermanentError, AttemptStatus.FAILED),
     (UnknownOutcomeError, AttemptStatus.UNKNOWN),
 )
+#: A claim this close to its lease's end is not used for a send: the intent could be
+#: written, and the lease be gone before the call. It is left for the next claim.
+LEASE_MARGIN = 0.25
 
 
 class Traits(Protocol):
@@ -81,62 +78,36 @@ class Traits(Protocol):
     def poll_interval(self) -> float | None: ...
 
 
-class Action(Enum):
-    SEND = "send"
-    WAIT = "wait"
-    POLL = "poll"
-    FINISH = "finish"
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Call the attempt's provider. `attempt` is the intent (`sending`) in the transition;
+    `resend` says it repeats an attempt whose outcome was unknown, with the same id."""
+
+    attempt: Attempt
+    resend: bool = False
 
 
-@dataclass(slots=True)
-class Decision:
-    """What to do next, and the bookkeeping that goes with it in the same write."""
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """Ask the attempt's provider about it (the poller does, outside the lease)."""
 
-    action: Action
-    step: int
-    updates: list[Attempt] = field(default_factory=list)
-    skipped: list[SkippedStep] = field(default_factory=list)
-    provider: str | None = None  # SEND: on which provider
-    resend: Attempt | None = None  # SEND: repeat this attempt with its own id
-    attempt: Attempt | None = None  # POLL: ask about this one
-    wake_ts: float | None = None  # WAIT, POLL: look again at this time
-    status: DeliveryStatus | None = None  # FINISH
-    channel: str | None = None  # FINISH: where it was delivered
+    attempt: Attempt
 
-    def send(self, provider: str, resend: Attempt | None = None) -> Decision:
-        self.action, self.provider, self.resend = Action.SEND, provider, resend
-        return self
 
-    def wait(self, until: float, poll: Attempt | None = None) -> Decision:
-        self.action = Action.WAIT if poll is None else Action.POLL
-        self.wake_ts, self.attempt = until, poll
-        return self
+class Decision(NamedTuple):
+    """What to write, and the one thing to do after writing it (None: nothing)."""
+
+    transition: Transition
+    action: Send | Poll | None = None
 
 
 def meets(attempt: Attempt, wait_for: WaitFor) -> bool:
     return attempt.status in _MEETS[wait_for]
 
 
-def skip_reason(step: Step, delivery: Delivery, now: float) -> tuple[str, str] | None:
-    """Why `step` does not apply to this delivery now, or None if it does."""
-    recipient = delivery.recipient
-    if recipient.address(step.channel) is None:
-        return "no_address", f"the recipient has no {step.channel} address"
-    if step.channel in recipient.opted_out:
-        return "opted_out", f"the recipient opted out of {step.channel}"
-    category = delivery.message.category
-    if step.categories is not None and category not in step.categories:
-        allowed = ", ".join(sorted(step.categories))
-        return "category", f"{category} messages are not sent on this step (only {allowed})"
-    if step.quiet_hours is not None:
-        zone = ZoneInfo(recipient.timezone or "UTC")
-        local = datetime.fromtimestamp(now, zone)
-        minute = local.hour * 60 + local.minute
-        start, end = step.quiet_hours
-        inside = start <= minute < end if start <= end else minute >= start or minute < end
-        if inside:
-            return "quiet_hours", f"{local:%H:%M} in {zone.key} is within quiet hours"
-    return None
+def tries(delivery: Delivery, step: int, provider: str) -> int:
+    """How many attempts this delivery made on `provider` in `step`: the retry count."""
+    return sum(1 for a in delivery.attempts if a.step == step and a.provider == provider)
 
 
 def _close(attempt: Attempt, status: AttemptStatus, now: float, error: str | None) -> Attempt:
@@ -150,19 +121,17 @@ def _close(attempt: Attempt, status: AttemptStatus, now: float, error: str | Non
 
 def _finish(
     delivery: Delivery,
+    change: Transition,
     now: float,
     status: DeliveryStatus,
-    decision: Decision,
     channel: str | None = None,
     keep: Attempt | None = None,
 ) -> Decision:
     for attempt in delivery.attempts:
         if attempt.status in OPEN_ATTEMPT and attempt is not keep:
-            decision.updates.append(_close(attempt, AttemptStatus.ABANDONED, now, None))
-    decision.action = Action.FINISH
-    decision.status = status
-    decision.channel = channel
-    return decision
+            change.attempts.append(_close(attempt, AttemptStatus.ABANDONED, now, None))
+    change.status, change.channel, change.finished_ts, change.wake_ts = status, channel, now, None
+    return Decision(change)
 
 
 def _next_provider(step: Step, start: int, guard: Guard | None, now: float) -> str | None:
@@ -172,60 +141,93 @@ def _next_provider(step: Step, start: int, guard: Guard | None, now: float) -> s
     return None
 
 
-def decide(
-    delivery: Delivery, now: float, providers: Mapping[str, Traits], guard: Guard | None = None
+def _send(
+    delivery: Delivery,
+    change: Transition,
+    index: int,
+    provider: str,
+    now: float,
+    ids: Callable[[], str],
 ) -> Decision:
-    """The next move for `delivery` at time `now`. Pure: reads, never writes."""
+    step = delivery.steps[index]
+    intent = Attempt(
+        id=ids(),
+        delivery_id=delivery.id,
+        step=index,
+        channel=step.channel,
+        provider=provider,
+        status=AttemptStatus.SENDING,
+        started_ts=now,
+    )
+    return _intent(change, intent, now, resend=False)
+
+
+def _intent(change: Transition, intent: Attempt, now: float, *, resend: bool) -> Decision:
+    change.attempts.append(intent)
+    change.wake_ts = now  # due again once the lease lapses, should we die mid-call
+    change.release = False
+    return Decision(change, Send(intent, resend))
+
+
+def _wait(change: Transition, until: float, poll: Attempt | None = None) -> Decision:
+    change.wake_ts = until
+    return Decision(change, None if poll is None else Poll(poll))
+
+
+def decide(
+    delivery: Delivery,
+    now: float,
+    providers: Mapping[str, Traits],
+    guard: Guard | None = None,
+    *,
+    ids: Callable[[], str] = new_id,
+) -> Decision:
+    """The next move for `delivery` at time `now`. Pure: reads, never writes
+    (`ids` makes the id of a new attempt)."""
     steps = delivery.steps
-    decision = Decision(Action.FINISH, delivery.step)
+    change = Transition(step=delivery.step)
     for attempt in delivery.attempts:
         if meets(attempt, steps[attempt.step].wait_for):
             return _finish(
-                delivery, now, DeliveryStatus.DELIVERED, decision, attempt.channel, attempt
+                delivery, change, now, DeliveryStatus.DELIVERED, attempt.channel, attempt
             )
     if now >= delivery.expires_ts:
-        return _finish(delivery, now, DeliveryStatus.EXPIRED, decision)
+        return _finish(delivery, change, now, DeliveryStatus.EXPIRED)
 
     index = delivery.step
     while index < len(steps):
         step = steps[index]
-        decision.step = index
-        last: Attempt | None = None
-        for attempt in reversed(delivery.attempts):
-            if attempt.step == index:
-                last = attempt
-                break
+        change.step = index
+        last = next((a for a in reversed(delivery.attempts) if a.step == index), None)
         if last is None:
-            reason = skip_reason(step, delivery, now)
-            if reason is None and guard is not None:
-                reason = guard.brake(step, delivery, now)
-            first = _next_provider(step, 0, guard, now) if reason is None else None
-            if reason is None and first is None:
-                reason = "circuit_open", f"every {step.channel} provider's circuit is open"
-            if reason is not None:
-                decision.skipped.append(
+            rule = applies(step, delivery, now, guard)
+            first = _next_provider(step, 0, guard, now) if rule is None else None
+            if rule is None and first is None:
+                rule = Skip("circuit_open", f"every {step.channel} provider's circuit is open")
+            if isinstance(rule, Defer):
+                return _wait(change, rule.until)
+            if isinstance(rule, Skip):
+                change.skipped.append(
                     SkippedStep(
-                        step=index, channel=step.channel, reason=reason[0], ts=now, detail=reason[1]
+                        step=index, channel=step.channel, reason=rule.reason, ts=now,
+                        detail=rule.detail,
                     )
-                )
+                )  # fmt: skip
                 index += 1
                 continue
             assert first is not None
-            return decision.send(first)
+            return _send(delivery, change, index, first, now, ids)
 
         status = last.status
         if status is AttemptStatus.SENDING:
             if providers[last.provider].idempotent_sends:
-                return decision.send(last.provider, resend=last)
-            last = _close(
-                last,
-                AttemptStatus.UNKNOWN,
-                now,
-                "outcome unknown: the worker stopped during the request",
-            )
+                again = last.copy()
+                return _intent(change, again, now, resend=True)
+            lost = "outcome unknown: the worker stopped during the request"
+            last = _close(last, AttemptStatus.UNKNOWN, now, lost)
             last.finished_ts = None
             last.deadline_ts = last.started_ts + step.timeout
-            decision.updates.append(last)
+            change.attempts.append(last)
             status = AttemptStatus.UNKNOWN
 
         if status in _WAITING:
@@ -235,28 +237,25 @@ def decide(
                 interval = providers[last.provider].poll_interval
                 if interval and last.provider_message_id is not None:
                     due = now >= last.started_ts + interval
-                    return decision.wait(min(wake, now + interval), last if due else None)
-                return decision.wait(wake)
-            decision.updates.append(
+                    return _wait(change, min(wake, now + interval), last if due else None)
+                return _wait(change, wake)
+            change.attempts.append(
                 _close(
                     last, AttemptStatus.TIMED_OUT, now, f"no {step.wait_for.value} receipt in time"
                 )
             )
         elif status is AttemptStatus.TRANSIENT:
-            tries = sum(
-                1 for a in delivery.attempts if a.step == index and a.provider == last.provider
-            )
             retry_ts = last.retry_ts if last.retry_ts is not None else now
             waited = retry_ts - (last.finished_ts or last.started_ts)
             if (
-                tries < step.retry_attempts
+                tries(delivery, index, last.provider) < step.retry_attempts
                 and waited <= step.timeout
                 and retry_ts < delivery.expires_ts
                 and (guard is None or guard.available(last.provider, now))
             ):
                 if now >= retry_ts:
-                    return decision.send(last.provider)
-                return decision.wait(retry_ts)
+                    return _send(delivery, change, index, last.provider, now, ids)
+                return _wait(change, retry_ts)
 
         position = (
             step.providers.index(last.provider) + 1
@@ -265,11 +264,70 @@ def decide(
         )
         following = _next_provider(step, position, guard, now)
         if following is not None:
-            return decision.send(following)
+            return _send(delivery, change, index, following, now, ids)
         index += 1
 
-    decision.step = len(steps)
-    return _finish(delivery, now, DeliveryStatus.EXHAUSTED, decision)
+    change.step = len(steps)
+    return _finish(delivery, change, now, DeliveryStatus.EXHAUSTED)
+
+
+def outcome(
+    attempt: Attempt, result: SendResult | ProviderError, step: Step, tried: int, now: float
+) -> Attempt:
+    """The attempt once its call answered `result` (`tried`: attempts on this provider in
+    this step so far, this one included). Pure but for the backoff's jitter."""
+    done = attempt.copy()
+    if isinstance(result, SendResult):
+        done.status = AttemptStatus.ACCEPTED
+        done.provider_message_id = result.provider_message_id
+        done.cost = result.cost
+        done.deadline_ts = now + step.timeout
+        return done
+    done.status = next(s for kind, s in _OUTCOMES if isinstance(result, kind))
+    done.error = str(result.args[0]) if result.args else type(result).__name__
+    done.code = result.code
+    if isinstance(result, UnknownOutcomeError):
+        done.deadline_ts = now + step.timeout  # wait for a receipt, do not resend
+        return done
+    done.finished_ts = now
+    if isinstance(result, TransientError):
+        done.retry_ts = now + max(backoff(step, tried), result.retry_after or 0.0)
+    return done
+
+
+def events(delivery_id: str, change: Transition, now: float) -> list[Event]:
+    """The events a written transition means, in the order they happened: outcomes,
+    skips, then a send starting or the cascade finishing."""
+    found: list[Event] = []
+    starting: list[Event] = []
+    for a in change.attempts:
+        if a.status is AttemptStatus.SENDING:
+            starting.append(
+                Event("sending", delivery_id, now, channel=a.channel, provider=a.provider)
+            )
+        else:
+            found.append(
+                Event(
+                    "outcome", delivery_id, now, channel=a.channel, provider=a.provider,
+                    status=a.status.value, detail=a.error,
+                )
+            )  # fmt: skip
+    for skip in change.skipped:
+        found.append(
+            Event(
+                "skipped", delivery_id, now, channel=skip.channel, status=skip.reason,
+                detail=skip.detail,
+            )
+        )  # fmt: skip
+    found.extend(starting)
+    if change.status is not None:
+        found.append(
+            Event("finished", delivery_id, now, channel=change.channel, status=change.status.value)
+        )
+    return found
+
+
+SignalSink = Callable[[Sequence[Signal]], Awaitable[None]]
 
 
 class Engine:
@@ -283,59 +341,26 @@ class Engine:
         *,
         listeners: Sequence[Listener] = (),
         guard: Guard | None = None,
+        poll: Callable[[Attempt], None] | None = None,
+        signals: SignalSink | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
         self.clock = clock
         self.guard = guard
         self._listeners = listeners
-
-    def _event(self, kind: str, delivery: Delivery, **fields: str | None) -> None:
-        if self._listeners:
-            emit(self._listeners, Event(kind, delivery.id, self.clock.now(), **fields))
+        self._poll = poll
+        self._signals = signals
 
     async def advance(self, claim: Claim) -> Delivery:
         """Run `claim`'s delivery until it must wait or is finished; return its state."""
         delivery = claim.delivery
-        pending: Transition | None = None
+        pending: Transition | None = None  # a call's outcome, already applied to `delivery`
         while True:
             now = self.clock.now()
-            decision = decide(delivery, now, self.providers, self.guard)
-            change = Transition(
-                attempts=list(decision.updates), skipped=decision.skipped, step=decision.step
-            )
-            if decision.action is Action.SEND and self.guard is not None:
-                assert decision.provider is not None
-                delay = await self.guard.acquire(decision.provider, delivery, now)
-                if delay > 0:  # rate-limited: queue, do not fail
-                    decision.action = Action.WAIT
-                    decision.wake_ts = now + delay
-                    self._event("throttled", delivery, provider=decision.provider)
-            if decision.action is Action.SEND:
-                assert decision.provider is not None
-                attempt = self._attempt(delivery, decision, now)
-                change.attempts.append(attempt)
-                change.wake_ts = now  # due again once the lease lapses, should we die mid-call
-                change.release = False
-            elif decision.action is Action.POLL:
-                assert decision.attempt is not None
-                polled = await self._poll(decision.attempt)
-                if polled is not None:
-                    change.attempts.append(polled)
-                    change.wake_ts = now
-                    change.release = False
-                    pending = change if pending is None else pending.merge(change)
-                    apply_transition(delivery, change, own=True)
-                    continue
-                change.wake_ts = decision.wake_ts
-            elif decision.action is Action.WAIT:
-                change.wake_ts = decision.wake_ts
-            else:
-                change.status = decision.status
-                change.channel = decision.channel
-                change.finished_ts = now
-            # `pending` (a call's outcome, a poll's news) is already applied to `delivery`:
-            # it is written together with this change, and only this change is applied now
+            change, action = decide(delivery, now, self.providers, self.guard)
+            if isinstance(action, Send):
+                action = await self._permit(delivery, change, action, claim, now)
             write = change if pending is None else pending.merge(change)
             pending = None
             await self.store.commit(claim, write)
@@ -344,8 +369,12 @@ class Engine:
                 for written in write.attempts:
                     if written.status is not AttemptStatus.SENDING:
                         self.guard.observe(written, now)
-            self._report(delivery, decision)
-            if decision.action is not Action.SEND:
+            if self._listeners:
+                for event in events(delivery.id, write, now):
+                    emit(self._listeners, event)
+            if isinstance(action, Poll) and self._poll is not None:
+                self._poll(action.attempt)
+            if not isinstance(action, Send):
                 return delivery
             if self.clock.now() >= claim.lease_until:
                 # paused past the lease while writing the intent: a successor may hold the
@@ -353,116 +382,78 @@ class Engine:
                 # could send twice
                 raise LeaseLost(
                     f"the lease on delivery {delivery.id} ran out before the call to "
-                    f"{attempt.provider}; not sending"
+                    f"{action.attempt.provider}; not sending"
                 )
-            outcome = await self._call(delivery, attempt)
-            pending = Transition(attempts=[outcome], wake_ts=now, release=False)
+            done = await self._call(delivery, action)
+            pending = Transition(attempts=[done], wake_ts=now, release=False)
             apply_transition(delivery, pending, own=True)
-            self._outcome_event(delivery, outcome)
 
-    def _outcome_event(self, delivery: Delivery, attempt: Attempt) -> None:
-        self._event(
-            "outcome",
-            delivery,
-            channel=attempt.channel,
-            provider=attempt.provider,
-            status=attempt.status.value,
-            detail=attempt.error,
-        )
+    async def _permit(
+        self, delivery: Delivery, change: Transition, action: Send, claim: Claim, now: float
+    ) -> Send | None:
+        """The send if it may go now; else None, with `change` turned into a wait."""
+        delay = 0.0
+        if now >= claim.lease_until - LEASE_MARGIN:
+            delay = LEASE_MARGIN  # too little lease left to write the intent and call
+        elif self.guard is not None:
+            delay = await self.guard.acquire(action.attempt.provider, delivery, now)
+            if delay > 0 and self._listeners:  # rate-limited: queue, do not fail
+                emit(
+                    self._listeners,
+                    Event("throttled", delivery.id, now, provider=action.attempt.provider),
+                )
+        if delay <= 0:
+            return action
+        change.attempts.remove(action.attempt)
+        change.wake_ts, change.release = now + delay, True
+        return None
 
-    def _attempt(self, delivery: Delivery, decision: Decision, now: float) -> Attempt:
-        if decision.resend is not None:
-            again = decision.resend.copy()
-            again.status = AttemptStatus.SENDING
-            return again
-        assert decision.provider is not None
-        step = delivery.steps[decision.step]
-        return Attempt(
-            id=new_id(),
-            delivery_id=delivery.id,
-            step=decision.step,
-            channel=step.channel,
-            provider=decision.provider,
-            status=AttemptStatus.SENDING,
-            started_ts=now,
-        )
-
-    def _report(self, delivery: Delivery, decision: Decision) -> None:
-        if not self._listeners:
-            return
-        for update in decision.updates:
-            self._outcome_event(delivery, update)
-        for skip in decision.skipped:
-            self._event(
-                "skipped", delivery, channel=skip.channel, status=skip.reason, detail=skip.detail
-            )
-        if decision.action is Action.SEND:
-            step = delivery.steps[decision.step]
-            self._event("sending", delivery, channel=step.channel, provider=decision.provider)
-        elif decision.action is Action.FINISH:
-            assert decision.status is not None
-            self._event(
-                "finished", delivery, channel=decision.channel, status=decision.status.value
-            )
-
-    async def _call(self, delivery: Delivery, attempt: Attempt) -> Attempt:
+    async def _call(self, delivery: Delivery, action: Send) -> Attempt:
         """Call the provider and turn whatever happens into the attempt's outcome."""
+        attempt = action.attempt
         provider = self.providers[attempt.provider]
         step = delivery.steps[attempt.step]
+        options = step.options.get(provider.name, {})
+        given = delivery.message.overrides.get(attempt.channel)
+        overrides = provider.check_overrides(
+            {**options, **given} if given else options, channel=attempt.channel
+        )
+        address = delivery.recipient.address(attempt.channel) or ""
         request = SendRequest(
             attempt_id=attempt.id,
             delivery_id=delivery.id,
             channel=attempt.channel,
-            address=delivery.recipient.address(attempt.channel) or "",
+            address=address,
             recipient=delivery.recipient,
             message=delivery.message,
+            deadline_ts=self.clock.now() + step.timeout,
+            options=options,
+            overrides=overrides,
+            resend=action.resend,
         )
-        outcome = attempt.copy()
         result = await send_classified(provider, request)
-        if isinstance(result, ProviderError):
-            now = self.clock.now()
-            outcome.status = next(s for kind, s in _OUTCOMES if isinstance(result, kind))
-            outcome.error = str(result.args[0]) if result.args else type(result).__name__
-            outcome.code = result.code
-            if isinstance(result, UnknownOutcomeError):
-                outcome.deadline_ts = now + step.timeout  # wait for a receipt, do not resend
-                return outcome
-            outcome.finished_ts = now
-            if isinstance(result, TransientError):
-                tries = sum(
-                    1
-                    for a in delivery.attempts
-                    if a.step == attempt.step and a.provider == attempt.provider
-                )
-                outcome.retry_ts = now + max(backoff(step, tries), result.retry_after or 0.0)
-            return outcome
         now = self.clock.now()
-        outcome.status = AttemptStatus.ACCEPTED
-        outcome.provider_message_id = result.provider_message_id
-        outcome.cost = result.cost
-        outcome.deadline_ts = now + step.timeout
-        return outcome
-
-    async def _poll(self, attempt: Attempt) -> Attempt | None:
-        """Ask a polling provider about `attempt`; the attempt with any news, else None."""
-        provider = self.providers[attempt.provider]
-        assert attempt.provider_message_id is not None
-        try:
-            receipts = await provider.poll([attempt.provider_message_id])
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning(
-                "polling %s for receipts failed; will try again", provider.name, exc_info=True
-            )
-            return None
-        updated = attempt.copy()
-        fresh = [
-            r
-            for r in receipts
-            if r.provider_message_id == attempt.provider_message_id and updated.absorb(r)
-        ]
-        return updated if fresh else None
+        if isinstance(result, ProviderError) and self.guard is not None:
+            self.guard.refused(provider.name, result, now)
+        if isinstance(result, UnreachableError) and result.gone and self._signals is not None:
+            gone = Signal(
+                kind=SignalKind.GONE, channel=attempt.channel, address=address,
+                provider=provider.name, reason=result.gone, ts=now,
+                recipient_id=delivery.recipient.id,
+            )  # fmt: skip
+            await self._signals([gone])
+        return outcome(attempt, result, step, tries(delivery, attempt.step, attempt.provider), now)
 
 
-__all__ = ["Action", "Decision", "Engine", "Guard", "decide", "meets", "skip_reason"]
+__all__ = [
+    "Decision",
+    "Engine",
+    "Poll",
+    "Send",
+    "decide",
+    "events",
+    "meets",
+    "outcome",
+    "skip_reason",
+    "tries",
+]

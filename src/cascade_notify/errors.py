@@ -13,7 +13,7 @@ CascadeError
 └── ProviderError            a provider call failed; carries `provider`, `code`
     ├── TransientError       try the same provider again later (`retry_after` if it said when)
     ├── PermanentError       this request can never succeed here (`account=True`: nothing will)
-    ├── UnreachableError     the recipient cannot be reached on this channel
+    ├── UnreachableError     the recipient cannot be reached on this channel (`gone`: for good)
     └── UnknownOutcomeError  the request went out and the answer was lost: it may have been sent
 ```
 
@@ -148,7 +148,23 @@ class PermanentError(ProviderError):
 
 
 class UnreachableError(ProviderError):
-    """The recipient cannot be reached on this channel (not a user, blocked, opted out)."""
+    """The recipient cannot be reached on this channel (not a user, blocked, opted out).
+
+    `gone` names why the address is unusable from now on, for every later cascade
+    (`blocked`, `unsubscribed`, `bot_stopped`): the notifier remembers it in a store that
+    keeps addresses. None: only this message could not reach it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        code: str | None = None,
+        gone: str | None = None,
+    ) -> None:
+        self.gone = gone
+        super().__init__(message, provider=provider, code=code)
 
 
 class UnknownOutcomeError(ProviderError):

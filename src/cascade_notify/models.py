@@ -382,7 +382,11 @@ class Step:
     retry_initial: float = 1.0
     retry_max: float = 60.0
     quiet_hours: tuple[int, int] | None = None  # minutes after midnight: start, end
+    #: True: a step reached within quiet hours waits for their end; False: it is skipped.
+    quiet_wait: bool = False
     categories: frozenset[str] | None = None
+    #: The step's options per provider name (a WhatsApp template for this step, ...).
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -16,21 +16,19 @@ from typing import Any, Self
 from cascade_notify import webhooks
 from cascade_notify.clock import Clock, SystemClock
 from cascade_notify.engine import Engine
-from cascade_notify.errors import CascadeError, DeliveryNotFound, LeaseLost, WaitTimeout
+from cascade_notify.errors import CascadeError, DeliveryNotFound, WaitTimeout
 from cascade_notify.events import Event, Listener, emit
-from cascade_notify.models import Delivery, Message, Receipt, Recipient, new_id
+from cascade_notify.models import Delivery, Message, Receipt, Recipient, Signal, new_id
 from cascade_notify.policy import Config, Policy, load_config
-from cascade_notify.providers.base import Provider, WebhookResponse
+from cascade_notify.polling import Poller
+from cascade_notify.providers._http import HttpClient, HttpProvider
+from cascade_notify.providers.base import Inbound, Provider, WebhookResponse
 from cascade_notify.resilience import Breakers, Protection
-from cascade_notify.stores import Watchable, open_store
-from cascade_notify.stores.base import Claim, ReceiptResult, Store
-from cascade_notify.stores.memory import MemoryStore
+from cascade_notify.stores import AddressBook, Settling, open_store
+from cascade_notify.stores.base import ReceiptResult, Store
+from cascade_notify.worker import POLL_INTERVAL, Worker
 
 log = logging.getLogger("cascade_notify")
-
-#: How often a waiting `wait()` or an idle worker looks at the store for work
-#: other processes did (shared stores); local work wakes them at once.
-POLL_INTERVAL = 1.0
 
 
 class Notifier:
@@ -48,7 +46,11 @@ class Notifier:
         store: Store | str | None = None,
         worker: bool = True,
         providers: Mapping[str, Provider] | None = None,
+        http: HttpClient | None = None,
     ) -> None:
+        """`providers` replaces the named ones with objects of your own; `http` (an
+        `httpx.AsyncClient`, or a transport such as `httpx.MockTransport` or an emulator's)
+        is handed to every HTTP provider the notifier builds."""
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self._store_spec = store if store is not None else config.store
@@ -57,9 +59,12 @@ class Notifier:
         built: dict[str, Provider] = {}
         for name, spec in config.providers.items():
             given = (providers or {}).get(name)
-            built[name] = (
-                given if given is not None else spec.cls(name, spec.settings, clock=self.clock)
-            )
+            if given is not None:
+                built[name] = given
+            elif http is not None and issubclass(spec.cls, HttpProvider):
+                built[name] = spec.cls(name, spec.settings, clock=self.clock, http=http)
+            else:
+                built[name] = spec.cls(name, spec.settings, clock=self.clock)
         self._providers = built
         self.providers: Mapping[str, Provider] = MappingProxyType(built)
         self._guard = Protection(config, self.clock)
@@ -68,13 +73,8 @@ class Notifier:
         self._listeners: list[Listener] = []
         self._waiters: dict[str, list[asyncio.Future[Delivery]]] = {}
         self._engine: Engine | None = None
-        self._worker_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._busy = 0
-        self._parked = False
-        self._stopping = False
-        self._poke: asyncio.Event | None = None
-        self._slots: asyncio.Semaphore | None = None
+        self._worker: Worker | None = None
+        self._poller: Poller | None = None
         self._remove_idle_check = _noop
 
     @classmethod
@@ -86,9 +86,10 @@ class Notifier:
         store: Store | str | None = None,
         worker: bool = True,
         env: Mapping[str, str] | None = None,
+        http: HttpClient | None = None,
     ) -> Self:
         """A notifier for the policy file at `source` (a path, or the YAML text itself)."""
-        return cls(load_config(source, env=env), clock=clock, store=store, worker=worker)
+        return cls(load_config(source, env=env), clock=clock, store=store, worker=worker, http=http)
 
     @property
     def store(self) -> Store:
@@ -135,38 +136,54 @@ class Notifier:
             open_store(self._store_spec) if isinstance(self._store_spec, str) else self._store_spec
         )
         await store.open()
+        started: list[Provider] = []
+        try:
+            for provider in self._providers.values():
+                provider.attach(self.take_in)
+                await provider.start()
+                started.append(provider)
+        except BaseException:
+            for provider in started:
+                await provider.aclose()
+            await store.close()
+            raise
         self._store = store
-        self._poke = asyncio.Event()
-        self._slots = asyncio.Semaphore(self.config.worker.concurrency)
-        self._stopping = False
-        for provider in self._providers.values():
-            provider.attach(self._ingest)
         self._guard.attach(store, self._emit)
         self._relay_brakes()
+        self._poller = Poller(self._providers, self.clock, self.record_receipts)
         self._engine = Engine(
-            store, self._providers, self.clock, listeners=self._listeners, guard=self._guard
+            store,
+            self._providers,
+            self.clock,
+            listeners=self._listeners,
+            guard=self._guard,
+            poll=self._poller.request,
+            signals=self.record_signals,
         )
         self._remove_idle_check = self.clock.add_idle_check(self._idle)
         if self._run_worker:
-            if isinstance(store, Watchable):
-                # sends and receipts of other processes wake the worker at once
-                await store.watch(self._poke.set)
-            self._worker_task = asyncio.get_running_loop().create_task(
-                self._work(), name="cascade-notify-worker"
+            worker = self.config.worker
+            self._worker = Worker(
+                store,
+                self._engine,
+                self.clock,
+                concurrency=worker.concurrency,
+                batch=worker.batch,
+                lease=worker.lease,
+                on_final=self._resolve,
             )
+            await self._worker.start()
 
     async def stop(self) -> None:
         """Stop taking work, let the transitions in hand finish, and close everything."""
         if self._engine is None:
             return
-        self._stopping = True
-        assert self._poke is not None
-        self._poke.set()
-        if self._worker_task is not None:
-            await self._worker_task
-            self._worker_task = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._worker is not None:
+            await self._worker.stop()
+            self._worker = None
+        if self._poller is not None:
+            await self._poller.aclose()
+            self._poller = None
         self._remove_idle_check()
         for provider in self._providers.values():
             await provider.aclose()
@@ -186,8 +203,11 @@ class Notifier:
     def _idle(self) -> bool:
         # work in this loop is seen by the fake clock itself; a store doing work in a
         # thread says whether it has any in hand
-        idle = getattr(self._store, "idle", None)
-        return idle is None or bool(idle())
+        return not isinstance(self._store, Settling) or self._store.idle()
+
+    def _poke(self) -> None:
+        if self._worker is not None:
+            self._worker.poke()
 
     # the verbs
 
@@ -234,8 +254,7 @@ class Notifier:
         if created:
             if self._listeners:
                 self._emit(Event("created", stored.id, now, detail=chosen.name))
-            assert self._poke is not None
-            self._poke.set()
+            self._poke()
         return stored
 
     async def get(self, delivery_id: str) -> Delivery:
@@ -291,7 +310,8 @@ class Notifier:
         return delivery
 
     async def record_receipts(self, receipts: Sequence[Receipt]) -> list[ReceiptResult]:
-        """Take receipts in (from a webhook, a poll, a fake) and wake their deliveries."""
+        """Take receipts in (from a webhook, a poll, a push, a fake) and wake their
+        deliveries: the one door every receipt comes in by."""
         results = await self.store.record_receipts(receipts, self.clock.now())
         woke = False
         for result in results:
@@ -316,9 +336,38 @@ class Notifier:
                             detail=result.receipt.error,
                         )
                     )
-        if woke and self._poke is not None:
-            self._poke.set()
+        if woke:
+            self._poke()
         return results
+
+    async def record_signals(self, signals: Sequence[Signal]) -> None:
+        """Take providers' news about addresses in (gone, linked): remembered by a store
+        that keeps addresses (`AddressBook`), and a `signal` event each."""
+        if not signals:
+            return
+        store = self.store
+        if isinstance(store, AddressBook):
+            await store.record_signals(signals)
+        else:
+            log.info("%d address signals not kept: the store keeps no addresses", len(signals))
+        if self._listeners:
+            for signal in signals:
+                self._emit(
+                    Event(
+                        "signal",
+                        "",
+                        signal.ts,
+                        channel=signal.channel,
+                        provider=signal.provider,
+                        status=signal.kind.value,
+                        detail=signal.reason,
+                    )
+                )
+
+    async def take_in(self, inbound: Inbound) -> list[ReceiptResult]:
+        """What a webhook or a provider's push brought: signals first, then receipts."""
+        await self.record_signals(inbound.signals)
+        return await self.record_receipts(inbound.receipts) if inbound.receipts else []
 
     async def handle_webhook(
         self,
@@ -358,84 +407,6 @@ class Notifier:
             public_url=public_url,
             read_timeout=read_timeout,
         )
-
-    async def _ingest(self, receipts: Sequence[Receipt]) -> None:
-        await self.record_receipts(receipts)
-
-    # the worker
-
-    async def _work(self) -> None:
-        assert self._poke is not None and self._slots is not None
-        store, poke, slots = self.store, self._poke, self._slots
-        worker = self.config.worker
-        loop = asyncio.get_running_loop()
-        while not self._stopping:
-            poke.clear()
-            try:
-                claims = await store.claim(self.clock.now(), limit=worker.batch, lease=worker.lease)
-            except CascadeError:
-                log.exception("claiming due deliveries failed; retrying")
-                await self._park(POLL_INTERVAL)
-                continue
-            for claim in claims:
-                await slots.acquire()
-                self._busy += 1
-                task = loop.create_task(self._advance(claim))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            if claims:
-                await asyncio.sleep(0)
-                continue
-            try:
-                wake = await store.next_wake()
-            except CascadeError:
-                # a store outage must not end the worker: back off and look again
-                log.exception("reading the next due time failed; retrying")
-                await self._park(POLL_INTERVAL)
-                continue
-            delay = None if wake is None else wake - self.clock.now()
-            if delay is not None and delay <= 0:
-                await asyncio.sleep(0)
-                continue
-            await self._park(delay)
-
-    async def _park(self, delay: float | None) -> None:
-        assert self._poke is not None
-        if not isinstance(self.store, MemoryStore):
-            # other processes (send-only notifiers, webhook receivers, workers) change a
-            # shared store: a Watchable one pokes us when they do, and in any case we look
-            # again within POLL_INTERVAL whatever our own next timer says
-            delay = POLL_INTERVAL if delay is None else min(delay, POLL_INTERVAL)
-        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._poke.wait())}
-        if delay is not None:
-            waits.add(asyncio.ensure_future(self.clock.sleep(delay)))
-        self._parked = True
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._parked = False
-            for waiting in waits:
-                waiting.cancel()
-
-    async def _advance(self, claim: Claim) -> None:
-        assert self._engine is not None and self._slots is not None
-        try:
-            delivery = await self._engine.advance(claim)
-            if delivery.final:
-                self._resolve(delivery)
-        except LeaseLost:
-            log.warning("lease on delivery %s was taken over; stepping back", claim.delivery.id)
-        except Exception:
-            log.exception(
-                "advancing delivery %s failed; it will be retried when its lease expires",
-                claim.delivery.id,
-            )
-        finally:
-            self._busy -= 1
-            self._slots.release()
-            # the store may have re-queued it (a receipt came in while we held the lease)
-            if self._poke is not None:
-                self._poke.set()
 
     def _resolve(self, delivery: Delivery) -> None:
         for future in self._waiters.pop(delivery.id, []):

@@ -4,18 +4,21 @@
 this order:
 
 - 404 the provider is unknown, or takes no webhooks;
-- 405 the method is not POST (or GET, for a provider with a subscription handshake);
+- 405 the method is not one of the provider's `webhook_methods`;
 - 413 the body is over `max_body`;
-- GET: the provider's handshake answer (400 if the request is not a challenge);
-- 401 the signature over the raw body does not verify (nothing is parsed before);
-- 400 the verified body is malformed;
-- 200 the receipts are recorded, also those about unknown or finished messages, so the
-  sender stops retrying; 503 the store cannot take them now, so the sender retries.
+- 401 (or the status the provider's `BadSignature` names) the signature does not
+  verify, with the reason logged (nothing is parsed before);
+- 400 the verified body is malformed (or a GET is not the provider's challenge);
+- the provider's own answer (`ok`, `100`, a challenge), or 200 with a JSON summary,
+  once the receipts and signals are recorded, also those about unknown or finished
+  messages, so the sender stops retrying; 503 the store cannot take them now, so the
+  sender retries.
 
 A rejected request changes nothing. Replays change nothing either: the store keeps
 each receipt's identity (the `webhook-id`, or message id and status).
 
-`asgi_app(notifier)` routes `GET|POST {prefix}/{provider_name}` to it, answers
+Both work over a narrow `Inbox` (the notifier is one): its providers, and the one
+door news comes in by. `asgi_app(inbox)` routes `GET|POST {prefix}/{provider_name}` to it, answers
 `GET {prefix}/-/health` (`-` is not a path segment a provider route can have under it,
 so the two never clash), reads at most `max_body` bytes (refusing a larger
 `Content-Length` before reading any), cuts off a sender slower than `read_timeout`,
@@ -27,15 +30,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from cascade_notify.errors import CascadeError
-from cascade_notify.providers.base import Provider, WebhookRequest, WebhookResponse
-
-if TYPE_CHECKING:
-    from cascade_notify.notifier import Notifier
+from cascade_notify.providers._signing import BadSignature
+from cascade_notify.providers.base import Inbound, Provider, WebhookRequest, WebhookResponse
+from cascade_notify.stores.base import ReceiptResult
 
 log = logging.getLogger("cascade_notify.webhooks")
 
@@ -53,6 +55,25 @@ Send = Callable[[ASGIMessage], Awaitable[None]]
 _CLOSE: Final = {"connection": "close"}
 
 
+class Inbox(Protocol):
+    """What the receipts endpoint needs of a notifier: its providers, the one door news
+    comes in by, and (for ASGI lifespan) starting and stopping it."""
+
+    @property
+    def providers(self) -> Mapping[str, Provider]: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    async def take_in(self, inbound: Inbound) -> Sequence[ReceiptResult]:
+        """Record the receipts and signals; raise `CascadeError` if the store cannot."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 def _answer(
     status: int, payload: Mapping[str, object], headers: Mapping[str, str] | None = None
 ) -> WebhookResponse:
@@ -64,17 +85,12 @@ def _answer(
     )
 
 
-def _allowed(provider: Provider) -> tuple[str, ...]:
-    has_handshake = type(provider).handshake is not Provider.handshake
-    return ("GET", "POST") if has_handshake else ("POST",)
-
-
-def _precheck(notifier: Notifier, provider_name: str, method: str) -> WebhookResponse | None:
+def _precheck(inbox: Inbox, provider_name: str, method: str) -> WebhookResponse | None:
     """The answer due before the body is read (404, 405), or None to go on."""
-    provider = notifier.providers.get(provider_name)
-    if provider is None or not provider.accepts_webhooks:
+    provider = inbox.providers.get(provider_name)
+    if provider is None or not provider.webhook_methods:
         return _answer(404, {"error": "no such provider"})
-    allowed = _allowed(provider)
+    allowed = sorted(provider.webhook_methods)
     if method.upper() not in allowed:
         return _answer(405, {"error": "method not allowed"}, {"allow": ", ".join(allowed)})
     return None
@@ -98,7 +114,7 @@ def _query(url: str) -> dict[str, str]:
 
 
 async def handle_webhook(
-    notifier: Notifier,
+    inbox: Inbox,
     provider_name: str,
     *,
     method: str,
@@ -115,14 +131,14 @@ async def handle_webhook(
     answered 500.
     """
     try:
-        return await _handle(notifier, provider_name, method.upper(), url, headers, body, max_body)
+        return await _handle(inbox, provider_name, method.upper(), url, headers, body, max_body)
     except Exception:
         log.exception("webhook for provider %r failed", provider_name)
         return _answer(500, {"error": "internal error"})
 
 
 async def _handle(
-    notifier: Notifier,
+    inbox: Inbox,
     provider_name: str,
     method: str,
     url: str,
@@ -130,38 +146,28 @@ async def _handle(
     body: bytes,
     max_body: int,
 ) -> WebhookResponse:
-    early = _precheck(notifier, provider_name, method)
+    early = _precheck(inbox, provider_name, method)
     if early is not None:
         return early
     if len(body) > max_body:
         return _answer(413, {"error": f"body over {max_body} bytes"})
-    provider = notifier.providers[provider_name]
+    provider = inbox.providers[provider_name]
     request = WebhookRequest(method, url, _merge(headers), bytes(body), _query(url))
-    if method == "GET":
-        try:
-            handshake = await provider.handshake(request)
-        except ValueError:
-            handshake = None
-        return handshake or _answer(400, {"error": "not a subscription challenge"})
     try:
-        verified = provider.verify(request)
-    except Exception:
-        # a verifier that trips over hostile input has not verified it
-        log.warning("verifying a webhook for %r raised; refused", provider_name, exc_info=True)
-        verified = False
-    if not verified:
-        log.info("webhook for %r refused: bad or missing signature", provider_name)
-        return _answer(401, {"error": "bad or missing signature"})
-    try:
-        receipts = provider.parse(request)
+        inbound = await provider.receive(request)
+    except BadSignature as refused:
+        log.info("webhook for %r refused: %s", provider_name, refused.reason)
+        return _answer(refused.status, {"error": "bad or missing signature"})
     except (ValueError, RecursionError) as exc:
         log.info("webhook for %r refused: malformed: %s", provider_name, exc)
         return _answer(400, {"error": f"malformed: {exc}"[:300]})
     try:
-        results = await notifier.record_receipts(receipts)
+        results = await inbox.take_in(inbound)
     except CascadeError:
         log.exception("receipts for %r could not be stored; the sender will retry", provider_name)
         return _answer(503, {"error": "try again later"}, {"retry-after": "5"})
+    if inbound.answer is not None:
+        return inbound.answer
     return _answer(
         200,
         {
@@ -186,7 +192,7 @@ class ReceiptsApp:
 
     def __init__(
         self,
-        notifier: Notifier,
+        inbox: Inbox,
         *,
         prefix: str,
         max_body: int,
@@ -194,7 +200,7 @@ class ReceiptsApp:
         read_timeout: float,
     ) -> None:
         stripped = prefix.strip("/")
-        self.notifier = notifier
+        self.notifier = inbox
         self.prefix = f"/{stripped}" if stripped else ""
         self.max_body = max_body
         self.public_url = public_url.rstrip("/") if public_url else None
@@ -349,7 +355,7 @@ async def _respond(send: Send, response: WebhookResponse) -> None:
 
 
 def asgi_app(
-    notifier: Notifier,
+    inbox: Inbox,
     *,
     prefix: str = "/receipts",
     max_body: int = MAX_BODY,
@@ -370,7 +376,7 @@ def asgi_app(
     the notifier in that app's own lifespan.
     """
     return ReceiptsApp(
-        notifier, prefix=prefix, max_body=max_body, public_url=public_url, read_timeout=read_timeout
+        inbox, prefix=prefix, max_body=max_body, public_url=public_url, read_timeout=read_timeout
     )
 
 

@@ -111,7 +111,7 @@ def delivery(
     key: str | None = None, *, now: float = NOW, steps: tuple[Step, ...] = STEPS, **kwargs: object
 ) -> Delivery:
     """A new pending delivery, due at `now`."""
-    from cascade_notify.engine import new_id
+    from cascade_notify.models import new_id
 
     return Delivery(
         id=new_id(),
@@ -149,7 +149,7 @@ def attempt(
     step: int = 0,
 ) -> Attempt:
     """An attempt of `d` on `provider`."""
-    from cascade_notify.engine import new_id
+    from cascade_notify.models import new_id
 
     return Attempt(
         id=new_id(),

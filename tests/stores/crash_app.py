@@ -33,8 +33,8 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from cascade_notify import Message, Notifier, Receipt, ReceiptStatus, Recipient, load_config
-from cascade_notify.engine import Event
 from cascade_notify.errors import PermanentError, StoreError, TransientError, UnreachableError
+from cascade_notify.events import Event
 from cascade_notify.providers import registry
 from cascade_notify.providers.base import Provider, ProviderSettings, SendRequest, SendResult
 from cascade_notify.stores import open_store

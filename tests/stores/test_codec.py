@@ -52,7 +52,9 @@ def test_steps_and_skips_round_trip_whole() -> None:
         retry_initial=0.5,
         retry_max=9.0,
         quiet_hours=(1320, 540),
+        quiet_wait=True,
         categories=frozenset({"transactional"}),
+        options={"a": {"template": {"name": "parcel"}}},
     )
     assert set(step_to_dict(step)) == names(Step)
     assert step_from_dict(step_to_dict(step)) == step

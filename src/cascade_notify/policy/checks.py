@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from cascade_notify.errors import PolicyError, PolicyIssue, RegistryError
+from cascade_notify.errors import MessageError, PolicyError, PolicyIssue, RegistryError
 from cascade_notify.models import Step, WaitFor
 from cascade_notify.policy.env import interpolate
 from cascade_notify.policy.schema import (
@@ -220,6 +220,9 @@ class Check:
         if retry.max_backoff < retry.backoff:
             self.add((*loc, "retry", "max_backoff"), "must not be shorter than backoff")
             return None
+        options = self._options(step, loc)
+        if options is None:
+            return None
         quiet = step.quiet_hours
         return Step(
             channel=step.channel,
@@ -230,8 +233,28 @@ class Check:
             retry_initial=retry.backoff,
             retry_max=retry.max_backoff,
             quiet_hours=None if quiet is None else (quiet.start, quiet.end),
+            quiet_wait=quiet is not None and quiet.wait,
             categories=None if step.categories is None else frozenset(step.categories),
+            options=options,
         )
+
+    def _options(self, step: _Step, loc: Loc) -> dict[str, dict[str, Any]] | None:
+        """The step's `options:` per provider, each checked as that provider's overrides."""
+        ok = True
+        for name, given in step.options.items():
+            cfg = self.providers.get(name)
+            where: Loc = (*loc, "options", name)
+            if name not in step.providers:
+                listed = ", ".join(step.providers)
+                self.add(where, f"{name!r} is not one of this step's providers ({listed})")
+                ok = False
+            elif cfg is not None:
+                try:
+                    cfg.cls.check_overrides(given, channel=step.channel, where="options")
+                except MessageError as exc:
+                    self.add(where, str(exc))
+                    ok = False
+        return dict(step.options) if ok else None
 
     def _retry(self, step: _Step) -> RetrySettings:
         """The step's own retry keys, and for the rest its first provider's `retry:`."""

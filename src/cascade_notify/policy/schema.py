@@ -7,7 +7,7 @@ import builtins
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -59,6 +59,7 @@ class _Strict(BaseModel):
 class _QuietHours(_Strict):
     start: _Minutes
     end: _Minutes
+    wait: bool = False  # wait for their end instead of skipping the step
 
 
 class _Refs(BaseModel):
@@ -76,6 +77,7 @@ class _Step(_Refs):
     retry: RetrySettings = RetrySettings()
     quiet_hours: _QuietHours | None = None
     categories: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class _Policy(_Strict):

@@ -39,9 +39,11 @@ DEFAULT_TOLERANCE: Final = 300.0
 class BadSignature(ValueError):
     """A webhook's signature does not verify; `reason` says why (never a secret)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, status: int = 401) -> None:
         super().__init__(reason)
         self.reason = reason
+        #: The HTTP status to answer: 401, or 403 where the provider's docs ask for it.
+        self.status = status
 
 
 def wall_time() -> float:

@@ -1,15 +1,23 @@
 """The provider seam: one class per way of sending on one channel.
 
-A provider knows its API and nothing of the engine, the store or the policy
-file. It implements `send()` and, if it gets receipts by webhook, `verify()`
-and `parse()` (plus `handshake()` for a GET challenge); if it can only be
-asked, `poll()`. What it can do is declared as class data the policy
-validator reads: `receipts`, `max_length`, `idempotent_sends`,
-`poll_interval`, and its settings as a pydantic model.
+A provider knows its API and nothing of the engine, the store or the policy file
+(docs/adding-a-provider.md has the whole contract and a checklist):
 
-Errors: `send()` raises `TransientError`, `PermanentError`,
-`UnreachableError` or `UnknownOutcomeError` (see `cascade_notify.errors`);
-anything else it raises is treated as an unknown outcome, never as "not sent".
+- `send(request)` makes one call; it returns a `SendResult` or raises one of
+  `TransientError`, `PermanentError`, `UnreachableError`, `UnknownOutcomeError`
+  (anything else it raises is taken as an unknown outcome, never as "not sent");
+- `receive(request)` verifies and reads one incoming webhook and returns an
+  `Inbound`: the receipts, the signals (an address gone or linked) and the answer
+  the provider wants sent back; it raises `BadSignature` or `ValueError` (malformed);
+- `poll(ids)` asks the provider about many messages at once, for APIs with a
+  status call (at most `poll_batch` ids per call);
+- `start()` before the first send, `aclose()` after the last;
+- `emit()` hands news learned outside a webhook (a push) to the notifier, which
+  takes it through the same door as a webhook's.
+
+What it can do is class data the policy validator reads: `receipts`,
+`max_length`, `idempotent_sends`, `poll_interval`, `poll_batch`, `webhook_methods`,
+its `Settings` and its `Overrides` (both pydantic models).
 """
 
 from __future__ import annotations
@@ -20,15 +28,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cascade_notify.clock import Clock, SystemClock
-from cascade_notify.errors import PermanentError, ProviderError, UnknownOutcomeError
-from cascade_notify.models import Message, Receipt, ReceiptStatus, Recipient, WaitFor
+from cascade_notify.errors import MessageError, PermanentError, ProviderError, UnknownOutcomeError
+from cascade_notify.models import Message, Receipt, ReceiptStatus, Recipient, Signal, WaitFor
+from cascade_notify.providers._signing import BadSignature
 
 log = logging.getLogger("cascade_notify.providers")
-
-ReceiptSink = Callable[[Sequence[Receipt]], Awaitable[None]]
 
 
 class ProviderSettings(BaseModel):
@@ -37,13 +44,31 @@ class ProviderSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ProviderOverrides(BaseModel):
+    """Base of a provider's typed `Message.overrides[channel]` (and a step's `options:`).
+
+    `text` replaces the message text on this channel. A subclass adds the channel's own
+    keys (a WhatsApp template, a Telegram parse mode); unknown keys are errors.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SendRequest:
     """Everything a provider needs for one call.
 
-    `attempt_id` is unique per attempt and stable across a crash-and-resume of
-    the same attempt: use it as the provider's idempotency key or callback tag
-    where the API has one.
+    `attempt_id` is unique per attempt and stable across a crash-and-resume of the
+    same attempt: use it as the provider's idempotency key or callback tag where the
+    API has one. `resend` is True when this call repeats an attempt whose outcome was
+    unknown (only for providers that declare `idempotent_sends`). `deadline_ts` is
+    when the step gives up waiting and the cascade moves on: an API with a validity
+    period or TTL should stop delivering by then, so no stale copy lands on top of
+    the next channel's. `options` are the step's options for this provider (from the
+    policy), and `overrides` those merged with `Message.overrides[channel]` (the
+    message wins), validated as the provider's `Overrides` model.
     """
 
     attempt_id: str
@@ -52,14 +77,14 @@ class SendRequest:
     address: str
     recipient: Recipient
     message: Message
+    deadline_ts: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    overrides: ProviderOverrides = field(default_factory=ProviderOverrides)
+    resend: bool = False
 
     @property
     def text(self) -> str:
-        return self.message.text_for(self.channel)
-
-    @property
-    def overrides(self) -> Mapping[str, Any]:
-        return self.message.overrides.get(self.channel, {})
+        return self.overrides.text if self.overrides.text is not None else self.message.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +101,7 @@ class WebhookRequest:
 
     method: str
     url: str
-    headers: Mapping[str, str]  # lower-cased names
+    headers: Mapping[str, str]  # lower-cased names; a repeated header joined by ", "
     body: bytes = b""
     query: Mapping[str, str] = field(default_factory=dict)
 
@@ -87,12 +112,39 @@ class WebhookResponse:
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def text(cls, body: str, status: int = 200) -> WebhookResponse:
+        """A plain-text answer (`ok`, `100`, a challenge)."""
+        return cls(status, body.encode(), {"content-type": "text/plain; charset=utf-8"})
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """What one verified webhook brought: receipts, signals, and the answer to give.
+
+    `answer` None: the receipts endpoint answers its own JSON summary (200). A
+    provider that needs a particular body (`ok`, `100`, a challenge, a confirmation
+    code) sets it; it is sent once the receipts and signals are recorded.
+    """
+
+    receipts: Sequence[Receipt] = ()
+    signals: Sequence[Signal] = ()
+    answer: WebhookResponse | None = None
+
+
+InboundSink = Callable[[Inbound], Awaitable[object]]
+_EMPTY: dict[type[ProviderOverrides], ProviderOverrides] = {}
+#: Kept for providers written against the first contract: receipts only.
+ReceiptSink = Callable[[Sequence[Receipt]], Awaitable[None]]
+
 
 class Provider:
     """Base class of every provider.
 
-    Subclasses set `type_name`, `channel` (or read it from settings),
-    `receipts` and `Settings`, and implement `send()`.
+    Subclasses set `type_name`, `default_channel` (or a `channel` setting),
+    `receipts` and `Settings`, and implement `send()`; those that take webhooks set
+    `webhook_methods` and implement `receive()`; those with a status API implement
+    `poll()` and set `poll_interval`.
     """
 
     type_name: ClassVar[str] = ""
@@ -106,9 +158,12 @@ class Provider:
     idempotent_sends: ClassVar[bool] = False
     #: Seconds between status polls while waiting for a receipt; `None`: no polling.
     poll_interval: ClassVar[float | None] = None
-    #: True when the provider takes receipts by webhook.
-    accepts_webhooks: ClassVar[bool] = False
+    #: Most provider message ids one `poll()` call may ask about.
+    poll_batch: ClassVar[int] = 1
+    #: HTTP methods its webhook takes (GET for a subscription challenge); empty: none.
+    webhook_methods: ClassVar[frozenset[str]] = frozenset()
     Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
+    Overrides: ClassVar[type[ProviderOverrides]] = ProviderOverrides
 
     def __init__(
         self, name: str, settings: ProviderSettings, *, clock: Clock | None = None
@@ -120,7 +175,11 @@ class Provider:
         if channel is None:
             raise ValueError(f"provider {name!r}: no channel given")
         self.channel: str = channel
-        self._sink: ReceiptSink | None = None
+        self._sink: InboundSink | None = None
+
+    @property
+    def accepts_webhooks(self) -> bool:
+        return bool(self.webhook_methods)
 
     @classmethod
     def can_satisfy(cls, wait_for: WaitFor, settings: ProviderSettings | None = None) -> bool:
@@ -131,33 +190,56 @@ class Provider:
             return bool(cls.receipts & {ReceiptStatus.DELIVERED, ReceiptStatus.READ})
         return ReceiptStatus.READ in cls.receipts
 
-    def attach(self, sink: ReceiptSink) -> None:
-        """Called by the notifier: where receipts this provider learns of go."""
+    @classmethod
+    def check_overrides(
+        cls, given: Mapping[str, Any], *, channel: str, where: str = "overrides"
+    ) -> ProviderOverrides:
+        """`given` as this type's `Overrides`; `MessageError` naming the channel and key."""
+        if not given:
+            empty = _EMPTY.get(cls.Overrides)
+            if empty is None:
+                empty = _EMPTY[cls.Overrides] = cls.Overrides()
+            return empty
+        try:
+            return cls.Overrides.model_validate(dict(given))
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            key = ".".join(str(p) for p in error["loc"]) or "(all)"
+            what = (
+                f"unknown key for provider type {cls.type_name!r} "
+                f"(allowed: {', '.join(cls.Overrides.model_fields)})"
+                if error["type"] == "extra_forbidden"
+                else error["msg"]
+            )
+            raise MessageError(f"{where}[{channel!r}].{key}: {what}") from None
+
+    def attach(self, sink: InboundSink) -> None:
+        """Called by the notifier: where news this provider learns of goes."""
         self._sink = sink
 
-    async def emit(self, receipts: Sequence[Receipt]) -> None:
-        """Hand receipts learned outside a webhook (a push, a callback) to the notifier."""
+    async def emit(self, receipts: Sequence[Receipt] = (), signals: Sequence[Signal] = ()) -> None:
+        """Hand receipts and signals learned outside a webhook (a push) to the notifier."""
         if self._sink is None:
             raise RuntimeError(f"provider {self.name!r} is not attached to a running notifier")
-        await self._sink(receipts)
+        await self._sink(Inbound(receipts=receipts, signals=signals))
+
+    async def start(self) -> None:
+        """Get ready to send (open a pool, log in, fetch a token); called once before
+        the first send. A failure here is the notifier's start failing, with the reason."""
 
     async def send(self, request: SendRequest) -> SendResult:
         raise NotImplementedError
 
-    async def handshake(self, request: WebhookRequest) -> WebhookResponse | None:
-        """Answer a subscription challenge (a GET), or None if this is not one."""
-        return None
+    async def receive(self, request: WebhookRequest) -> Inbound:
+        """Verify and read one webhook request (`request.method` is in `webhook_methods`).
 
-    def verify(self, request: WebhookRequest) -> bool:
-        """Whether the request carries this provider's valid signature (constant-time)."""
-        return False
-
-    def parse(self, request: WebhookRequest) -> list[Receipt]:
-        """Turn a verified webhook body into receipts. Raise ValueError if malformed."""
-        raise ValueError(f"provider {self.name!r} does not take webhooks")
+        Raise `BadSignature` (answered 401) before reading a body that does not verify,
+        `ValueError` (answered 400) for a verified body that is malformed.
+        """
+        raise BadSignature(f"provider {self.name!r} takes no webhooks")
 
     async def poll(self, provider_message_ids: Sequence[str]) -> list[Receipt]:
-        """Ask the provider for the status of these messages."""
+        """Ask the provider about these messages (at most `poll_batch`); their receipts."""
         return []
 
     async def aclose(self) -> None:

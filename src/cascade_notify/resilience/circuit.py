@@ -156,6 +156,14 @@ class Circuit:
         """`holder` will not use its probe slot after all (its delivery ended)."""
         self._probes.pop(holder, None)
 
+    def trip(self, now: float, reason: str) -> bool:
+        """Open now, whatever the counts say (the provider refused our account); it
+        probes again after the cool-down. True if that changed the state."""
+        self._tick(now)
+        if self._state == OPEN:
+            return False
+        return self._open(now, reason)
+
     def force_open(self, now: float, seconds: float, reason: str) -> None:
         """Open it by hand for `seconds`; then it probes like any other."""
         self._set(OPEN, now, now + seconds, reason)

@@ -38,7 +38,7 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from cascade_notify._duration import parse_duration
 from cascade_notify.clock import Clock
-from cascade_notify.errors import CascadeError
+from cascade_notify.errors import CascadeError, PermanentError, ProviderError
 from cascade_notify.events import Event
 from cascade_notify.models import (
     Attempt,
@@ -114,6 +114,11 @@ class Guard(Protocol):
 
     def observe(self, attempt: Attempt, now: float) -> None:
         """Learn from an attempt the engine just wrote (outcome, timeout, receipt)."""
+        ...
+
+    def refused(self, provider: str, error: ProviderError, now: float) -> None:
+        """Learn from a provider's error what its attempt does not carry: a permanent
+        error about the account (bad token, suspended, no balance) opens its breaker."""
         ...
 
 
@@ -256,6 +261,13 @@ class Protection:
             self._report(circuit, circuit.success(now), now)
         elif status is AttemptStatus.ABANDONED:
             circuit.release(holder)
+
+    def refused(self, provider: str, error: ProviderError, now: float) -> None:
+        if not (isinstance(error, PermanentError) and error.account):
+            return
+        circuit = self._circuits.get(provider)
+        if circuit is not None:
+            self._report(circuit, circuit.trip(now, f"the account was refused: {error}"), now)
 
     def heard(self, receipt: Receipt) -> None:
         """Learn from a receipt the notifier took in (not a duplicate)."""

@@ -2,8 +2,10 @@
 
 Besides the `Store` protocol the engine uses, stores offer maintenance, each
 a small protocol of its own: `Purgeable` (every store), `Migratable` (the
-SQL stores, whose schema has versions) and `Watchable` (PostgreSQL, which
-tells workers at once when another process makes a delivery due).
+SQL stores, whose schema has versions), `Watchable` (PostgreSQL, which
+tells workers at once when another process makes a delivery due), `Settling`
+(stores that work in a thread: the fake clock waits for them) and `AddressBook`
+(what providers learned about addresses: gone, linked).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from cascade_notify.errors import StoreError
-from cascade_notify.stores.base import Claim, ReceiptResult, Store, Transition
+from cascade_notify.stores.base import AddressBook, Claim, ReceiptResult, Store, Transition
 from cascade_notify.stores.memory import MemoryStore
 
 SCHEMES = ("memory://", "sqlite:///", "postgresql://", "postgres://")
@@ -35,6 +37,16 @@ class Migratable(Protocol):
     async def migrate(self) -> tuple[int, int]:
         """Bring the schema up to this code's version, opening the store if needed;
         return (version before, version after)."""
+        ...
+
+
+@runtime_checkable
+class Settling(Protocol):
+    """A store that does some of its work off the event loop (in a thread), and says
+    whether it has any in hand, so `FakeClock.advance()` waits for it to settle."""
+
+    def idle(self) -> bool:
+        """True when no work of the store's is in flight."""
         ...
 
 
@@ -79,11 +91,13 @@ def _mask(url: str) -> str:
 
 
 __all__ = [
+    "AddressBook",
     "Claim",
     "MemoryStore",
     "Migratable",
     "Purgeable",
     "ReceiptResult",
+    "Settling",
     "Store",
     "Transition",
     "Watchable",

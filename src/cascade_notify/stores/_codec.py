@@ -107,8 +107,12 @@ def step_to_dict(step: Step) -> dict[str, Any]:
     }
     if step.quiet_hours is not None:
         data["quiet_hours"] = list(step.quiet_hours)
+    if step.quiet_wait:
+        data["quiet_wait"] = True
     if step.categories is not None:
         data["categories"] = sorted(step.categories)
+    if step.options:
+        data["options"] = {name: dict(value) for name, value in step.options.items()}
     return data
 
 
@@ -125,6 +129,8 @@ def step_from_dict(data: dict[str, Any]) -> Step:
         retry_max=float(data["retry_max"]),
         quiet_hours=None if quiet is None else (int(quiet[0]), int(quiet[1])),
         categories=None if categories is None else frozenset(categories),
+        quiet_wait=bool(data.get("quiet_wait", False)),
+        options=data.get("options") or {},
     )
 
 

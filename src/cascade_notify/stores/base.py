@@ -121,6 +121,12 @@ def _upsert(attempts: list[Attempt], attempt: Attempt, own: bool) -> None:
 class Store(Protocol):
     """What the engine and the notifier need from a store."""
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may change what it holds (a shared file or server):
+        then a worker looks at it now and then for their work, besides its own timers."""
+        ...
+
     async def open(self) -> None:
         """Connect, and check the schema version."""
         ...

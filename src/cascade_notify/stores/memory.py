@@ -12,6 +12,7 @@ import itertools
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cascade_notify.errors import LeaseLost
 from cascade_notify.models import (
@@ -39,6 +40,9 @@ class _Row:
 
 class MemoryStore:
     """`store: memory://`."""
+
+    #: Whether other processes may change what this store holds (this process only).
+    shared: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}

@@ -30,7 +30,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -115,6 +115,9 @@ def _flag(text: str) -> bool:
 
 class PostgresStore:
     """`store: postgresql://...` (or `postgres://`); see the module docstring for options."""
+
+    #: Whether other processes may change what this store holds (a shared server).
+    shared: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from cascade_notify.errors import LeaseLost, StoreError
@@ -155,6 +155,9 @@ _UPDATE_DELIVERY = (
 
 class SQLiteStore:
     """`store: sqlite:///path.db` (or `sqlite:///:memory:` for tests)."""
+
+    #: Whether other processes may change what this store holds (a file other processes may open).
+    shared: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -1,0 +1,155 @@
+"""The claim loop: lease due deliveries from the store and advance each in a task.
+
+A worker claims no more deliveries than it has free slots (`concurrency`), so a claim
+never waits for a slot while its lease runs out: every claim is advanced at once, and
+finishes, waits or is left to the next claim well inside its lease.
+
+It sleeps until the store's next due time, or until poked: by a send or a receipt in
+this process, or by a store that is `Watchable` (other processes' news). A store shared
+between processes (`Store.shared`) is also looked at every `POLL_INTERVAL`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from cascade_notify.clock import Clock
+from cascade_notify.engine import Engine
+from cascade_notify.errors import CascadeError, LeaseLost
+from cascade_notify.models import Delivery
+from cascade_notify.stores import Watchable
+from cascade_notify.stores.base import Claim, Store
+
+log = logging.getLogger("cascade_notify")
+
+#: How often an idle worker looks at a shared store for work other processes did.
+POLL_INTERVAL: Final = 1.0
+
+
+class Worker:
+    """Advances the cascades of one store; `start()`, `poke()`, `stop()`."""
+
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        clock: Clock,
+        *,
+        concurrency: int,
+        batch: int,
+        lease: float,
+        on_final: Callable[[Delivery], None],
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.clock = clock
+        self.concurrency = concurrency
+        self.batch = batch
+        self.lease = lease
+        self._on_final = on_final
+        self._poke = asyncio.Event()
+        self._free = asyncio.Event()
+        self._busy = 0
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def poke(self) -> None:
+        """Look for due work now (a send or a receipt made some due)."""
+        self._poke.set()
+
+    async def start(self) -> None:
+        if isinstance(self.store, Watchable):
+            # sends and receipts of other processes wake the worker at once
+            await self.store.watch(self._poke.set)
+        self._loop_task = asyncio.get_running_loop().create_task(
+            self._run(), name="cascade-notify-worker"
+        )
+
+    async def stop(self) -> None:
+        """Claim nothing more; let the transitions in hand finish."""
+        self._stopping = True
+        self._poke.set()
+        self._free.set()
+        if self._loop_task is not None:
+            await self._loop_task
+            self._loop_task = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            free = self.concurrency - self._busy
+            if free <= 0:
+                self._free.clear()
+                await self._free.wait()
+                continue
+            self._poke.clear()
+            try:
+                claims = await self.store.claim(
+                    self.clock.now(), limit=min(self.batch, free), lease=self.lease
+                )
+            except CascadeError:
+                log.exception("claiming due deliveries failed; retrying")
+                await self._park(POLL_INTERVAL)
+                continue
+            for claim in claims:
+                self._busy += 1
+                task = loop.create_task(self._advance(claim))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if claims:
+                await asyncio.sleep(0)
+                continue
+            try:
+                wake = await self.store.next_wake()
+            except CascadeError:
+                # a store outage must not end the worker: back off and look again
+                log.exception("reading the next due time failed; retrying")
+                await self._park(POLL_INTERVAL)
+                continue
+            delay = None if wake is None else wake - self.clock.now()
+            if delay is not None and delay <= 0:
+                await asyncio.sleep(0)
+                continue
+            await self._park(delay)
+
+    async def _park(self, delay: float | None) -> None:
+        if self.store.shared:
+            # other processes (send-only notifiers, webhook receivers, workers) change a
+            # shared store: a Watchable one pokes us when they do, and in any case we look
+            # again within POLL_INTERVAL whatever our own next timer says
+            delay = POLL_INTERVAL if delay is None else min(delay, POLL_INTERVAL)
+        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._poke.wait())}
+        if delay is not None:
+            waits.add(asyncio.ensure_future(self.clock.sleep(delay)))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _advance(self, claim: Claim) -> None:
+        try:
+            delivery = await self.engine.advance(claim)
+            if delivery.final:
+                self._on_final(delivery)
+        except LeaseLost as lost:
+            log.warning("delivery %s: %s; stepping back", claim.delivery.id, lost)
+        except Exception:
+            log.exception(
+                "advancing delivery %s failed; it will be retried when its lease expires",
+                claim.delivery.id,
+            )
+        finally:
+            self._busy -= 1
+            self._free.set()
+            # the store may have re-queued it (a receipt came in while we held the lease)
+            self._poke.set()
+
+
+__all__ = ["POLL_INTERVAL", "Worker"]
