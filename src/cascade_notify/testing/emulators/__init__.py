@@ -18,6 +18,7 @@ from cascade_notify.testing.emulators._base import (
     Webhook,
 )
 from cascade_notify.testing.emulators._script import BEHAVIOURS, FLOWS, Entry
+from cascade_notify.testing.emulators.telegram import TelegramEmulator
 from cascade_notify.testing.emulators.whatsapp import WhatsAppEmulator
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Emulator",
     "Entry",
     "RecordedRequest",
+    "TelegramEmulator",
     "Webhook",
     "WhatsAppEmulator",
 ]
