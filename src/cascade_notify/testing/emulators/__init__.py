@@ -19,6 +19,7 @@ from cascade_notify.testing.emulators._base import (
 )
 from cascade_notify.testing.emulators._script import BEHAVIOURS, FLOWS, Entry
 from cascade_notify.testing.emulators.telegram import TelegramEmulator
+from cascade_notify.testing.emulators.viber import ViberEmulator
 from cascade_notify.testing.emulators.whatsapp import WhatsAppEmulator
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "Entry",
     "RecordedRequest",
     "TelegramEmulator",
+    "ViberEmulator",
     "Webhook",
     "WhatsAppEmulator",
 ]
