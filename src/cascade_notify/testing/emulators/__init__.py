@@ -18,12 +18,21 @@ from cascade_notify.testing.emulators._base import (
     Webhook,
 )
 from cascade_notify.testing.emulators._script import BEHAVIOURS, FLOWS, Entry
+from cascade_notify.testing.emulators._serve import (
+    EMULATORS,
+    banner,
+    emulator_class,
+    policy_yaml,
+    running,
+    serve,
+)
 from cascade_notify.testing.emulators.telegram import TelegramEmulator
 from cascade_notify.testing.emulators.viber import ViberEmulator
 from cascade_notify.testing.emulators.whatsapp import WhatsAppEmulator
 
 __all__ = [
     "BEHAVIOURS",
+    "EMULATORS",
     "FLOWS",
     "Accepted",
     "Attempt",
@@ -34,4 +43,9 @@ __all__ = [
     "ViberEmulator",
     "Webhook",
     "WhatsAppEmulator",
+    "banner",
+    "emulator_class",
+    "policy_yaml",
+    "running",
+    "serve",
 ]
