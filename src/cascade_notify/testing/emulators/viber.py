@@ -11,6 +11,7 @@ token, raw body)>`.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, NamedTuple
@@ -144,7 +145,11 @@ class ViberEmulator(Emulator):
     def _refused(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
         """The body, or the answer to a request refused before anything else."""
         record = self.record_of(request)
-        body = record.parsed
+        try:  # Viber reads the body as JSON whatever the Content-Type says
+            body = json.loads(record.body or b"{}")
+        except ValueError:
+            body = None
+        record.parsed = body
         if len(record.body) > MAX_BODY or not isinstance(body, dict):
             return {}, _status(ERRORS["bad_data"])
         token = request.headers.get("X-Viber-Auth-Token") or body.get("auth_token")
