@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class Receiver:
     hits: list[Hit] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)
     verify_token: str = "emulator-verify-token"
+    delay: float = 0.0  # real seconds before answering
 
     def posts(self) -> list[Hit]:
         return [h for h in self.hits if h.method == "POST"]
@@ -45,6 +47,8 @@ class Receiver:
             {k.lower(): v for k, v in request.headers.items()},
             await request.read(),
         )
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.hits.append(hit)
         status = self.answers.pop(0) if self.answers else 200
         if request.method == "GET":

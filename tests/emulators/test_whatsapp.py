@@ -216,6 +216,18 @@ async def test_status_webhooks_signed_after_the_clock(
         assert isinstance(status["timestamp"], str)
 
 
+async def test_advance_waits_for_posts_in_flight(
+    http: httpx.AsyncClient, emu: WhatsAppEmulator, clock: FakeClock, receiver: Receiver
+) -> None:
+    """FakeClock.advance returns only once the webhooks it made due were answered, even by
+    a receiver that takes real time (the emulator's idle check)."""
+    receiver.delay = 0.05
+    await send(http, emu, text())
+    await clock.advance(1)
+    assert statuses(receiver) == ["sent", "delivered"]
+    assert all(hook.delivered for hook in emu.webhooks)
+
+
 async def test_delays_come_from_the_script(
     http: httpx.AsyncClient, emu: WhatsAppEmulator, clock: FakeClock, receiver: Receiver
 ) -> None:

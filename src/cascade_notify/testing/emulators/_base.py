@@ -15,17 +15,24 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self
-from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
 
 from cascade_notify.clock import Clock, SystemClock
+from cascade_notify.testing.emulators._records import (
+    Accepted,
+    Attempt,
+    RecordedRequest,
+    Webhook,
+    compact,
+    json_answer,
+    mask,
+    parse_body,
+)
 from cascade_notify.testing.emulators._script import (
-    FLOWS,
     Entry,
     Scripts,
     ScriptSpec,
@@ -37,84 +44,6 @@ CONTROL: Final = "/__emulator/"
 logger = logging.getLogger("cascade_notify.emulators")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _current: contextvars.ContextVar[RecordedRequest] = contextvars.ContextVar("record")
-
-
-@dataclass
-class RecordedRequest:
-    """One request as it arrived. `at` is the emulator's clock; `entry` the scripted
-    answer it got (None when a check refused it first); `status` None after a hang-up."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-    parsed: Any
-    at: float
-    address: str | None = None
-    entry: str | None = None
-    status: int | None = None
-
-    def json(self) -> Any:
-        """The body parsed as JSON."""
-        return json.loads(self.body)
-
-    def as_json(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in ("method", "path", "query", "headers", "at")}
-        out.update(body=self.body.decode("utf-8", "replace"), parsed=_plain(self.parsed))
-        out.update(address=self.address, entry=self.entry, status=self.status)
-        return out
-
-
-@dataclass
-class Accepted:
-    """A message the emulated API took: its id, to whom, its text, and provider data
-    (for example WhatsApp's `biz_opaque_callback_data`)."""
-
-    id: str
-    address: str
-    text: str | None
-    request: RecordedRequest
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Attempt:
-    at: float
-    status: int | None
-    error: str | None = None
-
-
-@dataclass
-class Webhook:
-    """One webhook the emulator sent (or would send, without a `url`), with every try."""
-
-    kind: str
-    url: str | None
-    body: bytes
-    headers: dict[str, str]
-    at: float
-    message_id: str | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-
-    @property
-    def delivered(self) -> bool:
-        return any(a.status is not None and 200 <= a.status < 300 for a in self.attempts)
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "url": self.url,
-            "message_id": self.message_id,
-            "at": self.at,
-            "headers": self.headers,
-            "body": self.body.decode("utf-8", "replace"),
-            "attempts": [a.__dict__ for a in self.attempts],
-            "delivered": self.delivered,
-        }
 
 
 class _HangUp(Exception):
@@ -438,7 +367,7 @@ class Emulator(ABC):
             query=dict(request.query),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
-            parsed=_parse(request.content_type, body),
+            parsed=parse_body(request.content_type, body),
             at=self.clock.now(),
         )
         _current.set(record)
@@ -461,7 +390,7 @@ class Emulator(ABC):
 
     def _log_request(self, record: RecordedRequest) -> None:
         status = "hung up" if record.status is None else str(record.status)
-        to = f" to {_mask(record.address)}" if record.address else ""
+        to = f" to {mask(record.address)}" if record.address else ""
         entry = f" ({record.entry})" if record.entry else ""
         self._log(f"{record.method} {self._public_path(record.path)}{to} -> {status}{entry}")
 
@@ -503,32 +432,6 @@ class Emulator(ABC):
         return web.json_response({"ok": True})
 
 
-def compact(data: Any) -> bytes:
-    """JSON as the real APIs write it: no spaces, UTF-8, big integers exact."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def json_answer(
-    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=compact(data), status=status, headers=headers, content_type="application/json"
-    )
-
-
-def _parse(content_type: str, body: bytes) -> Any:
-    if not body:
-        return None
-    if content_type == "application/json":
-        try:
-            return json.loads(body)
-        except ValueError:
-            return None
-    if content_type == "application/x-www-form-urlencoded":
-        return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-    return None
-
-
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
         data = json.loads(await request.read() or b"{}")
@@ -539,24 +442,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def _plain(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
-
-
-def _mask(address: str) -> str:
-    """Addresses are phone numbers and user ids: logs show only their ends."""
-    if len(address) <= 4:
-        return "*" * len(address)
-    return address[:2] + "*" * (len(address) - 4) + address[-2:]
-
-
 __all__ = [
     "CONTROL",
-    "FLOWS",
     "Accepted",
     "Attempt",
     "Emulator",
