@@ -175,6 +175,18 @@ async def test_a_list_script_fails_once_then_works(
     assert codes == [500, 200, 200]
 
 
+async def test_a_default_list_is_walked_per_address(
+    http: httpx.AsyncClient, emu: WhatsAppEmulator
+) -> None:
+    """'*' = [server_error, deliver]: each address fails once, on its own."""
+    emu.script("*", ["server_error", "deliver"])
+    codes = [
+        (await send(http, emu, text(to=to))).status_code
+        for to in ("79160000001", "79160000002", "79160000001")
+    ]
+    assert codes == [500, 500, 200]
+
+
 async def test_scripts_are_per_address_with_a_default(
     http: httpx.AsyncClient, emu: WhatsAppEmulator
 ) -> None:

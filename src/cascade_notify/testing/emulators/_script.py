@@ -149,23 +149,24 @@ def receipt_plan(entry: Entry, supported: Mapping[str, str]) -> list[tuple[float
 
 
 class Scripts:
-    """Per-address scripts, with `"*"` as the default for unscripted addresses."""
+    """Per-address scripts, with `"*"` as the default for unscripted addresses; each
+    address walks its script on its own, the default one included."""
 
     def __init__(self) -> None:
         self._scripts: dict[str, list[Entry]] = {}
-        self._used: dict[str, int] = {}
+        self._used: dict[tuple[str, str], int] = {}
 
     def set(self, address: str, entries: list[Entry]) -> None:
         self._scripts[address] = entries
-        self._used[address] = 0
+        self._used = {k: n for k, n in self._used.items() if k[0] != address}
 
     def next(self, address: str) -> Entry:
         key = address if address in self._scripts else "*"
         entries = self._scripts.get(key)
         if not entries:
             return Entry("deliver")
-        used = self._used.get(key, 0)
-        self._used[key] = used + 1
+        used = self._used.get((key, address), 0)
+        self._used[key, address] = used + 1
         return entries[min(used, len(entries) - 1)]
 
     def as_json(self) -> dict[str, list[dict[str, Any]]]:
