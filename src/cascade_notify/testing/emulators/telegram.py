@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Final, NamedTuple
 from aiohttp import web
 
 from cascade_notify.clock import Clock
+from cascade_notify.providers._signing import same
 from cascade_notify.testing.emulators._base import (
     Accepted,
     Emulator,
@@ -127,7 +128,7 @@ class TelegramEmulator(Emulator):
         token = request.match_info["token"]
         if not _TOKEN.fullmatch(token):
             return _error(BotError(404, "Not Found"))
-        if token != self.token:
+        if not same(token, self.token):
             return _error(ERRORS["bad_token"])
         params = await self._params(request)
         method = request.match_info["method"].lower()

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Final, NamedTuple
 from aiohttp import web
 
 from cascade_notify.clock import Clock
-from cascade_notify.providers._signing import hmac_hex
+from cascade_notify.providers._signing import hmac_hex, same
 from cascade_notify.testing.emulators._base import (
     Accepted,
     Emulator,
@@ -155,7 +155,7 @@ class ViberEmulator(Emulator):
         token = request.headers.get("X-Viber-Auth-Token") or body.get("auth_token")
         if not token:
             return body, _status(ViberStatus(2, "missing_auth_token"))
-        if token != self.auth_token:
+        if not isinstance(token, str) or not same(token, self.auth_token):
             return body, _status(ERRORS["bad_token"])
         return body, None
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Final, NamedTuple
 from aiohttp import web
 
 from cascade_notify.clock import Clock
-from cascade_notify.providers._signing import hmac_hex
+from cascade_notify.providers._signing import hmac_hex, same
 from cascade_notify.testing.emulators._base import (
     CONTROL,
     Accepted,
@@ -187,7 +187,7 @@ class WhatsAppEmulator(Emulator):
                 "hub.challenge": challenge,
             },
         )
-        ok = status == 200 and body == challenge.encode()
+        ok = status == 200 and same(body, challenge.encode())
         self._log(f"verify -> {target} {status} ({'ok' if ok else 'refused'})")
         return ok
 
@@ -234,7 +234,7 @@ class WhatsAppEmulator(Emulator):
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
             return GraphError(190, 401, "Invalid OAuth access token", "Cannot parse access token")
-        if auth[7:].strip() != self.access_token:
+        if not same(auth[7:].strip(), self.access_token):
             return ERRORS["bad_token"]
         if not _VERSION.fullmatch(request.match_info["version"]):
             return GraphError(100, 400, "Unknown path components", "Unknown Graph API version")
