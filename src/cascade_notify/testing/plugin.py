@@ -15,6 +15,7 @@ import pytest
 
 from cascade_notify.notifier import Notifier
 from cascade_notify.testing.clock import FakeClock
+from cascade_notify.testing.emulators.fixtures import emulators  # noqa: F401  (a fixture)
 
 NotifierFactory = Callable[..., Awaitable[Notifier]]
 

@@ -1,0 +1,51 @@
+"""Loopback emulators of the providers' APIs: run a whole app locally with no accounts.
+
+    async with WhatsAppEmulator(webhook_url="http://127.0.0.1:8080/receipts/whatsapp") as emu:
+        emu.script("79161234567", "read")          # accepted, then delivered and read
+        ...                                        # point whatsapp_cloud's api_url at emu.api_url
+
+Every emulator shares one base (`Emulator`): the real paths, checks and answers of its
+API, a record of every request, per-address scripts, signed webhooks after delays on
+an injected clock, and the same control surface from Python and over HTTP under
+`/__emulator/`. See docs/emulators.md.
+"""
+
+from cascade_notify.testing.emulators._base import (
+    Accepted,
+    Attempt,
+    Emulator,
+    RecordedRequest,
+    Webhook,
+)
+from cascade_notify.testing.emulators._script import BEHAVIOURS, FLOWS, Entry
+from cascade_notify.testing.emulators._serve import (
+    EMULATORS,
+    banner,
+    emulator_class,
+    policy_yaml,
+    running,
+    serve,
+)
+from cascade_notify.testing.emulators.telegram import TelegramEmulator
+from cascade_notify.testing.emulators.viber import ViberEmulator
+from cascade_notify.testing.emulators.whatsapp import WhatsAppEmulator
+
+__all__ = [
+    "BEHAVIOURS",
+    "EMULATORS",
+    "FLOWS",
+    "Accepted",
+    "Attempt",
+    "Emulator",
+    "Entry",
+    "RecordedRequest",
+    "TelegramEmulator",
+    "ViberEmulator",
+    "Webhook",
+    "WhatsAppEmulator",
+    "banner",
+    "emulator_class",
+    "policy_yaml",
+    "running",
+    "serve",
+]
