@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from cascade_notify import Attempt, AttemptStatus, Delivery, Message, Recipient, Step, WaitFor
-from cascade_notify.engine import Poll, Send, decide, outcome, tries
+from cascade_notify.engine import Poll, Send, decide, tries
+from cascade_notify.outcomes import outcome
 
 
 class Traits:

@@ -21,13 +21,10 @@ from typing import NamedTuple, Protocol
 from cascade_notify.clock import Clock
 from cascade_notify.errors import (
     LeaseLost,
-    PermanentError,
     ProviderError,
-    TransientError,
-    UnknownOutcomeError,
     UnreachableError,
 )
-from cascade_notify.events import Event, Listener, emit
+from cascade_notify.events import Event, Listener, emit, transition_events
 from cascade_notify.models import (
     OPEN_ATTEMPT,
     Attempt,
@@ -41,8 +38,9 @@ from cascade_notify.models import (
     WaitFor,
     new_id,
 )
-from cascade_notify.providers.base import Provider, SendRequest, SendResult, send_classified
-from cascade_notify.resilience import Guard, backoff
+from cascade_notify.outcomes import outcome
+from cascade_notify.providers.base import Provider, SendRequest, send_classified
+from cascade_notify.resilience import Guard
 from cascade_notify.rules import Defer, Skip, applies, skip_reason
 from cascade_notify.stores.base import Claim, Store, Transition, apply_transition
 
@@ -55,13 +53,6 @@ _MEETS = {
 }
 _WAITING = frozenset(
     {AttemptStatus.ACCEPTED, AttemptStatus.UNKNOWN, AttemptStatus.DELIVERED, AttemptStatus.READ}
-)
-# Which outcome each provider error means; a bare ProviderError is not among them
-_OUTCOMES = (
-    (TransientError, AttemptStatus.TRANSIENT),
-    (UnreachableError, AttemptStatus.UNREACHABLE),
-    (PermanentError, AttemptStatus.FAILED),
-    (UnknownOutcomeError, AttemptStatus.UNKNOWN),
 )
 #: A claim this close to its lease's end is not used for a send: the intent could be
 #: written, and the lease be gone before the call. It is left for the next claim.
@@ -271,62 +262,6 @@ def decide(
     return _finish(delivery, change, now, DeliveryStatus.EXHAUSTED)
 
 
-def outcome(
-    attempt: Attempt, result: SendResult | ProviderError, step: Step, tried: int, now: float
-) -> Attempt:
-    """The attempt once its call answered `result` (`tried`: attempts on this provider in
-    this step so far, this one included). Pure but for the backoff's jitter."""
-    done = attempt.copy()
-    if isinstance(result, SendResult):
-        done.status = AttemptStatus.ACCEPTED
-        done.provider_message_id = result.provider_message_id
-        done.cost = result.cost
-        done.deadline_ts = now + step.timeout
-        return done
-    done.status = next(s for kind, s in _OUTCOMES if isinstance(result, kind))
-    done.error = str(result.args[0]) if result.args else type(result).__name__
-    done.code = result.code
-    if isinstance(result, UnknownOutcomeError):
-        done.deadline_ts = now + step.timeout  # wait for a receipt, do not resend
-        return done
-    done.finished_ts = now
-    if isinstance(result, TransientError):
-        done.retry_ts = now + max(backoff(step, tried), result.retry_after or 0.0)
-    return done
-
-
-def events(delivery_id: str, change: Transition, now: float) -> list[Event]:
-    """The events a written transition means, in the order they happened: outcomes,
-    skips, then a send starting or the cascade finishing."""
-    found: list[Event] = []
-    starting: list[Event] = []
-    for a in change.attempts:
-        if a.status is AttemptStatus.SENDING:
-            starting.append(
-                Event("sending", delivery_id, now, channel=a.channel, provider=a.provider)
-            )
-        else:
-            found.append(
-                Event(
-                    "outcome", delivery_id, now, channel=a.channel, provider=a.provider,
-                    status=a.status.value, detail=a.error,
-                )
-            )  # fmt: skip
-    for skip in change.skipped:
-        found.append(
-            Event(
-                "skipped", delivery_id, now, channel=skip.channel, status=skip.reason,
-                detail=skip.detail,
-            )
-        )  # fmt: skip
-    found.extend(starting)
-    if change.status is not None:
-        found.append(
-            Event("finished", delivery_id, now, channel=change.channel, status=change.status.value)
-        )
-    return found
-
-
 SignalSink = Callable[[Sequence[Signal]], Awaitable[None]]
 
 
@@ -370,7 +305,7 @@ class Engine:
                     if written.status is not AttemptStatus.SENDING:
                         self.guard.observe(written, now)
             if self._listeners:
-                for event in events(delivery.id, write, now):
+                for event in transition_events(delivery.id, write, now):
                     emit(self._listeners, event)
             if isinstance(action, Poll) and self._poll is not None:
                 self._poll(action.attempt)
@@ -451,9 +386,7 @@ __all__ = [
     "Poll",
     "Send",
     "decide",
-    "events",
     "meets",
-    "outcome",
     "skip_reason",
     "tries",
 ]

@@ -5,6 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cascade_notify.models import AttemptStatus
+
+if TYPE_CHECKING:
+    from cascade_notify.stores.base import Transition
 
 log = logging.getLogger("cascade_notify.events")
 
@@ -32,3 +38,35 @@ def emit(listeners: Sequence[Listener], event: Event) -> None:
             listener(event)
         except Exception:
             log.exception("event listener %r failed", listener)
+
+
+def transition_events(delivery_id: str, change: Transition, now: float) -> list[Event]:
+    """The events a written transition means, in the order they happened: outcomes,
+    skips, then a send starting or the cascade finishing."""
+    found: list[Event] = []
+    starting: list[Event] = []
+    for a in change.attempts:
+        if a.status is AttemptStatus.SENDING:
+            starting.append(
+                Event("sending", delivery_id, now, channel=a.channel, provider=a.provider)
+            )
+        else:
+            found.append(
+                Event(
+                    "outcome", delivery_id, now, channel=a.channel, provider=a.provider,
+                    status=a.status.value, detail=a.error,
+                )
+            )  # fmt: skip
+    for skip in change.skipped:
+        found.append(
+            Event(
+                "skipped", delivery_id, now, channel=skip.channel, status=skip.reason,
+                detail=skip.detail,
+            )
+        )  # fmt: skip
+    found.extend(starting)
+    if change.status is not None:
+        found.append(
+            Event("finished", delivery_id, now, channel=change.channel, status=change.status.value)
+        )
+    return found

@@ -237,6 +237,7 @@ class Notifier:
         if not isinstance(message, Message):
             raise TypeError(f"message must be a Message, not {type(message).__name__}")
         chosen = self.policy(policy)
+        self._check_overrides(chosen, message)
         store = self.store
         now = self.clock.now()
         delivery = Delivery(
@@ -256,6 +257,17 @@ class Notifier:
                 self._emit(Event("created", stored.id, now, detail=chosen.name))
             self._poke()
         return stored
+
+    def _check_overrides(self, policy: Policy, message: Message) -> None:
+        """Each provider's typed `Overrides` for `message.overrides[channel]`, before
+        anything is stored or sent: a `MessageError` names the channel and the key."""
+        if not message.overrides:
+            return
+        for step in policy.steps:
+            given = message.overrides.get(step.channel)
+            if given:
+                for name in step.providers:
+                    self._providers[name].check_overrides(given, channel=step.channel)
 
     async def get(self, delivery_id: str) -> Delivery:
         """The delivery as it stands now."""
