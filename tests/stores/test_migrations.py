@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cascade_notify.errors import StoreError
+from cascade_notify.models import Delivery
 from cascade_notify.stores import Migratable, Store
+from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
 from cascade_notify.stores.postgres import schema as _postgres_schema
 from cascade_notify.stores.sqlite import schema as _sqlite_schema
 
 from .conftest import NOW, delivery
 
-Execute = Callable[[str], None]
+Execute = Callable[..., None]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -44,26 +46,42 @@ def execute(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Execut
     """Runs raw SQL on the database (while no store has it open)."""
     if kind == "sqlite":
 
-        def run_sqlite(statement: str) -> None:
+        def run_sqlite(statement: str, params: Sequence[Any] = ()) -> None:
             with sqlite3.connect(tmp_path / "m.db") as conn:
-                conn.execute(statement)
+                conn.execute(statement, params)
 
         return run_sqlite
     import psycopg
 
     dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
 
-    def run_pg(statement: str) -> None:
+    def run_pg(statement: str, params: Sequence[Any] = ()) -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             conn.execute(f'SET search_path TO "{schema}"')
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement, params)  # type: ignore[arg-type]
 
     return run_pg
 
 
 def _module(kind: str) -> Any:
     return _sqlite_schema if kind == "sqlite" else _postgres_schema
+
+
+def insert_old(execute: Execute, kind: str, d: Delivery) -> None:
+    """Write `d` as code before `Delivery.unusable` did (due at once, as create makes it)."""
+    columns = [c for c in DELIVERY_COLUMNS if c != "unusable"]
+    values = delivery_values(d)[: len(columns)]
+    if kind == "sqlite":
+        marks, poked = ", ".join("?" * len(columns)), "1"
+    else:
+        json = ("recipient", "message", "steps", "skipped")
+        marks = ", ".join("%s::jsonb" if c in json else "%s" for c in columns)
+        poked = "true"
+    execute(
+        f"INSERT INTO deliveries ({', '.join(columns)}, poked) VALUES ({marks}, {poked})",  # noqa: S608
+        values,
+    )
 
 
 @pytest.fixture
@@ -176,8 +194,11 @@ async def test_postgres_version_1_deliveries_are_due_as_before_after_migrating(
         patched.setattr(_postgres_schema, "MIGRATIONS", _postgres_schema.MIGRATIONS[:1])
         store = make()
         await store.open()
-        poked, later, leased, past = [(await store.create(delivery()))[0].id for _ in range(4)]
         await store.close()
+    made = [delivery() for _ in range(4)]
+    for d in made:  # as version 1 code wrote them
+        insert_old(execute, kind, d)
+    poked, later, leased, past = [d.id for d in made]
     for column, value, delivery_id in (
         ("wake_ts", NOW + 100, later),
         ("lease_until", NOW + 30, leased),

@@ -121,6 +121,14 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "DROP INDEX deliveries_leased",
         ),
     ),
+    (
+        3,
+        (
+            # Delivery.unusable: the channels known unusable when it was made, written once
+            # by create (a constant default: no table rewrite)
+            "ALTER TABLE deliveries ADD COLUMN unusable jsonb NOT NULL DEFAULT '{}'",
+        ),
+    ),
 ]
 
 

@@ -95,6 +95,14 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE INDEX orphan_receipts_kept ON orphan_receipts (kept_ts)",
         ),
     ),
+    (
+        2,
+        (
+            # Delivery.unusable: the channels known unusable when it was made (JSON, written
+            # once by create, read back whole)
+            "ALTER TABLE deliveries ADD COLUMN unusable TEXT NOT NULL DEFAULT '{}'",
+        ),
+    ),
 ]
 
 
