@@ -91,6 +91,18 @@ def test_polling_provider_is_polled_after_its_interval():
     assert decision.action is Action.POLL and decision.wake_ts == 60
 
 
+def test_step_whose_address_is_gone_is_skipped_with_the_reason():
+    """A channel known unusable when the delivery was made is skipped as `address_gone`,
+    with the reason it was recorded with; the next step is tried."""
+    subject = delivery()
+    subject.unusable = {"sms": "the recipient blocked the sender (sms, 2026-01-01 00:00 UTC)"}
+    decision = decide(subject, 0, TRAITS)
+    assert (decision.action, decision.provider, decision.step) == (Action.SEND, "smtp", 1)
+    assert [(s.step, s.channel, s.reason, s.detail) for s in decision.skipped] == [
+        (0, "sms", "address_gone", subject.unusable["sms"])
+    ]
+
+
 def test_decide_does_not_change_its_input():
     """decide() is pure: the delivery it reads is left as it was."""
     subject = delivery(attempt(AttemptStatus.ACCEPTED, deadline_ts=60))
