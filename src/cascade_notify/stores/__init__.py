@@ -1,9 +1,11 @@
 """Stores: where cascades live. `open_store(url)` picks one by URL scheme.
 
-Besides the `Store` protocol the engine uses, stores offer maintenance, each
+Besides the `Store` protocol the engine uses, stores offer capabilities, each
 a small protocol of its own: `Purgeable` (every store), `Migratable` (the
-SQL stores, whose schema has versions) and `Watchable` (PostgreSQL, which
-tells workers at once when another process makes a delivery due).
+SQL stores, whose schema has versions), `Watchable` (PostgreSQL, which
+tells workers at once when another process makes a delivery due) and
+`AddressBook` (every store: what providers learned about addresses, gone or
+linked to a recipient, for later cascades to skip or fill them).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from cascade_notify.errors import StoreError
-from cascade_notify.stores.base import Claim, ReceiptResult, Store, Transition
+from cascade_notify.stores.base import AddressBook, Claim, ReceiptResult, Store, Transition
 from cascade_notify.stores.memory import MemoryStore
 
 SCHEMES = ("memory://", "sqlite:///", "postgresql://", "postgres://")
@@ -79,6 +81,7 @@ def _mask(url: str) -> str:
 
 
 __all__ = [
+    "AddressBook",
     "Claim",
     "MemoryStore",
     "Migratable",
