@@ -30,6 +30,7 @@ MAX_REASON: Final = 200
 _CHANNEL: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # control characters (PostgreSQL text cannot hold NUL) and lone surrogates (not UTF-8)
 _BAD: Final = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_KINDS: Final = frozenset(SignalKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +81,9 @@ def checked(signals: Iterable[Signal]) -> list[Signal]:
 def _problem(signal: Signal) -> str | None:
     if not isinstance(signal, Signal):
         return f"{type(signal).__name__} is not a Signal"
-    if signal.kind not in tuple(SignalKind):
-        return f"kind {signal.kind!r} is not one of {', '.join(SignalKind)}"
+    kind = signal.kind
+    if kind not in _KINDS:
+        return f"kind {kind!r} is not one of {', '.join(SignalKind)}"
     if not isinstance(signal.channel, str) or not _CHANNEL.match(signal.channel):
         return f"{signal.channel!r} is not a channel name"
     for name in ("address", "provider"):

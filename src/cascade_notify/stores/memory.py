@@ -286,14 +286,15 @@ class MemoryStore:
 
     async def record_signals(self, signals: Sequence[Signal]) -> None:
         for signal in _addresses.checked(signals):
-            key = (signal.channel, signal.address)
+            channel = signal.channel
+            key = (channel, signal.address)
             links: list[tuple[str, float]] = []
             if signal.kind is SignalKind.LINKED:
                 assert signal.recipient_id is not None
                 links = [
                     (other[1], entry.ts)
                     for other in self._by_recipient.get(signal.recipient_id, ())
-                    if other[0] == signal.channel
+                    if other[0] == channel
                     and other != key
                     and (entry := self._book[other]).state is SignalKind.LINKED
                 ]

@@ -57,13 +57,14 @@ async def record(conn: Conn, signals: Sequence[Signal]) -> None:
         await conn.execute(_LOCK, (_keys(signals),))
         for signal in signals:
             linked = signal.recipient_id if signal.kind is SignalKind.LINKED else None
+            own = signal.address
             cur = await conn.execute(
                 _READ, {"channel": signal.channel, "address": signal.address, "recipient": linked}
             )
             stored: Entry | None = None
             links: list[tuple[str, float]] = []
             for address, state, reason, provider, ts, recipient_id in await cur.fetchall():
-                if address == signal.address:
+                if address == own:
                     stored = Entry(SignalKind(state), reason, provider, float(ts), recipient_id)
                 else:
                     links.append((address, float(ts)))

@@ -41,10 +41,11 @@ def record(conn: sqlite3.Connection, *, signals: Sequence[Signal]) -> None:
         stored: Entry | None = None
         links: list[tuple[str, float]] = []
         linked = signal.recipient_id if signal.kind is SignalKind.LINKED else None
+        own = signal.address
         for address, state, reason, provider, ts, recipient_id in conn.execute(
             _READ, (signal.channel, signal.address, linked)
         ):
-            if address == signal.address:
+            if address == own:
                 stored = Entry(SignalKind(state), reason, provider, float(ts), recipient_id)
             else:
                 links.append((address, float(ts)))
