@@ -131,6 +131,18 @@ def test_outcome_is_one_pure_classification():
     assert tries(delivery(sent, attempt(AttemptStatus.FAILED, "gw2")), 0, "gw1") == 1
 
 
+def test_step_whose_address_is_gone_is_skipped_with_the_reason():
+    """A channel known unusable when the delivery was made is skipped as `address_gone`,
+    with the reason it was recorded with; the next step is tried."""
+    subject = delivery()
+    subject.unusable = {"sms": "the recipient blocked the sender (sms, 2026-01-01 00:00 UTC)"}
+    change, action = decide(subject, 0, TRAITS)
+    assert isinstance(action, Send) and (action.attempt.provider, change.step) == ("smtp", 1)
+    assert [(s.step, s.channel, s.reason, s.detail) for s in change.skipped] == [
+        (0, "sms", "address_gone", subject.unusable["sms"])
+    ]
+
+
 def test_decide_does_not_change_its_input():
     """decide() is pure: the delivery it reads is left as it was."""
     subject = delivery(attempt(AttemptStatus.ACCEPTED, deadline_ts=60))

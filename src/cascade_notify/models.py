@@ -500,7 +500,11 @@ class SkippedStep:
 
 @dataclass(slots=True, kw_only=True)
 class Delivery:
-    """The state of one cascade."""
+    """The state of one cascade.
+
+    `unusable` holds the channels whose address was known unusable when the delivery was
+    made (the recipient blocked the bot, unsubscribed): channel -> a reason for people.
+    """
 
     id: str
     policy: str
@@ -517,6 +521,7 @@ class Delivery:
     finished_ts: float | None = None
     wake_ts: float | None = None
     idempotency_key: str | None = None
+    unusable: dict[str, str] = field(default_factory=dict)
 
     @property
     def created_at(self) -> datetime:
@@ -552,4 +557,5 @@ class Delivery:
             finished_ts=self.finished_ts,
             wake_ts=self.wake_ts,
             idempotency_key=self.idempotency_key,
+            unusable=dict(self.unusable),
         )

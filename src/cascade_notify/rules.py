@@ -65,6 +65,8 @@ def skip_reason(step: Step, delivery: Delivery, now: float) -> tuple[str, str] |
     recipient = delivery.recipient
     if recipient.address(step.channel) is None:
         return "no_address", f"the recipient has no {step.channel} address"
+    if (gone := delivery.unusable.get(step.channel)) is not None:
+        return "address_gone", gone
     if step.channel in recipient.opted_out:
         return "opted_out", f"the recipient opted out of {step.channel}"
     category = delivery.message.category

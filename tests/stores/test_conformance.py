@@ -56,6 +56,7 @@ def same(a: Delivery | None, b: Delivery) -> None:
         a.finished_ts,
         a.wake_ts,
         a.idempotency_key,
+        a.unusable,
     ) == (
         b.id,
         b.policy,
@@ -71,6 +72,7 @@ def same(a: Delivery | None, b: Delivery) -> None:
         b.finished_ts,
         b.wake_ts,
         b.idempotency_key,
+        b.unusable,
     )
     assert a.attempts == b.attempts
 
@@ -85,6 +87,34 @@ async def test_create_then_get_round_trips_everything(store: Store) -> None:
     assert created
     same(stored, new)
     same(await store.get(new.id), new)
+
+
+GONE = {
+    "telegram": "the recipient blocked the bot (telegram, 2026-01-01 00:00 UTC)",
+    "max": "bot_stopped «Анна» (max)",
+}
+
+
+async def test_unusable_channels_round_trip_through_create_get_and_claim(store: Store) -> None:
+    """`Delivery.unusable` is stored with the delivery and read back by get and claim,
+    as a copy of its own: changing one a store handed out changes nothing stored."""
+    new = delivery(unusable=dict(GONE))
+    stored, _ = await store.create(new)
+    same(stored, new)
+    new.unusable.clear()
+    stored.unusable.clear()
+    got = await store.get(new.id)
+    assert got is not None and got.unusable == GONE
+    got.unusable["sms"] = "changed"
+    claimed = await claim_one(store)
+    assert claimed.delivery.unusable == GONE
+    claimed.delivery.unusable.clear()
+    again = await store.get(new.id)
+    assert again is not None and again.unusable == GONE
+    assert again.copy().unusable == GONE and again.copy().unusable is not again.unusable
+    plain, _ = await store.create(delivery())
+    got = await store.get(plain.id)
+    assert got is not None and got.unusable == {}
 
 
 async def test_get_unknown_is_none(store: Store) -> None:
@@ -518,6 +548,23 @@ async def test_state_survives_reopening(store: Store, store_factory: StoreFactor
         assert expected is not None
         same(await reopened.get(d.id), expected)
         assert (await claim_one(reopened, NOW + 1)).delivery.id == d.id
+    finally:
+        await reopened.close()
+        await store.open()  # the fixture closes it
+
+
+async def test_unusable_channels_survive_reopening(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    """`Delivery.unusable` is on disk: get and claim read it after a reopen."""
+    durable(store)
+    marked, _ = await store.create(delivery(unusable=dict(GONE)))
+    await store.close()
+    reopened = store_factory()
+    await reopened.open()
+    try:
+        same(await reopened.get(marked.id), marked)
+        assert (await claim_one(reopened)).delivery.unusable == GONE
     finally:
         await reopened.close()
         await store.open()  # the fixture closes it

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cascade_notify.errors import StoreError
-from cascade_notify.stores import Migratable, Store
+from cascade_notify.models import Delivery, Signal, SignalKind
+from cascade_notify.stores import AddressBook, Migratable, Store
+from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
 from cascade_notify.stores.postgres import schema as _postgres_schema
 from cascade_notify.stores.sqlite import schema as _sqlite_schema
 
-from .conftest import NOW, delivery
+from .conftest import LEASE, NOW, delivery
 
-Execute = Callable[[str], None]
+Execute = Callable[..., None]
+#: The last schema version without the address book and `deliveries.unusable`.
+BEFORE_ADDRESS_BOOK = {"sqlite": 1, "postgres": 2}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -44,26 +48,42 @@ def execute(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Execut
     """Runs raw SQL on the database (while no store has it open)."""
     if kind == "sqlite":
 
-        def run_sqlite(statement: str) -> None:
+        def run_sqlite(statement: str, params: Sequence[Any] = ()) -> None:
             with sqlite3.connect(tmp_path / "m.db") as conn:
-                conn.execute(statement)
+                conn.execute(statement, params)
 
         return run_sqlite
     import psycopg
 
     dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
 
-    def run_pg(statement: str) -> None:
+    def run_pg(statement: str, params: Sequence[Any] = ()) -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             conn.execute(f'SET search_path TO "{schema}"')
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement, params)  # type: ignore[arg-type]
 
     return run_pg
 
 
 def _module(kind: str) -> Any:
     return _sqlite_schema if kind == "sqlite" else _postgres_schema
+
+
+def insert_old(execute: Execute, kind: str, d: Delivery) -> None:
+    """Write `d` as code before `Delivery.unusable` did (due at once, as create makes it)."""
+    columns = [c for c in DELIVERY_COLUMNS if c != "unusable"]
+    values = delivery_values(d)[: len(columns)]
+    if kind == "sqlite":
+        marks, poked = ", ".join("?" * len(columns)), "1"
+    else:
+        json = ("recipient", "message", "steps", "skipped")
+        marks = ", ".join("%s::jsonb" if c in json else "%s" for c in columns)
+        poked = "true"
+    execute(
+        f"INSERT INTO deliveries ({', '.join(columns)}, poked) VALUES ({marks}, {poked})",  # noqa: S608
+        values,
+    )
 
 
 @pytest.fixture
@@ -176,8 +196,11 @@ async def test_postgres_version_1_deliveries_are_due_as_before_after_migrating(
         patched.setattr(_postgres_schema, "MIGRATIONS", _postgres_schema.MIGRATIONS[:1])
         store = make()
         await store.open()
-        poked, later, leased, past = [(await store.create(delivery()))[0].id for _ in range(4)]
         await store.close()
+    made = [delivery() for _ in range(4)]
+    for d in made:  # as version 1 code wrote them
+        insert_old(execute, kind, d)
+    poked, later, leased, past = [d.id for d in made]
     for column, value, delivery_id in (
         ("wake_ts", NOW + 100, later),
         ("lease_until", NOW + 30, leased),
@@ -204,3 +227,60 @@ async def test_postgres_version_1_deliveries_are_due_as_before_after_migrating(
         ]
     finally:
         await store.close()
+
+
+async def test_a_database_from_before_the_address_book_migrates_and_keeps_its_rows(
+    make: Callable[[], Store], kind: str, execute: Execute, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database of the last version without the address book and `Delivery.unusable`
+    is refused until migrated; then its deliveries read back as they were (nothing
+    unusable), and the new column and table work, also after a reopen."""
+    module = _module(kind)
+    was = BEFORE_ADDRESS_BOOK[kind]
+    with monkeypatch.context() as patched:
+        patched.setattr(module, "MIGRATIONS", [m for m in module.MIGRATIONS if m[0] <= was])
+        store = make()
+        await store.open()
+        await store.close()
+    old = delivery("old-key")
+    insert_old(execute, kind, old)
+    refused = make()
+    with pytest.raises(StoreError, match=rf"version {was}, older"):
+        await refused.open()
+    migrating = make()
+    assert isinstance(migrating, Migratable) and isinstance(migrating, AddressBook)
+    assert await migrating.migrate() == (was, module.current_version())
+    gone = Signal(
+        kind=SignalKind.GONE,
+        channel="max",
+        address="anna-max",
+        provider="max",
+        reason="bot_stopped",
+        ts=NOW,
+        recipient_id="anna",
+    )
+    try:
+        read = await migrating.get(old.id)
+        assert read is not None and (read.id, read.recipient, read.unusable) == (
+            old.id,
+            old.recipient,
+            {},
+        )
+        again, created = await migrating.create(delivery("old-key"))
+        assert not created and again.id == old.id
+        [claim] = await migrating.claim(NOW, limit=10, lease=LEASE)
+        assert claim.delivery.id == old.id and claim.delivery.unusable == {}
+        new, _ = await migrating.create(delivery(unusable={"max": "bot_stopped"}))
+        await migrating.record_signals([gone])
+    finally:
+        await migrating.close()
+    reopened = make()
+    await reopened.open()
+    try:
+        assert isinstance(reopened, AddressBook)
+        read = await reopened.get(new.id)
+        assert read is not None and read.unusable == {"max": "bot_stopped"}
+        assert await reopened.unusable([("max", "anna-max")]) == {("max", "anna-max"): gone}
+        assert await reopened.forget("anna") == 1
+    finally:
+        await reopened.close()

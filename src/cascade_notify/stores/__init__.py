@@ -1,11 +1,12 @@
 """Stores: where cascades live. `open_store(url)` picks one by URL scheme.
 
-Besides the `Store` protocol the engine uses, stores offer maintenance, each
+Besides the `Store` protocol the engine uses, stores offer capabilities, each
 a small protocol of its own: `Purgeable` (every store), `Migratable` (the
 SQL stores, whose schema has versions), `Watchable` (PostgreSQL, which
 tells workers at once when another process makes a delivery due), `Settling`
-(stores that work in a thread: the fake clock waits for them) and `AddressBook`
-(what providers learned about addresses: gone, linked).
+(stores that work in a thread: the fake clock waits for them) and
+`AddressBook` (every store: what providers learned about addresses, gone or
+linked to a recipient, for later cascades to skip or fill them).
 """
 
 from __future__ import annotations

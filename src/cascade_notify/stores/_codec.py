@@ -44,6 +44,7 @@ DELIVERY_COLUMNS = (
     "message",
     "steps",
     "skipped",
+    "unusable",
 )
 #: Columns of `attempts` that `attempt_from_row` reads, in this order.
 ATTEMPT_COLUMNS = (
@@ -183,6 +184,17 @@ def decode_skipped(text: str | bytes | Any) -> list[SkippedStep]:
     return [] if text == "[]" else [skipped_from_dict(s) for s in loads(text)]
 
 
+def encode_unusable(unusable: dict[str, str]) -> str:
+    return dumps(unusable) if unusable else "{}"
+
+
+def decode_unusable(value: str | bytes | Any) -> dict[str, str]:
+    """`Delivery.unusable` from its column (text, or what the driver decoded of jsonb)."""
+    if value is None or value == "{}" or value == {}:
+        return {}
+    return {str(channel): str(reason) for channel, reason in loads(value).items()}
+
+
 def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
     """`delivery` as values for `DELIVERY_COLUMNS`."""
     return (
@@ -200,6 +212,7 @@ def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
         dumps(delivery.message.to_dict()),
         encode_steps(delivery.steps),
         encode_skipped(delivery.skipped),
+        encode_unusable(delivery.unusable),
     )
 
 
@@ -254,6 +267,7 @@ def delivery_from_row(
         message=message,
         steps=steps_from_json(row[12]),
         skipped=decode_skipped(row[13]),
+        unusable=decode_unusable(row[14]),
         attempts=attempts,
     )
 

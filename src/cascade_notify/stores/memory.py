@@ -21,8 +21,11 @@ from cascade_notify.models import (
     Delivery,
     DeliveryStatus,
     Receipt,
+    Signal,
+    SignalKind,
 )
 from cascade_notify.resilience.shared import SharedTable
+from cascade_notify.stores import _addresses
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition, apply_transition
 
 #: Receipts for messages not (yet) known are kept this long, at most this many.
@@ -55,6 +58,9 @@ class MemoryStore:
         self._poked: deque[str] = deque()
         self._seq = itertools.count()
         self._shared = SharedTable()
+        # the address book: (channel, address) -> entry; recipient id -> its entries' keys
+        self._book: dict[tuple[str, str], _addresses.Entry] = {}
+        self._by_recipient: dict[str, set[tuple[str, str]]] = {}
 
     async def open(self) -> None:
         return None
@@ -279,3 +285,59 @@ class MemoryStore:
             if ts <= now - ORPHAN_TTL:
                 del self._orphans[key]
         return len(gone)
+
+    # AddressBook
+
+    async def record_signals(self, signals: Sequence[Signal]) -> None:
+        for signal in _addresses.checked(signals):
+            channel = signal.channel
+            key = (channel, signal.address)
+            links: list[tuple[str, float]] = []
+            if signal.kind is SignalKind.LINKED:
+                assert signal.recipient_id is not None
+                links = [
+                    (other[1], entry.ts)
+                    for other in self._by_recipient.get(signal.recipient_id, ())
+                    if other[0] == channel
+                    and other != key
+                    and (entry := self._book[other]).state is SignalKind.LINKED
+                ]
+            outcome = _addresses.outcome(signal, self._book.get(key), links)
+            if outcome is None:
+                continue
+            entry, ended = outcome
+            for address in ended:
+                self._drop((signal.channel, address))
+            self._drop(key)
+            self._book[key] = entry
+            if entry.recipient_id is not None:
+                self._by_recipient.setdefault(entry.recipient_id, set()).add(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        entry = self._book.pop(key, None)
+        if entry is not None and entry.recipient_id is not None:
+            keys = self._by_recipient[entry.recipient_id]
+            keys.discard(key)
+            if not keys:
+                del self._by_recipient[entry.recipient_id]
+
+    async def unusable(self, addresses: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Signal]:
+        found: dict[tuple[str, str], Signal] = {}
+        for key in _addresses.wanted(addresses):
+            entry = self._book.get(key)
+            if entry is not None and entry.state is SignalKind.GONE:
+                found[key] = entry.signal(*key)
+        return found
+
+    async def linked(self, recipient_id: str) -> dict[str, str]:
+        return {
+            channel: address
+            for channel, address in self._by_recipient.get(recipient_id, ())
+            if self._book[(channel, address)].state is SignalKind.LINKED
+        }
+
+    async def forget(self, recipient_id: str) -> int:
+        keys = list(self._by_recipient.get(recipient_id, ()))
+        for key in keys:
+            self._drop(key)
+        return len(keys)

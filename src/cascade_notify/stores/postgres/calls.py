@@ -403,7 +403,7 @@ CLAIM = f"""
     FROM c
 """  # noqa: S608 - constant columns
 #: The `deliveries` columns of type jsonb (sent as JSON text).
-JSONB_COLUMNS = frozenset({"recipient", "message", "steps", "skipped"})
+JSONB_COLUMNS = frozenset({"recipient", "message", "steps", "skipped", "unusable"})
 _FLOAT = ("created_ts", "expires_ts", "finished_ts", "wake_ts")
 # new deliveries, a JSON array of DELIVERY_COLUMNS each (the JSON columns as text), made
 # due at once; the ids of those made (the others' idempotency keys were taken)

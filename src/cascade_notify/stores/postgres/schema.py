@@ -121,6 +121,35 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "DROP INDEX deliveries_leased",
         ),
     ),
+    (
+        3,
+        (
+            # Delivery.unusable: the channels known unusable when it was made, written once
+            # by create (a constant default: no table rewrite)
+            "ALTER TABLE deliveries ADD COLUMN unusable jsonb NOT NULL DEFAULT '{}'",
+        ),
+    ),
+    (
+        4,
+        (
+            # the address book (AddressBook): what providers learned about addresses
+            """CREATE TABLE addresses (
+            channel text NOT NULL,
+            address text NOT NULL,
+            state text NOT NULL,
+            reason text NOT NULL,
+            provider text NOT NULL,
+            ts double precision NOT NULL,
+            recipient_id text,
+            PRIMARY KEY (channel, address)
+        )""",
+            "COMMENT ON COLUMN addresses.state IS "
+            "'gone: unusable; linked: the address of recipient_id on the channel'",
+            "COMMENT ON COLUMN addresses.ts IS 'of the signal that set this state'",
+            "CREATE INDEX addresses_recipient ON addresses (recipient_id, channel) "
+            "WHERE recipient_id IS NOT NULL",
+        ),
+    ),
 ]
 
 

@@ -38,12 +38,14 @@ from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from cascade_notify.errors import LeaseLost, StoreError
-from cascade_notify.models import Delivery, Receipt
+from cascade_notify.models import Delivery, Receipt, Signal
+from cascade_notify.stores import _addresses
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
 from cascade_notify.stores._common import PURGE_CHUNK, check_version
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition
 from cascade_notify.stores.memory import ORPHAN_TTL
+from cascade_notify.stores.postgres import addresses as book
 from cascade_notify.stores.postgres import calls, rows
 from cascade_notify.stores.postgres import schema as schema_module
 from cascade_notify.stores.postgres.group import Group
@@ -503,6 +505,29 @@ class PostgresStore:
             return None if row is None or row[0] is None else float(row[0])
 
         return await self._run(work)
+
+    # AddressBook (the work in `postgres.addresses`)
+
+    async def record_signals(self, signals: Sequence[Signal]) -> None:
+        checked = _addresses.checked(signals)
+        if checked:
+            await self._run(lambda conn: book.record(conn, checked))
+
+    async def unusable(self, addresses: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Signal]:
+        wanted = _addresses.wanted(addresses)
+        if not wanted:
+            return {}
+        return await self._run(lambda conn: book.unusable(conn, wanted))
+
+    async def linked(self, recipient_id: str) -> dict[str, str]:
+        if not _addresses.storable(recipient_id):
+            return {}
+        return await self._run(lambda conn: book.linked(conn, recipient_id))
+
+    async def forget(self, recipient_id: str) -> int:
+        if not _addresses.storable(recipient_id):
+            return 0
+        return await self._run(lambda conn: book.forget(conn, recipient_id))
 
     # SharedState: what the guards of all workers on this database share
 

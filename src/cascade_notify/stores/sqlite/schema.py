@@ -95,6 +95,32 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE INDEX orphan_receipts_kept ON orphan_receipts (kept_ts)",
         ),
     ),
+    (
+        2,
+        (
+            # Delivery.unusable: the channels known unusable when it was made (JSON, written
+            # once by create, read back whole)
+            "ALTER TABLE deliveries ADD COLUMN unusable TEXT NOT NULL DEFAULT '{}'",
+        ),
+    ),
+    (
+        3,
+        (
+            # the address book (AddressBook): what providers learned about addresses
+            """CREATE TABLE addresses (
+            channel TEXT NOT NULL,
+            address TEXT NOT NULL,
+            state TEXT NOT NULL,  -- 'gone': unusable; 'linked': recipient_id's address
+            reason TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            ts REAL NOT NULL,     -- of the signal that set this state
+            recipient_id TEXT,
+            PRIMARY KEY (channel, address)
+        ) WITHOUT ROWID""",
+            "CREATE INDEX addresses_recipient ON addresses (recipient_id, channel) "
+            "WHERE recipient_id IS NOT NULL",
+        ),
+    ),
 ]
 
 

@@ -34,8 +34,10 @@ from cascade_notify.models import (
     Delivery,
     DeliveryStatus,
     Receipt,
+    Signal,
     status_after,
 )
+from cascade_notify.stores import _addresses
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
@@ -59,6 +61,7 @@ from cascade_notify.stores._common import (
 )
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition, apply_transition
 from cascade_notify.stores.memory import ORPHAN_LIMIT, ORPHAN_TTL
+from cascade_notify.stores.sqlite import addresses as book
 from cascade_notify.stores.sqlite import schema
 from cascade_notify.stores.sqlite.writer import Writer
 
@@ -325,6 +328,29 @@ class SQLiteStore:
             total += count
             if count < PURGE_CHUNK:
                 return total
+
+    # AddressBook (the work in `sqlite.addresses`)
+
+    async def record_signals(self, signals: Sequence[Signal]) -> None:
+        checked = _addresses.checked(signals)
+        if checked:
+            await self._call(partial(book.record, signals=checked), light=True)
+
+    async def unusable(self, addresses: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Signal]:
+        wanted = _addresses.wanted(addresses)
+        if not wanted:
+            return {}
+        return await self._call(partial(book.unusable, addresses=wanted), light=True)
+
+    async def linked(self, recipient_id: str) -> dict[str, str]:
+        if not _addresses.storable(recipient_id):
+            return {}
+        return await self._call(partial(book.linked, recipient_id=recipient_id), light=True)
+
+    async def forget(self, recipient_id: str) -> int:
+        if not _addresses.storable(recipient_id):
+            return 0
+        return await self._call(partial(book.forget, recipient_id=recipient_id), light=True)
 
     async def _call(self, work: Callable[[sqlite3.Connection], _T], *, light: bool = False) -> _T:
         if self._writer is None:
