@@ -7,6 +7,7 @@ calls, runs the worker that advances cascades, and takes receipts in.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,15 @@ from cascade_notify.clock import Clock, SystemClock
 from cascade_notify.engine import Engine
 from cascade_notify.errors import CascadeError, DeliveryNotFound, WaitTimeout
 from cascade_notify.events import Event, Listener, emit
-from cascade_notify.models import Delivery, Message, Receipt, Recipient, Signal, new_id
+from cascade_notify.models import (
+    CHANNEL_KINDS,
+    Delivery,
+    Message,
+    Receipt,
+    Recipient,
+    Signal,
+    new_id,
+)
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.polling import Poller
 from cascade_notify.providers._http import HttpClient, HttpProvider
@@ -239,6 +248,7 @@ class Notifier:
         chosen = self.policy(policy)
         self._check_overrides(chosen, message)
         store = self.store
+        recipient, unusable = await self._addresses_known(store, chosen, recipient)
         now = self.clock.now()
         delivery = Delivery(
             id=new_id(),
@@ -250,6 +260,7 @@ class Notifier:
             expires_ts=now + chosen.ttl,
             wake_ts=now,
             idempotency_key=idempotency_key,
+            unusable=unusable,
         )
         stored, created = await store.create(delivery)
         if created:
@@ -257,6 +268,42 @@ class Notifier:
                 self._emit(Event("created", stored.id, now, detail=chosen.name))
             self._poke()
         return stored
+
+    async def _addresses_known(
+        self, store: Store, policy: Policy, recipient: Recipient
+    ) -> tuple[Recipient, dict[str, str]]:
+        """The recipient with the addresses linked to it filled in where it has none, and
+        the channels whose address is known gone: channel -> why. Asked only of a store
+        that keeps addresses, for a policy with a provider that reports them."""
+        if not isinstance(store, AddressBook) or not any(
+            self._providers[name].signals for step in policy.steps for name in step.providers
+        ):
+            return recipient, {}
+        channels = [step.channel for step in policy.steps]
+        missing = [c for c in channels if c in CHANNEL_KINDS and recipient.address(c) is None]
+        if missing:
+            linked = await store.linked(recipient.id)
+            fill = {c: linked[c] for c in missing if c in linked}
+            if fill:
+                recipient = dataclasses.replace(recipient, **fill)  # type: ignore[arg-type]
+        pairs = [(c, a) for c in channels if (a := recipient.address(c)) is not None]
+        gone = await store.unusable(pairs) if pairs else {}
+        return recipient, {
+            channel: f"the address is gone: {signal.reason} ({signal.provider}, "
+            f"{signal.at:%Y-%m-%d %H:%M} UTC)"
+            for (channel, _), signal in gone.items()
+        }
+
+    async def addresses(self, recipient_id: str) -> dict[str, str]:
+        """The addresses customers linked to `recipient_id` (opening a bot): channel -> address."""
+        store = self.store
+        return await store.linked(recipient_id) if isinstance(store, AddressBook) else {}
+
+    async def forget(self, recipient_id: str) -> int:
+        """Erase what the store remembers of `recipient_id`'s addresses (a deletion
+        request); return how many entries went."""
+        store = self.store
+        return await store.forget(recipient_id) if isinstance(store, AddressBook) else 0
 
     def _check_overrides(self, policy: Policy, message: Message) -> None:
         """Each provider's typed `Overrides` for `message.overrides[channel]`, before

@@ -160,6 +160,9 @@ class Provider:
     poll_interval: ClassVar[float | None] = None
     #: Most provider message ids one `poll()` call may ask about.
     poll_batch: ClassVar[int] = 1
+    #: True when it reports `Signal`s (an address gone or linked): then the notifier
+    #: asks the store what it knows of the recipient's addresses at each send.
+    signals: ClassVar[bool] = False
     #: HTTP methods its webhook takes (GET for a subscription challenge); empty: none.
     webhook_methods: ClassVar[frozenset[str]] = frozenset()
     Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
