@@ -4,6 +4,7 @@ signals, account errors, typed overrides, a shared HTTP client, wall-clock signa
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -165,7 +166,7 @@ async def test_a_failing_status_call_backs_off_and_recovers(fake_clock: FakeCloc
     finally:
         Gateway.poll = real  # type: ignore[method-assign]
     assert done.status is DeliveryStatus.DELIVERED
-    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert len(calls) == 3 and gaps[0] >= 30 and gaps[1] >= 60
 
 
