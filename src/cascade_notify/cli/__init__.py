@@ -12,6 +12,7 @@ from rich.console import Console
 
 from cascade_notify._duration import format_duration
 from cascade_notify.cli.breaker import breaker_app
+from cascade_notify.cli.emulate import emulate
 from cascade_notify.cli.serve import serve
 from cascade_notify.cli.store import store_app, worker
 from cascade_notify.errors import CascadeError, PolicyError
@@ -148,6 +149,7 @@ def demo(
 
 
 app.command()(serve)
+app.command()(emulate)
 app.command()(worker)
 app.add_typer(store_app, name="store")
 app.add_typer(breaker_app, name="breaker")

@@ -1,5 +1,5 @@
 """`python -m cascade_notify.testing.emulators [whatsapp telegram viber]`: serve() from a
-shell, until Ctrl-C or SIGTERM."""
+shell, until Ctrl-C or SIGTERM (the same as `cascade-notify emulate`)."""
 
 from __future__ import annotations
 
