@@ -14,7 +14,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cascade_notify.cli.store import store_app, worker
+from cascade_notify.cli.store import store_app
+from cascade_notify.cli.worker import worker
 from cascade_notify.models import AttemptStatus, DeliveryStatus, Step, WaitFor
 from cascade_notify.stores.base import Transition
 from cascade_notify.stores.sqlite import SQLiteStore, schema
@@ -93,7 +94,7 @@ def test_worker_refuses_the_memory_store(tmp_path: Path) -> None:
     assert "lives in one process" in result.output
 
 
-WORKER = "import typer; from cascade_notify.cli.store import worker; typer.run(worker)"
+WORKER = "import typer; from cascade_notify.cli.worker import worker; typer.run(worker)"
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ from cascade_notify._duration import format_duration
 from cascade_notify.cli.breaker import breaker_app
 from cascade_notify.cli.emulate import emulate
 from cascade_notify.cli.serve import serve
-from cascade_notify.cli.store import store_app, worker
+from cascade_notify.cli.store import store_app
+from cascade_notify.cli.worker import worker
 from cascade_notify.errors import CascadeError, PolicyError
 from cascade_notify.models import Delivery, DeliveryStatus, Message, Recipient
 from cascade_notify.notifier import Notifier

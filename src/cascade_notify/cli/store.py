@@ -1,15 +1,9 @@
-"""`cascade-notify store migrate|purge` and `cascade-notify worker`.
-
-`cli.py` mounts them: `app.add_typer(store_app, name="store")` and
-`app.command()(worker)`.
-"""
+"""`cascade-notify store migrate|purge`; `cli/__init__.py` mounts it as `store`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +14,6 @@ from rich.markup import escape
 
 from cascade_notify._duration import format_duration, parse_duration
 from cascade_notify.errors import CascadeError, PolicyError
-from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config, load_config
 from cascade_notify.stores import MemoryStore, Migratable, Purgeable, Store, open_store
 
@@ -133,60 +126,4 @@ def purge(
     )
 
 
-def worker(
-    policy: PolicyOption,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-) -> None:
-    """Advance cascades from the policy's store until SIGTERM or SIGINT.
-
-    On the first signal it takes no new work, finishes the transitions in hand and exits 0;
-    a second signal exits at once (130): leases make the unfinished work another worker's
-    once they expire.
-    """
-    config = _config(policy)
-    if config.store.startswith("memory"):
-        raise _fail(
-            f"{policy}: store: memory:// lives in one process, so a worker would see nothing "
-            "sent elsewhere; set store: sqlite:///... or postgresql://...",
-            2,
-        )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        asyncio.run(_work(config))
-    except CascadeError as exc:
-        raise _fail(str(exc)) from None
-
-
-async def _work(config: Config) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal(signum: int) -> None:
-        name = signal.Signals(signum).name
-        if stop.is_set():
-            log.warning(
-                "%s again: exiting now; unfinished work resumes when its lease expires", name
-            )
-            os._exit(130)
-        log.info("%s: taking no new work, finishing the transitions in hand", name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    notifier = Notifier(config, worker=True)
-    await notifier.start()
-    log.info(
-        "worker %d on %r: lease %s, up to %d deliveries at once",
-        os.getpid(),
-        notifier.store,
-        format_duration(config.worker.lease),
-        config.worker.concurrency,
-    )
-    try:
-        await stop.wait()
-    finally:
-        await notifier.stop()
-    log.info("worker %d stopped", os.getpid())
-
-
-__all__ = ["migrate", "purge", "store_app", "worker"]
+__all__ = ["migrate", "purge", "store_app"]

@@ -1,0 +1,78 @@
+"""`cascade-notify worker`: advance cascades from the policy's store until signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Annotated
+
+import typer
+
+from cascade_notify._duration import format_duration
+from cascade_notify.cli.store import PolicyOption, _config, _fail
+from cascade_notify.errors import CascadeError
+from cascade_notify.notifier import Notifier
+from cascade_notify.policy import Config
+
+log = logging.getLogger("cascade_notify.worker")
+
+
+def worker(
+    policy: PolicyOption,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Advance cascades from the policy's store until SIGTERM or SIGINT.
+
+    On the first signal it takes no new work, finishes the transitions in hand and exits 0;
+    a second signal exits at once (130): leases make the unfinished work another worker's
+    once they expire.
+    """
+    config = _config(policy)
+    if config.store.startswith("memory"):
+        raise _fail(
+            f"{policy}: store: memory:// lives in one process, so a worker would see nothing "
+            "sent elsewhere; set store: sqlite:///... or postgresql://...",
+            2,
+        )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(_work(config))
+    except CascadeError as exc:
+        raise _fail(str(exc)) from None
+
+
+async def _work(config: Config) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log.warning(
+                "%s again: exiting now; unfinished work resumes when its lease expires", name
+            )
+            os._exit(130)
+        log.info("%s: taking no new work, finishing the transitions in hand", name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    notifier = Notifier(config, worker=True)
+    await notifier.start()
+    log.info(
+        "worker %d on %r: lease %s, up to %d deliveries at once",
+        os.getpid(),
+        notifier.store,
+        format_duration(config.worker.lease),
+        config.worker.concurrency,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await notifier.stop()
+    log.info("worker %d stopped", os.getpid())
+
+
+__all__ = ["worker"]
