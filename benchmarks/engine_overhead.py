@@ -380,7 +380,13 @@ def _report(
     )
     targets: list[Target] = []
 
-    def row(name: str, key: str, count: int, ceiling: str | None, goal: float | None) -> None:
+    # Targets are same-run ratios, so a machine slower on the day moves both sides: the
+    # absolute figures they stand for were met on 2026-11-24 (memory 10,000/s at 0.07x the
+    # floor, SQLite 4,000/s at 0.45x its raw commits, PostgreSQL 2,500/s with 2 workers at
+    # 1.5x pgbench -c 2).
+    def row(
+        name: str, key: str, count: int, ceiling: str | None, goal: tuple[str, float] | None
+    ) -> None:
         spread = Spread.of(rates[key])
         if not spread.count:
             return
@@ -397,18 +403,26 @@ def _report(
             else "—",
             ratio(spread.median, ceiling_spread.median) if ceiling_spread else "—",
         )
-        if goal is not None:
-            targets.append(
-                Target(
-                    "engine",
-                    f"{name} ≥ {goal:,.0f} deliveries/s",
-                    f"{spread.median:,.0f}/s",
-                    spread.median >= goal,
-                )
+        if goal is None:
+            return
+        against, least = goal
+        ceiling_rate = ceiling_spread.median if ceiling_spread else 0
+        base = floor_rate if against == "floor" else ceiling_rate
+        if not base:
+            targets.append(Target("engine", f"{name} ≥ {least:g}× {against}", "—", None))
+            return
+        got = spread.median / base
+        targets.append(
+            Target(
+                "engine",
+                f"{name} ≥ {least:g}× {against} (same run)",
+                f"{got:.3f}× ({spread.median:,.0f}/s)",
+                got >= least,
             )
+        )
 
-    row("memory, 1 process", "memory", n["memory"], None, 10_000)
-    row("sqlite, 1 process", "sqlite", n["sqlite"], "sqlite commits", 4_000)
+    row("memory, 1 process", "memory", n["memory"], None, ("floor", 0.07))
+    row("sqlite, 1 process", "sqlite", n["sqlite"], "sqlite commits", ("raw commits", 0.45))
     row("postgres, 1 process", "postgres 1", n["postgres"], "pgbench 1", None)
     for workers in worker_counts:
         row(
@@ -416,7 +430,7 @@ def _report(
             f"postgres {workers}",
             n["workers"],
             f"pgbench {workers}",
-            2_500 if workers == 2 else None,
+            ("pgbench -c 2", 1.5) if workers == 2 else None,
         )
     for workers in worker_counts:
         if first[f"postgres {workers}"]:
@@ -437,7 +451,7 @@ def _report(
     if not shutil.which("pgbench"):
         table.notes.append("pgbench not found: its ceilings are n/a.")
     if "postgres" in options.stores and options.pg_ok and 2 not in worker_counts:
-        targets.append(Target("engine", "postgres, 2 workers ≥ 2,500 deliveries/s", "—", None))
+        targets.append(Target("engine", "postgres, 2 workers ≥ 1.5× pgbench -c 2", "—", None))
     return Result([table], targets)
 
 
