@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
 
 from cascade_notify.errors import StoreError
+from cascade_notify.models import AttemptStatus, Message
 from cascade_notify.stores import open_store
+from cascade_notify.stores.base import Transition
 from cascade_notify.stores.postgres import PostgresStore
 
-from .conftest import LEASE, NOW, delivery
+from .conftest import LEASE, NOW, attempt, delivery
 
 
 @pytest.fixture
@@ -45,6 +48,71 @@ async def test_a_dead_workers_lease_is_taken_over(two: list[PostgresStore]) -> N
     assert await second.claim(NOW + LEASE - 0.5, limit=5, lease=LEASE) == []
     [taken] = await second.claim(NOW + LEASE, limit=5, lease=LEASE)
     assert taken.delivery.id == held.delivery.id and taken.token > held.token
+
+
+@pytest.fixture
+async def pg(pg_dsn: str, pg_schema: str):  # type: ignore[no-untyped-def]
+    store = PostgresStore(pg_dsn, schema=pg_schema)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def unvalidated(text: str):  # type: ignore[no-untyped-def]
+    """A new delivery whose message text skipped validation (as a buggy caller's might)."""
+    bad = delivery()
+    bad.message = Message.restore({**bad.message.to_dict(), "text": text})
+    return bad
+
+
+@pytest.mark.parametrize("text", ["NUL \x00 here", "lone \udc80 surrogate"])
+async def test_a_create_the_server_refuses_fails_alone(pg: PostgresStore, text: str) -> None:
+    """Twenty sends grouped with one whose data PostgreSQL refuses: the twenty are written,
+    the one fails with a StoreError that quotes none of its data (no phone number)."""
+    good = [delivery() for _ in range(20)]
+    bad = unvalidated(text)
+    results = await asyncio.gather(
+        *(pg.create(d) for d in [*good[:10], bad, *good[10:]]), return_exceptions=True
+    )
+    refused = results.pop(10)
+    assert isinstance(refused, StoreError), refused
+    assert "+7916" not in str(refused) and "anna" not in str(refused)
+    assert all(isinstance(r, tuple) and r[1] for r in results), results
+    for d in good:
+        assert await pg.get(d.id) is not None
+    assert await pg.get(bad.id) is None
+
+
+@pytest.mark.parametrize("error", ["NUL \x00 here", "lone \udc80 surrogate"])
+async def test_a_commit_the_server_refuses_fails_alone(pg: PostgresStore, error: str) -> None:
+    """Of twenty-one commits grouped in one transaction, the one whose attempt PostgreSQL
+    cannot store fails alone; the other twenty are written."""
+    made = [(await pg.create(delivery()))[0] for _ in range(21)]
+    claims = {c.delivery.id: c for c in await pg.claim(NOW, limit=50, lease=LEASE)}
+    writes = []
+    for d in made:
+        a = attempt(d, status=AttemptStatus.FAILED)
+        a.finished_ts = NOW
+        a.error = error if d is made[7] else "refused"
+        writes.append((claims[d.id], Transition(attempts=[a], step=0, wake_ts=NOW + 1)))
+    results = await asyncio.gather(*(pg.commit(c, t) for c, t in writes), return_exceptions=True)
+    assert isinstance(results.pop(7), StoreError)
+    assert results == [None] * 20
+    for d in made:
+        stored = await pg.get(d.id)
+        assert stored is not None
+        assert [a.error for a in stored.attempts] == ([] if d is made[7] else ["refused"])
+
+
+async def test_an_over_long_idempotency_key_is_refused_not_a_lost_connection(
+    pg: PostgresStore,
+) -> None:
+    """A key the server's index cannot hold is "refused", never "connection failed" (which
+    would tell the caller to retry with the same key, for ever)."""
+    key = os.urandom(4000).hex()  # incompressible: over the index's row size
+    with pytest.raises(StoreError, match="refused") as caught:
+        await pg.create(delivery(key))
+    assert "connection" not in str(caught.value) and key[:16] not in str(caught.value)
 
 
 def test_url_options_are_ours_and_the_rest_goes_to_libpq() -> None:
