@@ -216,3 +216,53 @@ async def test_a_session_stopped_inside_a_transaction_is_ended(pg_dsn: str, pg_s
         assert await store._run(show) == "3s"
     finally:
         await store.close()
+
+
+@pytest.mark.slow
+async def test_the_worker_is_back_soon_after_refused_connections(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """After ten seconds of refused connections, the worker takes and ends a delivery
+    within 2 s of PostgreSQL answering again (as it does after a black hole)."""
+    from urllib.parse import urlsplit
+
+    from cascade_notify import DeliveryStatus, Message, Notifier, Recipient
+
+    from .tcp_proxy import Proxy
+
+    target = urlsplit(pg_dsn)
+    proxy = Proxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    url = pg_dsn.replace(target.netloc, f"{target.username}@127.0.0.1:{proxy.port}")
+    policy = """
+store: {url}?schema={schema}&timeout=2
+worker: {{lease: 5s}}
+providers:
+  sms: {{type: fake, channel: sms}}
+policies:
+  p: {{steps: [{{channel: sms, providers: [sms], timeout: 2s}}]}}
+"""
+    worker = Notifier.from_yaml(policy.format(url=url, schema=pg_schema))
+    sender = Notifier.from_yaml(policy.format(url=pg_dsn, schema=pg_schema), worker=False)
+    anna = Recipient(id="anna", sms="+79161234567")
+    await worker.start()
+    try:
+        async with sender:
+            first = await sender.send(anna, Message(text="before"))
+            assert (await worker.wait(first.id, timeout=10)).status is DeliveryStatus.DELIVERED
+            proxy.set("reset")  # every connection refused: the pool retries, and backs off
+            await asyncio.sleep(10)
+            proxy.set("pass")
+            back = time.monotonic()
+            after = await sender.send(anna, Message(text="after"))
+            while not (await sender.get(after.id)).final:
+                assert time.monotonic() - back < 10, "the worker never came back"
+                await asyncio.sleep(0.05)
+            took = time.monotonic() - back
+            assert took < 2, f"the worker took {took:.1f} s to come back"
+    finally:
+        proxy.set("pass")
+        try:
+            await worker.stop()
+        finally:
+            await proxy.close()

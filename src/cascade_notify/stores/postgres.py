@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool.pool_async import AddConnection, MaintenanceTask
 
 from cascade_notify import _failpoints as failpoints
 from cascade_notify.errors import LeaseLost, StoreError
@@ -99,6 +100,22 @@ _REPLACE_TEXT = """
 """
 _SWEEP = "DELETE FROM shared_numbers WHERE expires_ts <= %(now)s"
 _NEXT_WAKE = "SELECT min(due_ts) FROM deliveries WHERE status = 'pending'"
+
+
+#: The longest pause between two reconnect attempts of the pool (seconds).
+RECONNECT_PAUSE = 0.5
+
+
+class _Pool(AsyncConnectionPool[Conn]):
+    """psycopg_pool's pool, whose reconnect backoff doubles without bound (1, 2, 4, 8 s...):
+    after an outage of refused connections (each attempt fails at once, so they pile up)
+    it would try again up to 8 s or more after the server is back. A failed connect is
+    cheap: here reconnect attempts are at most `RECONNECT_PAUSE` apart."""
+
+    async def schedule_task(self, task: MaintenanceTask, delay: float) -> None:
+        if isinstance(task, AddConnection):
+            delay = min(delay, RECONNECT_PAUSE)
+        await super().schedule_task(task, delay)
 
 
 class Refused(StoreError):
@@ -247,7 +264,7 @@ class PostgresStore:
     async def _start(self) -> None:
         if self._pool is not None:
             return
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        pool: AsyncConnectionPool[Conn] = _Pool(
             self.dsn,
             min_size=1,
             max_size=self.pool_max,
