@@ -18,7 +18,14 @@ from cascade_notify.clock import Clock, SystemClock
 from cascade_notify.engine import Engine
 from cascade_notify.errors import CascadeError, DeliveryNotFound, LeaseLost, WaitTimeout
 from cascade_notify.events import Event, Listener, emit
-from cascade_notify.models import Delivery, Message, Receipt, Recipient, new_id
+from cascade_notify.models import (
+    Delivery,
+    Message,
+    Receipt,
+    Recipient,
+    check_idempotency_key,
+    new_id,
+)
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.providers.base import Provider, WebhookResponse
 from cascade_notify.resilience import Breakers, Protection
@@ -210,12 +217,14 @@ class Notifier:
     ) -> Delivery:
         """Persist a cascade and start it; return at once with its `Delivery`.
 
-        The same `idempotency_key` returns the delivery it first made, and sends nothing.
+        The same `idempotency_key` returns the delivery it first made, and sends nothing;
+        a key is a non-empty string of at most 256 characters (else MessageError).
         """
         if not isinstance(recipient, Recipient):
             raise TypeError(f"recipient must be a Recipient, not {type(recipient).__name__}")
         if not isinstance(message, Message):
             raise TypeError(f"message must be a Message, not {type(message).__name__}")
+        check_idempotency_key(idempotency_key)
         chosen = self.policy(policy)
         store = self.store
         now = self.clock.now()

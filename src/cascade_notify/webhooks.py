@@ -8,12 +8,14 @@ this order:
 - 413 the body is over `max_body`;
 - GET: the provider's handshake answer (400 if the request is not a challenge);
 - 401 the signature over the raw body does not verify (nothing is parsed before);
-- 400 the verified body is malformed;
+- 400 the verified body is malformed; where only some receipts of a batch are, the
+  others are recorded all the same (the answer counts them, as a 200 would);
 - 200 the receipts are recorded, also those about unknown or finished messages, so the
   sender stops retrying; 503 the store cannot take them now, so the sender retries.
 
-A rejected request changes nothing. Replays change nothing either: the store keeps
-each receipt's identity (the `webhook-id`, or message id and status).
+A rejected request changes nothing, but for the good receipts of a partly malformed
+batch. Replays change nothing either: the store keeps each receipt's identity (the
+`webhook-id`, or message id and status).
 
 `asgi_app(notifier)` routes `GET|POST {prefix}/{provider_name}` to it, answers
 `GET {prefix}/-/health` (`-` is not a path segment a provider route can have under it,
@@ -32,7 +34,12 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from cascade_notify.errors import CascadeError
-from cascade_notify.providers.base import Provider, WebhookRequest, WebhookResponse
+from cascade_notify.providers.base import (
+    MalformedReceipts,
+    Provider,
+    WebhookRequest,
+    WebhookResponse,
+)
 
 if TYPE_CHECKING:
     from cascade_notify.notifier import Notifier
@@ -152,8 +159,11 @@ async def _handle(
     if not verified:
         log.info("webhook for %r refused: bad or missing signature", provider_name)
         return _answer(401, {"error": "bad or missing signature"})
+    refused: Exception | None = None
     try:
         receipts = provider.parse(request)
+    except MalformedReceipts as exc:  # some of a batch: the good ones are recorded
+        receipts, refused = exc.receipts, exc
     except (ValueError, RecursionError) as exc:
         log.info("webhook for %r refused: malformed: %s", provider_name, exc)
         return _answer(400, {"error": f"malformed: {exc}"[:300]})
@@ -162,10 +172,13 @@ async def _handle(
     except CascadeError:
         log.exception("receipts for %r could not be stored; the sender will retry", provider_name)
         return _answer(503, {"error": "try again later"}, {"retry-after": "5"})
+    if refused is not None:
+        log.info("webhook for %r: some receipts refused: malformed: %s", provider_name, refused)
     return _answer(
-        200,
+        200 if refused is None else 400,
         {
-            "status": "ok",
+            **({} if refused is None else {"error": f"malformed: {refused}"[:300]}),
+            "status": "ok" if refused is None else "partly malformed",
             "received": len(results),
             "duplicates": sum(1 for r in results if r.duplicate),
             "unknown": sum(1 for r in results if r.delivery_id is None),
