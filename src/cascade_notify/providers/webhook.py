@@ -382,7 +382,8 @@ class WebhookProvider(Provider):
         signed = _signed_content(webhook_id, stamp, request.body)
         expected = [hmac.new(key, signed, hashlib.sha256).digest() for key in self._keys]
         for part in given.split()[:_MAX_SIGNATURES]:
-            version, _, encoded = part.partition(",")
+            # a repeated header arrives joined with ", " (RFC 9110): "v1,AAA=, v1,BBB="
+            version, _, encoded = part.removesuffix(",").partition(",")
             if version != "v1" or not encoded.isascii():
                 continue
             try:
