@@ -266,6 +266,22 @@ async def test_streamed_oversize_is_413(stack: Stack) -> None:
     assert answer.status_code == 413
 
 
+@pytest.mark.parametrize("size", [320 * 1024, 1024 * 1024])
+async def test_a_body_sent_past_the_cap_is_answered_413_not_reset(stack: Stack, size: int) -> None:
+    """A sender that writes its whole oversized body before reading (most clients) gets the
+    413: the rest is read and dropped (up to a bound), then the answer, then the close."""
+    for streamed in (False, True):
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(size // (64 * 1024)):
+                yield b" " * 64 * 1024
+
+        body = chunks() if streamed else b" " * size
+        answer = await stack.http.post(f"{stack.url}/receipts/app", content=body)
+        assert answer.status_code == 413
+        assert answer.headers["connection"] == "close"
+
+
 async def test_at_the_cap_is_not_413(stack: Stack) -> None:
     """A body of exactly the cap is read (and refused only for its signature)."""
     answer = await stack.post(b" " * 256 * 1024, {})

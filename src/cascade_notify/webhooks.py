@@ -19,14 +19,17 @@ batch. Replays change nothing either: the store keeps each receipt's identity (t
 
 `asgi_app(notifier)` routes `GET|POST {prefix}/{provider_name}` to it, answers
 `GET {prefix}/-/health` (`-` is not a path segment a provider route can have under it,
-so the two never clash), reads at most `max_body` bytes (refusing a larger
-`Content-Length` before reading any), cuts off a sender slower than `read_timeout`,
+so the two never clash), reads at most `max_body` bytes, cuts off a sender slower than
+`read_timeout`, answers a larger body 413 and closes (it reads and drops up to `DRAIN`
+bytes more first, so a sender still writing gets the answer, not a reset; a
+`Content-Length` over `max_body + DRAIN` is refused before reading any),
 and on ASGI lifespan events starts the notifier (if not running) and stops it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
@@ -48,6 +51,8 @@ log = logging.getLogger("cascade_notify.webhooks")
 
 #: The default cap on a webhook body, in bytes.
 MAX_BODY: Final = 256 * 1024
+#: How much of an oversized body is read (and dropped) before the 413, in bytes.
+DRAIN: Final = 1024 * 1024
 #: The health route under the prefix.
 HEALTH_PATH: Final = "/-/health"
 
@@ -294,11 +299,14 @@ class ReceiptsApp:
                 await _respond(send, _answer(400, {"error": "bad content-length"}, _CLOSE))
                 return
             if int(declared) > self.max_body:
+                if int(declared) <= self.max_body + DRAIN:
+                    await self._drain(receive)
                 await _respond(send, _too_large(self.max_body))
                 return
         try:
             body = await self._read(receive)
         except _TooLarge:
+            await self._drain(receive)
             await _respond(send, _too_large(self.max_body))
             return
         except TimeoutError:
@@ -325,6 +333,21 @@ class ReceiptsApp:
             return _answer(200, {"status": "ok"})
         return _answer(503, {"status": "stopped"})
 
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop what is left of an oversized body, up to DRAIN bytes and within
+        `read_timeout`: a sender still writing when the connection closes on unread bytes
+        gets a reset instead of the 413 (most clients read nothing before they sent all)."""
+        dropped = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.read_timeout):
+                while dropped <= DRAIN:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    dropped += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        return
+
     async def _read(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
         size = 0
@@ -343,7 +366,7 @@ class ReceiptsApp:
 
 
 def _too_large(limit: int) -> WebhookResponse:
-    # the rest is never read: closing the connection is how it is left unread
+    # the connection is closed after it: what is left of the body is never read
     return _answer(413, {"error": f"body over {limit} bytes"}, _CLOSE)
 
 
