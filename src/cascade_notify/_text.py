@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from typing import Final, overload
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 #: Longest provider message id, receipt id or echoed attempt id kept (characters).
 ID_LIMIT: Final = 256
@@ -76,3 +77,21 @@ def plain(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def masked_url(url: str) -> str:
+    """`url` as an error message may show it: the password and every query value (where
+    tokens and signatures travel) as `***`, no fragment."""
+    try:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return "<a URL that cannot be read>"
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    masked = urlencode([(key, "***") for key, _ in query], safe="*")
+    if parts.query and not query:
+        masked = "***"
+    return urlunsplit((parts.scheme, netloc, parts.path, masked, ""))

@@ -44,6 +44,7 @@ import httpx
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
 from cascade_notify._duration import Duration
+from cascade_notify._text import masked_url
 from cascade_notify.clock import Clock
 from cascade_notify.errors import (
     PermanentError,
@@ -107,12 +108,13 @@ def _check_secrets(secrets: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
 
 
 def _check_url(url: str) -> str:
+    # (the URL may hold a password or a token: the error shows it masked)
     try:
         parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"{url!r} is not a URL: {exc}") from None
+    except httpx.InvalidURL:
+        raise ValueError(f"{masked_url(url)!r} is not a URL") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        raise ValueError(f"{masked_url(url)!r} is not an http:// or https:// URL")
     return url
 
 
