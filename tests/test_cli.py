@@ -109,3 +109,21 @@ def test_send_rejects_a_bad_number(tmp_path):
     result = runner.invoke(app, ["send", "--policy", str(path), "--to-sms", "+7 12", "Hi"])
     assert result.exit_code == 2
     assert "Recipient.sms" in result.output
+
+
+def test_validate_masks_the_credentials_of_a_rejected_url(tmp_path):
+    """A webhook URL refused by `validate` is shown with its password and query (where
+    tokens travel) masked: the output goes to terminals and CI logs."""
+    path = tmp_path / "secret.yaml"
+    path.write_text(
+        "providers:\n"
+        "  app: {type: webhook, url: 'ftp://bot:hunter2@example.com/hook?token=abc123',\n"
+        "        secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}\n"
+        "policies:\n"
+        "  p: {steps: [{channel: app, providers: [app], wait_for: accepted}]}\n"
+    )
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    out = " ".join(result.output.split())
+    assert "ftp://bot:***@example.com/hook?token=***" in out
+    assert "hunter2" not in out and "abc123" not in out

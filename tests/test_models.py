@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 
 from cascade_notify import Message, MessageError, Recipient, RecipientError
@@ -79,3 +82,57 @@ def test_message_needs_text():
     message = Message(text="", overrides={"whatsapp": {"template": "parcel_arrived"}})
     assert message.text_for("sms") == ""
     assert Message(text="a", overrides={"sms": {"text": "b"}}).text_for("sms") == "b"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"text": "a\x00b"}, "text"),
+        ({"text": "a\udc80"}, "text"),
+        ({"text": "t", "subject": "\ud800"}, "subject"),
+        ({"text": "t", "category": "x\x00"}, "category"),
+        ({"text": "t", "metadata": {"k": "v\x00"}}, "metadata"),
+        ({"text": "t", "metadata": {"k": float("nan")}}, "metadata"),
+        ({"text": "t", "metadata": {"k": float("inf")}}, "metadata"),
+        ({"text": "t", "metadata": {"k": {1, 2}}}, "metadata"),
+        ({"text": "t", "metadata": {"at": datetime.now(UTC)}}, "metadata"),
+        ({"text": "t", "metadata": {1: "one"}}, "metadata"),
+        ({"text": "t", "overrides": {"email": {"html": "\x00"}}}, "overrides"),
+    ],
+)
+def test_message_refuses_what_no_store_can_hold(fields: dict[str, Any], field: str) -> None:
+    """NUL, lone surrogates and metadata that is not plain JSON are refused when the
+    message is built, naming the field, the same whatever store it would go to."""
+    with pytest.raises(MessageError, match=rf"^Message\.{field}") as caught:
+        Message(**fields)
+    assert caught.value.field == field
+
+
+def test_message_keeps_metadata_as_every_store_gives_it_back() -> None:
+    """Tuples become lists and an integral float past 2**53 its exact int, as JSON (and
+    PostgreSQL's jsonb) would hand them back."""
+    message = Message(text="t", metadata={"p": ("a", 1), "big": 1e23, "x": 0.5})
+    assert message.metadata == {"p": ["a", 1], "big": int(1e23), "x": 0.5}
+    assert type(message.metadata["big"]) is int
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"id": "r" * 257}, "id"),
+        ({"id": "r\x00"}, "id"),
+        ({"id": "r", "telegram": "1\udc80"}, "telegram"),
+        ({"id": "r", "email": "a\x00@example.com"}, "email"),
+        ({"id": "r", "addresses": {"line": "\x00"}}, "addresses['line']"),
+        ({"id": "r", "max": "\x00"}, "max"),
+        ({"id": "r", "locale": 5}, "locale"),
+        ({"id": "r", "timezone": "x" * 5000}, "timezone"),
+        ({"id": "r", "opted_out": {"sms", 1}}, "opted_out"),
+    ],
+)
+def test_recipient_refuses_what_no_store_can_hold(fields: dict[str, Any], field: str) -> None:
+    """The same for recipients: a RecipientError naming the field, never a raw OSError or
+    a TypeError from a store later."""
+    with pytest.raises(RecipientError) as caught:
+        Recipient(**fields)
+    assert caught.value.field == field

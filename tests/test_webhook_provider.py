@@ -4,6 +4,7 @@ receipts in. (Transport failures: test_webhook_transport.py.)"""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.utils
 import json
 import time
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from cascade_notify import (
+    Message,
     PermanentError,
     PolicyError,
     ProviderError,
@@ -154,8 +156,10 @@ async def test_rotation_signs_with_every_secret(fake_clock: FakeClock) -> None:
 
 async def test_metadata_that_is_not_json_is_permanent(fake_clock: FakeClock) -> None:
     """A message that cannot be JSON is a permanent error, and nothing is sent."""
+    # (restored: Message itself refuses such metadata when built; a provider must still cope)
+    unchecked = Message.restore({"text": "Your parcel has arrived.", "metadata": {"at": object()}})
     with pytest.raises(PermanentError, match="JSON"):
-        await provider(fake_clock).send(request(metadata={"at": object()}))
+        await provider(fake_clock).send(dataclasses.replace(request(), message=unchecked))
 
 
 # an HTTP date is the server's wall clock: a minute after ours, stamped when it answers

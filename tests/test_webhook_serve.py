@@ -101,8 +101,8 @@ async def test_serve_takes_receipts_and_shuts_down_gracefully(
     log = stderr.decode()
     assert "Application shutdown complete" in log
     assert "notifier stopped" in log
-    # SIGINT ends cleanly; uvicorn re-raises SIGTERM once shut down, as a service expects
-    assert process.returncode == (0 if sig is signal.SIGINT else -signal.SIGTERM), log
+    # a clean shutdown exits 0 on either signal, as `cascade-notify worker` does
+    assert process.returncode == 0, log
 
 
 def test_serve_without_uvicorn_says_how_to_get_it(

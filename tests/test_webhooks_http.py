@@ -121,6 +121,27 @@ async def test_valid_receipt_is_recorded_and_answered_200(stack: Stack) -> None:
     assert [r.receipt_id for r in delivery.attempts[0].receipts] == ["msg_1"]
 
 
+@pytest.mark.parametrize("valid_first", [True, False])
+async def test_two_signature_headers_verify_whichever_holds_the_valid_one(
+    stack: Stack, valid_first: bool
+) -> None:
+    """Two `webhook-signature` headers (a proxy or a rotating sender adds one) arrive
+    joined with ", "; the valid one verifies in either place."""
+    body = receipt(stack.message_id, "read")
+    headers = stack.signed(body)
+    valid = headers.pop("webhook-signature")
+    other = stack.signed(body, secret=OTHER_SECRET)["webhook-signature"]
+    pairs = [
+        *headers.items(),
+        *(
+            ("webhook-signature", v)
+            for v in sorted((valid, other), key=lambda v: v != valid if valid_first else v == valid)
+        ),
+    ]
+    answer = await stack.http.post(f"{stack.url}/receipts/app", content=body, headers=pairs)
+    assert answer.status_code == 200, answer.text
+
+
 async def test_receipt_for_unknown_message_is_acknowledged(stack: Stack) -> None:
     """A signed receipt about a message we never sent gets 200, so the sender stops."""
     body = receipt("not-ours", "delivered")
@@ -246,6 +267,22 @@ async def test_streamed_oversize_is_413(stack: Stack) -> None:
 
     answer = await stack.http.post(f"{stack.url}/receipts/app", content=chunks())
     assert answer.status_code == 413
+
+
+@pytest.mark.parametrize("size", [320 * 1024, 1024 * 1024])
+async def test_a_body_sent_past_the_cap_is_answered_413_not_reset(stack: Stack, size: int) -> None:
+    """A sender that writes its whole oversized body before reading (most clients) gets the
+    413: the rest is read and dropped (up to a bound), then the answer, then the close."""
+    for streamed in (False, True):
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(size // (64 * 1024)):
+                yield b" " * 64 * 1024
+
+        body = chunks() if streamed else b" " * size
+        answer = await stack.http.post(f"{stack.url}/receipts/app", content=body)
+        assert answer.status_code == 413
+        assert answer.headers["connection"] == "close"
 
 
 async def test_at_the_cap_is_not_413(stack: Stack) -> None:

@@ -70,7 +70,11 @@ class RecipientError(CascadeError, ValueError):
 
 
 class MessageError(CascadeError, ValueError):
-    """A message cannot be sent as given."""
+    """A message cannot be sent as given; `field` names the field where one is at fault."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class RegistryError(CascadeError):

@@ -9,6 +9,7 @@ as aware `datetime`s (`*_at`).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
+from cascade_notify._text import CODE_LIMIT, ID_LIMIT, RECEIPT_ID_LIMIT, TEXT_LIMIT, plain, storable
 from cascade_notify.errors import MessageError, RecipientError
 
 
@@ -164,6 +166,13 @@ class Recipient:
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
             raise RecipientError("id", "must be a non-empty string")
+        _check_text(self.id, "id", ID_KEY_LIMIT, RecipientError)
+        for name in ("locale", "region"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise RecipientError(name, f"must be a string, got {type(value).__name__}")
+                _check_text(value, name, _SHORT_LIMIT, RecipientError)
         if isinstance(self.addresses, Mapping):
             # max and vk were given in `addresses` before they became named channels
             moved = {c: a for c, a in self.addresses.items() if c in _MOVED}
@@ -185,10 +194,13 @@ class Recipient:
                     object.__setattr__(self, name, value)
                 if not isinstance(value, str) or not value.strip():
                     raise RecipientError(name, f"must be a non-empty string, got {value!r}")
+                _check_text(value, name, ADDRESS_LIMIT, RecipientError)
         if self.email is not None and not (
             isinstance(self.email, str) and _EMAIL.match(self.email)
         ):
             raise RecipientError("email", f"{self.email!r} is not an email address")
+        if self.email is not None:
+            _check_text(self.email, "email", ADDRESS_LIMIT, RecipientError)
         extra: dict[str, str] = {}
         for channel, address in dict(self.addresses).items():
             if not isinstance(channel, str) or not _CHANNEL_NAME.match(channel):
@@ -199,15 +211,27 @@ class Recipient:
                 )
             if not isinstance(address, str) or not address:
                 raise RecipientError(f"addresses[{channel!r}]", "must be a non-empty string")
+            _check_text(address, f"addresses[{channel!r}]", ADDRESS_LIMIT, RecipientError)
             extra[channel] = address
         object.__setattr__(self, "addresses", extra)
         if isinstance(self.opted_out, str):
             raise RecipientError("opted_out", "must be a collection of channel names, not a str")
-        object.__setattr__(self, "opted_out", frozenset(self.opted_out))
+        try:
+            opted_out = frozenset(self.opted_out)
+        except TypeError:
+            raise RecipientError("opted_out", "must be a collection of channel names") from None
+        for channel in opted_out:
+            if not isinstance(channel, str):
+                raise RecipientError("opted_out", f"{channel!r} is not a channel name")
+            _check_text(channel, "opted_out", _SHORT_LIMIT, RecipientError)
+        object.__setattr__(self, "opted_out", opted_out)
         if self.timezone is not None:
+            if not isinstance(self.timezone, str):
+                raise RecipientError("timezone", "must be an IANA time zone name")
+            _check_text(self.timezone, "timezone", _SHORT_LIMIT, RecipientError)
             try:
                 ZoneInfo(self.timezone)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):
                 raise RecipientError(
                     "timezone", f"{self.timezone!r} is not an IANA time zone"
                 ) from None
@@ -257,6 +281,89 @@ class Recipient:
 _RECIPIENT_FIELDS = (*_NAMED_CHANNELS, "id", "locale", "timezone", "region")
 
 
+#: Longest recipient id, or idempotency key, taken (characters).
+ID_KEY_LIMIT: Final = 256
+#: Longest address on one channel.
+ADDRESS_LIMIT: Final = 1024
+_SHORT_LIMIT = 64  # a locale, region, time zone, category or channel name
+_MAX_DEPTH = 32  # nesting of metadata and overrides
+# an integral float this large is stored by PostgreSQL (jsonb: numeric) as its digits,
+# which read back as an int that is not equal to it: kept as that int from the start
+_EXACT_FLOAT = 2.0**53
+
+
+def _refuse(error: type[RecipientError | MessageError], field_name: str, problem: str) -> Exception:
+    if error is RecipientError:
+        return RecipientError(field_name, problem)
+    return MessageError(f"Message.{field_name}: {problem}", field=field_name.split("[")[0])
+
+
+def _check_text(
+    value: str,
+    field_name: str,
+    limit: int | None,
+    error: type[RecipientError | MessageError],
+) -> None:
+    """Refuse text no store can hold as is (NUL, a lone surrogate), or over `limit`."""
+    if limit is not None and len(value) > limit:
+        raise _refuse(error, field_name, f"is {len(value)} characters; at most {limit}")
+    if not plain(value):
+        what = "a NUL character" if "\x00" in value else "a lone surrogate (not Unicode text)"
+        raise _refuse(error, field_name, f"holds {what}")
+
+
+def _plain_json(value: object, path: str, depth: int = 0) -> Any:
+    """`value` as the plain JSON data every store keeps and gives back equal (tuples as
+    lists, mappings as dicts); MessageError naming the place of anything else."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        _check_text(value, path, None, MessageError)
+        return value
+    if isinstance(value, int):
+        if abs(value).bit_length() > 1000:  # Python prints at most 4300 digits
+            raise _refuse(MessageError, path, "is an integer too large to store")
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _refuse(MessageError, path, f"{value!r} is not a JSON number")
+        if abs(value) >= _EXACT_FLOAT and value.is_integer():
+            return int(value)
+        return float(value)
+    if depth >= _MAX_DEPTH:
+        raise _refuse(MessageError, path, f"is nested more than {_MAX_DEPTH} levels deep")
+    if isinstance(value, Mapping):
+        plain_map: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _refuse(MessageError, path, f"key {key!r} is not a string")
+            _check_text(key, f"{path}[{key!r}]", None, MessageError)
+            plain_map[key] = _plain_json(item, f"{path}[{key!r}]", depth + 1)
+        return plain_map
+    if isinstance(value, list | tuple):
+        return [_plain_json(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    raise _refuse(
+        MessageError, path, f"a {type(value).__name__} is not plain JSON (str, number, list, dict)"
+    )
+
+
+def check_idempotency_key(key: object) -> None:
+    """Refuse an idempotency key no store can hold the same way: MessageError naming it."""
+    if key is None:
+        return
+    if not isinstance(key, str) or not key:
+        raise MessageError("idempotency_key: must be a non-empty string", field="idempotency_key")
+    if len(key) > ID_KEY_LIMIT:
+        raise MessageError(
+            f"idempotency_key: is {len(key)} characters; at most {ID_KEY_LIMIT}",
+            field="idempotency_key",
+        )
+    if not plain(key):
+        raise MessageError(
+            "idempotency_key: holds a NUL character or a lone surrogate", field="idempotency_key"
+        )
+
+
 def normalize_phone(value: object, field_name: str, region: str | None = None) -> str:
     """Return `value` as an E.164 number, or raise RecipientError naming the field."""
     if not isinstance(value, str) or not value.strip():
@@ -292,16 +399,34 @@ class Message:
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str):
-            raise MessageError(f"Message.text: must be a string, got {type(self.text).__name__}")
+            raise MessageError(
+                f"Message.text: must be a string, got {type(self.text).__name__}", field="text"
+            )
+        if not isinstance(self.overrides, Mapping):
+            raise MessageError("Message.overrides: must be a mapping", field="overrides")
         if not self.text.strip() and not any(
-            "text" in o or "template" in o for o in self.overrides.values()
+            isinstance(o, Mapping) and ("text" in o or "template" in o)
+            for o in self.overrides.values()
         ):
-            raise MessageError("Message.text: is empty")
+            raise MessageError("Message.text: is empty", field="text")
+        _check_text(self.text, "text", None, MessageError)
+        if self.subject is not None:
+            if not isinstance(self.subject, str):
+                raise MessageError("Message.subject: must be a string or None", field="subject")
+            _check_text(self.subject, "subject", None, MessageError)
         if not isinstance(self.category, str) or not self.category:
-            raise MessageError("Message.category: must be a non-empty string")
+            raise MessageError("Message.category: must be a non-empty string", field="category")
+        _check_text(self.category, "category", _SHORT_LIMIT, MessageError)
         for channel, override in self.overrides.items():
             if not isinstance(override, Mapping):
-                raise MessageError(f"Message.overrides[{channel!r}]: must be a mapping")
+                raise MessageError(
+                    f"Message.overrides[{channel!r}]: must be a mapping", field="overrides"
+                )
+        # what every store can hold and gives back equal: plain JSON, copied as it is stored
+        object.__setattr__(self, "overrides", _plain_json(self.overrides, "overrides"))
+        if not isinstance(self.metadata, Mapping):
+            raise MessageError("Message.metadata: must be a mapping", field="metadata")
+        object.__setattr__(self, "metadata", _plain_json(self.metadata, "metadata"))
 
     def text_for(self, channel: str) -> str:
         """The text to send on `channel`: its override if it has one."""
@@ -360,10 +485,17 @@ class Receipt:
     attempt_id: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.receipt_id:
-            object.__setattr__(
-                self, "receipt_id", f"{self.provider_message_id}:{self.status.value}"
-            )
+        # every field but `provider` and `status` is the provider's text: made storable here
+        # (see `_text`), so a receipt from anywhere can be recorded on any store
+        if not math.isfinite(self.ts):
+            raise ValueError(f"Receipt.ts: must be a finite number, got {self.ts!r}")
+        message_id = storable(self.provider_message_id, ID_LIMIT)
+        object.__setattr__(self, "provider_message_id", message_id)
+        object.__setattr__(self, "code", storable(self.code, CODE_LIMIT))
+        object.__setattr__(self, "error", storable(self.error, TEXT_LIMIT))
+        object.__setattr__(self, "attempt_id", storable(self.attempt_id, ID_LIMIT))
+        receipt_id = self.receipt_id or f"{message_id}:{self.status.value}"
+        object.__setattr__(self, "receipt_id", storable(receipt_id, RECEIPT_ID_LIMIT))
 
     @property
     def at(self) -> datetime:

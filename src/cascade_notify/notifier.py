@@ -26,6 +26,7 @@ from cascade_notify.models import (
     Receipt,
     Recipient,
     Signal,
+    check_idempotency_key,
     new_id,
 )
 from cascade_notify.policy import Config, Policy, load_config
@@ -239,12 +240,14 @@ class Notifier:
     ) -> Delivery:
         """Persist a cascade and start it; return at once with its `Delivery`.
 
-        The same `idempotency_key` returns the delivery it first made, and sends nothing.
+        The same `idempotency_key` returns the delivery it first made, and sends nothing;
+        a key is a non-empty string of at most 256 characters (else MessageError).
         """
         if not isinstance(recipient, Recipient):
             raise TypeError(f"recipient must be a Recipient, not {type(recipient).__name__}")
         if not isinstance(message, Message):
             raise TypeError(f"message must be a Message, not {type(message).__name__}")
+        check_idempotency_key(idempotency_key)
         chosen = self.policy(policy)
         self._check_overrides(chosen, message)
         store = self.store

@@ -8,26 +8,31 @@ this order:
 - 413 the body is over `max_body`;
 - 401 (or the status the provider's `BadSignature` names) the signature does not
   verify, with the reason logged (nothing is parsed before);
-- 400 the verified body is malformed (or a GET is not the provider's challenge);
+- 400 the verified body is malformed (or a GET is not the provider's challenge); where
+  only some receipts of a batch are, the others are recorded all the same;
 - the provider's own answer (`ok`, `100`, a challenge), or 200 with a JSON summary,
   once the receipts and signals are recorded, also those about unknown or finished
   messages, so the sender stops retrying; 503 the store cannot take them now, so the
   sender retries.
 
-A rejected request changes nothing. Replays change nothing either: the store keeps
-each receipt's identity (the `webhook-id`, or message id and status).
+A rejected request changes nothing, but for the good receipts of a partly malformed
+batch. Replays change nothing either: the store keeps each receipt's identity (the
+`webhook-id`, or message id and status).
 
 Both work over a narrow `Inbox` (the notifier is one): its providers, and the one
 door news comes in by. `asgi_app(inbox)` routes `GET|POST {prefix}/{provider_name}` to it, answers
 `GET {prefix}/-/health` (`-` is not a path segment a provider route can have under it,
-so the two never clash), reads at most `max_body` bytes (refusing a larger
-`Content-Length` before reading any), cuts off a sender slower than `read_timeout`,
+so the two never clash), reads at most `max_body` bytes, cuts off a sender slower than
+`read_timeout`, answers a larger body 413 and closes (it reads and drops up to `DRAIN`
+bytes more first, so a sender still writing gets the answer, not a reset; a
+`Content-Length` over `max_body + DRAIN` is refused before reading any),
 and on ASGI lifespan events starts the notifier (if not running) and stops it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
@@ -36,13 +41,21 @@ from urllib.parse import parse_qsl, urlsplit
 
 from cascade_notify.errors import CascadeError
 from cascade_notify.providers._signing import BadSignature
-from cascade_notify.providers.base import Inbound, Provider, WebhookRequest, WebhookResponse
+from cascade_notify.providers.base import (
+    Inbound,
+    MalformedReceipts,
+    Provider,
+    WebhookRequest,
+    WebhookResponse,
+)
 from cascade_notify.stores.base import ReceiptResult
 
 log = logging.getLogger("cascade_notify.webhooks")
 
 #: The default cap on a webhook body, in bytes.
 MAX_BODY: Final = 256 * 1024
+#: How much of an oversized body is read (and dropped) before the 413, in bytes.
+DRAIN: Final = 1024 * 1024
 #: The health route under the prefix.
 HEALTH_PATH: Final = "/-/health"
 
@@ -153,11 +166,14 @@ async def _handle(
         return _answer(413, {"error": f"body over {max_body} bytes"})
     provider = inbox.providers[provider_name]
     request = WebhookRequest(method, url, _merge(headers), bytes(body), _query(url))
+    refused: MalformedReceipts | None = None
     try:
         inbound = await provider.receive(request)
-    except BadSignature as refused:
-        log.info("webhook for %r refused: %s", provider_name, refused.reason)
-        return _answer(refused.status, {"error": "bad or missing signature"})
+    except BadSignature as bad:
+        log.info("webhook for %r refused: %s", provider_name, bad.reason)
+        return _answer(bad.status, {"error": "bad or missing signature"})
+    except MalformedReceipts as exc:  # some of a batch: the good ones are recorded
+        inbound, refused = Inbound(receipts=exc.receipts), exc
     except (ValueError, RecursionError) as exc:
         log.info("webhook for %r refused: malformed: %s", provider_name, exc)
         return _answer(400, {"error": f"malformed: {exc}"[:300]})
@@ -166,12 +182,15 @@ async def _handle(
     except CascadeError:
         log.exception("receipts for %r could not be stored; the sender will retry", provider_name)
         return _answer(503, {"error": "try again later"}, {"retry-after": "5"})
-    if inbound.answer is not None:
+    if refused is not None:
+        log.info("webhook for %r: some receipts refused: malformed: %s", provider_name, refused)
+    if refused is None and inbound.answer is not None:
         return inbound.answer
     return _answer(
-        200,
+        200 if refused is None else 400,
         {
-            "status": "ok",
+            **({} if refused is None else {"error": f"malformed: {refused}"[:300]}),
+            "status": "ok" if refused is None else "partly malformed",
             "received": len(results),
             "duplicates": sum(1 for r in results if r.duplicate),
             "unknown": sum(1 for r in results if r.delivery_id is None),
@@ -287,11 +306,14 @@ class ReceiptsApp:
                 await _respond(send, _answer(400, {"error": "bad content-length"}, _CLOSE))
                 return
             if int(declared) > self.max_body:
+                if int(declared) <= self.max_body + DRAIN:
+                    await self._drain(receive)
                 await _respond(send, _too_large(self.max_body))
                 return
         try:
             body = await self._read(receive)
         except _TooLarge:
+            await self._drain(receive)
             await _respond(send, _too_large(self.max_body))
             return
         except TimeoutError:
@@ -318,6 +340,21 @@ class ReceiptsApp:
             return _answer(200, {"status": "ok"})
         return _answer(503, {"status": "stopped"})
 
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop what is left of an oversized body, up to DRAIN bytes and within
+        `read_timeout`: a sender still writing when the connection closes on unread bytes
+        gets a reset instead of the 413 (most clients read nothing before they sent all)."""
+        dropped = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.read_timeout):
+                while dropped <= DRAIN:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    dropped += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        return
+
     async def _read(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
         size = 0
@@ -336,7 +373,7 @@ class ReceiptsApp:
 
 
 def _too_large(limit: int) -> WebhookResponse:
-    # the rest is never read: closing the connection is how it is left unread
+    # the connection is closed after it: what is left of the body is never read
     return _answer(413, {"error": f"body over {limit} bytes"}, _CLOSE)
 
 

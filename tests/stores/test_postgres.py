@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
 
 from cascade_notify.errors import StoreError
+from cascade_notify.models import AttemptStatus, Message
 from cascade_notify.stores import open_store
+from cascade_notify.stores.base import Transition
 from cascade_notify.stores.postgres import PostgresStore
 
-from .conftest import LEASE, NOW, delivery
+from .conftest import LEASE, NOW, attempt, delivery
 
 
 @pytest.fixture
@@ -45,6 +48,71 @@ async def test_a_dead_workers_lease_is_taken_over(two: list[PostgresStore]) -> N
     assert await second.claim(NOW + LEASE - 0.5, limit=5, lease=LEASE) == []
     [taken] = await second.claim(NOW + LEASE, limit=5, lease=LEASE)
     assert taken.delivery.id == held.delivery.id and taken.token > held.token
+
+
+@pytest.fixture
+async def pg(pg_dsn: str, pg_schema: str):  # type: ignore[no-untyped-def]
+    store = PostgresStore(pg_dsn, schema=pg_schema)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def unvalidated(text: str):  # type: ignore[no-untyped-def]
+    """A new delivery whose message text skipped validation (as a buggy caller's might)."""
+    bad = delivery()
+    bad.message = Message.restore({**bad.message.to_dict(), "text": text})
+    return bad
+
+
+@pytest.mark.parametrize("text", ["NUL \x00 here", "lone \udc80 surrogate"])
+async def test_a_create_the_server_refuses_fails_alone(pg: PostgresStore, text: str) -> None:
+    """Twenty sends grouped with one whose data PostgreSQL refuses: the twenty are written,
+    the one fails with a StoreError that quotes none of its data (no phone number)."""
+    good = [delivery() for _ in range(20)]
+    bad = unvalidated(text)
+    results = await asyncio.gather(
+        *(pg.create(d) for d in [*good[:10], bad, *good[10:]]), return_exceptions=True
+    )
+    refused = results.pop(10)
+    assert isinstance(refused, StoreError), refused
+    assert "+7916" not in str(refused) and "anna" not in str(refused)
+    assert all(isinstance(r, tuple) and r[1] for r in results), results
+    for d in good:
+        assert await pg.get(d.id) is not None
+    assert await pg.get(bad.id) is None
+
+
+@pytest.mark.parametrize("error", ["NUL \x00 here", "lone \udc80 surrogate"])
+async def test_a_commit_the_server_refuses_fails_alone(pg: PostgresStore, error: str) -> None:
+    """Of twenty-one commits grouped in one transaction, the one whose attempt PostgreSQL
+    cannot store fails alone; the other twenty are written."""
+    made = [(await pg.create(delivery()))[0] for _ in range(21)]
+    claims = {c.delivery.id: c for c in await pg.claim(NOW, limit=50, lease=LEASE)}
+    writes = []
+    for d in made:
+        a = attempt(d, status=AttemptStatus.FAILED)
+        a.finished_ts = NOW
+        a.error = error if d is made[7] else "refused"
+        writes.append((claims[d.id], Transition(attempts=[a], step=0, wake_ts=NOW + 1)))
+    results = await asyncio.gather(*(pg.commit(c, t) for c, t in writes), return_exceptions=True)
+    assert isinstance(results.pop(7), StoreError)
+    assert results == [None] * 20
+    for d in made:
+        stored = await pg.get(d.id)
+        assert stored is not None
+        assert [a.error for a in stored.attempts] == ([] if d is made[7] else ["refused"])
+
+
+async def test_an_over_long_idempotency_key_is_refused_not_a_lost_connection(
+    pg: PostgresStore,
+) -> None:
+    """A key the server's index cannot hold is "refused", never "connection failed" (which
+    would tell the caller to retry with the same key, for ever)."""
+    key = os.urandom(4000).hex()  # incompressible: over the index's row size
+    with pytest.raises(StoreError, match="refused") as caught:
+        await pg.create(delivery(key))
+    assert "connection" not in str(caught.value) and key[:16] not in str(caught.value)
 
 
 def test_url_options_are_ours_and_the_rest_goes_to_libpq() -> None:
@@ -148,3 +216,53 @@ async def test_a_session_stopped_inside_a_transaction_is_ended(pg_dsn: str, pg_s
         assert await store._run(show) == "3s"
     finally:
         await store.close()
+
+
+@pytest.mark.slow
+async def test_the_worker_is_back_soon_after_refused_connections(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """After ten seconds of refused connections, the worker takes and ends a delivery
+    within 2 s of PostgreSQL answering again (as it does after a black hole)."""
+    from urllib.parse import urlsplit
+
+    from cascade_notify import DeliveryStatus, Message, Notifier, Recipient
+
+    from .tcp_proxy import Proxy
+
+    target = urlsplit(pg_dsn)
+    proxy = Proxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    url = pg_dsn.replace(target.netloc, f"{target.username}@127.0.0.1:{proxy.port}")
+    policy = """
+store: {url}?schema={schema}&timeout=2
+worker: {{lease: 5s}}
+providers:
+  sms: {{type: fake, channel: sms}}
+policies:
+  p: {{steps: [{{channel: sms, providers: [sms], timeout: 2s}}]}}
+"""
+    worker = Notifier.from_yaml(policy.format(url=url, schema=pg_schema))
+    sender = Notifier.from_yaml(policy.format(url=pg_dsn, schema=pg_schema), worker=False)
+    anna = Recipient(id="anna", sms="+79161234567")
+    await worker.start()
+    try:
+        async with sender:
+            first = await sender.send(anna, Message(text="before"))
+            assert (await worker.wait(first.id, timeout=10)).status is DeliveryStatus.DELIVERED
+            proxy.set("reset")  # every connection refused: the pool retries, and backs off
+            await asyncio.sleep(10)
+            proxy.set("pass")
+            back = time.monotonic()
+            after = await sender.send(anna, Message(text="after"))
+            while not (await sender.get(after.id)).final:
+                assert time.monotonic() - back < 10, "the worker never came back"
+                await asyncio.sleep(0.05)
+            took = time.monotonic() - back
+            assert took < 2, f"the worker took {took:.1f} s to come back"
+    finally:
+        proxy.set("pass")
+        try:
+            await worker.stop()
+        finally:
+            await proxy.close()

@@ -3,14 +3,17 @@
 uvicorn is the optional extra `server` (`pip install 'cascade-notify[server]'`). On
 SIGINT or SIGTERM uvicorn stops accepting connections, lets requests in flight finish
 (up to `--graceful-timeout`), then sends the lifespan shutdown, on which the receipts
-app stops the notifier: the transitions in hand finish and the store is closed.
+app stops the notifier: the transitions in hand finish and the store is closed; then
+the command exits 0, as `cascade-notify worker` does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -23,6 +26,14 @@ from cascade_notify.policy import load_config
 from cascade_notify.webhooks import MAX_BODY, asgi_app
 
 _errors = Console(stderr=True, highlight=False)
+
+
+class _Stopped(Exception):
+    """SIGTERM, raised again by uvicorn once it has shut down (or before it started)."""
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped
 
 
 def serve(
@@ -79,9 +90,15 @@ def serve(
             server_header=False,
         )
     )
-    # uvicorn re-raises the SIGINT it handled once it has shut down: that is a clean end
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+    # uvicorn re-raises the signal it handled once it has shut down cleanly: SIGINT as
+    # KeyboardInterrupt, SIGTERM through the handler in place before it (ours: the
+    # default would end the process with 143, as if it had been killed mid-work)
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        with contextlib.suppress(KeyboardInterrupt, _Stopped):
+            server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not server.started:
         _errors.print("[red]error[/red] the server did not start (see the log above)")
         raise typer.Exit(1)

@@ -1,9 +1,11 @@
 """Providers: the ways of sending on each channel, and the registry of their types."""
 
 from cascade_notify.providers.base import (
+    Inbound,
+    InboundSink,
     Provider,
+    ProviderOverrides,
     ProviderSettings,
-    ReceiptSink,
     SendRequest,
     SendResult,
     WebhookRequest,
@@ -11,9 +13,11 @@ from cascade_notify.providers.base import (
 )
 
 __all__ = [
+    "Inbound",
+    "InboundSink",
     "Provider",
+    "ProviderOverrides",
     "ProviderSettings",
-    "ReceiptSink",
     "SendRequest",
     "SendResult",
     "WebhookRequest",

@@ -24,18 +24,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cascade_notify._text import CODE_LIMIT, ID_LIMIT, TEXT_LIMIT, finite, storable
 from cascade_notify.clock import Clock, SystemClock
-from cascade_notify.errors import MessageError, PermanentError, ProviderError, UnknownOutcomeError
+from cascade_notify.errors import (
+    MessageError,
+    PermanentError,
+    ProviderError,
+    TransientError,
+    UnknownOutcomeError,
+)
 from cascade_notify.models import Message, Receipt, ReceiptStatus, Recipient, Signal, WaitFor
 from cascade_notify.providers._signing import BadSignature
 
 log = logging.getLogger("cascade_notify.providers")
+
+#: The longest `retry_after` a provider's answer is taken at (seconds): a day.
+MAX_RETRY_AFTER = 86400.0
 
 
 class ProviderSettings(BaseModel):
@@ -134,8 +145,16 @@ class Inbound:
 
 InboundSink = Callable[[Inbound], Awaitable[object]]
 _EMPTY: dict[type[ProviderOverrides], ProviderOverrides] = {}
-#: Kept for providers written against the first contract: receipts only.
-ReceiptSink = Callable[[Sequence[Receipt]], Awaitable[None]]
+
+
+class MalformedReceipts(ValueError):
+    """Raised by `parse()` when some of a verified body's receipts are malformed and some
+    are not: `receipts` holds the good ones, which are recorded; the request is still
+    answered 400, the message saying what was wrong with the others."""
+
+    def __init__(self, message: str, receipts: Sequence[Receipt]) -> None:
+        self.receipts = list(receipts)
+        super().__init__(message)
 
 
 class Provider:
@@ -258,6 +277,8 @@ async def send_classified(provider: Provider, request: SendRequest) -> SendResul
     Never raises but for cancellation. A text over the provider's `max_length`
     fails without a call; an exception that is not a classified provider error
     is logged and taken as an unknown outcome: it is never assumed "not sent".
+    What the answer carries from outside (error text and code, message id, cost,
+    `retry_after`) comes back storable: bounded, NUL and lone surrogates escaped.
     """
     limit = provider.max_length
     if limit is not None and len(request.text) > limit:
@@ -267,14 +288,45 @@ async def send_classified(provider: Provider, request: SendRequest) -> SendResul
             code="too_long",
         )
     try:
-        return await provider.send(request)
+        result = await provider.send(request)
     except asyncio.CancelledError:
         raise
     except ProviderError as exc:
         if type(exc) is not ProviderError:
-            return exc
+            return _storable_error(exc)
         log.error("provider %s raised a bare ProviderError; outcome unknown", provider.name)
-        return UnknownOutcomeError(str(exc), provider=provider.name, code=exc.code)
+        return _storable_error(
+            UnknownOutcomeError(_message(exc), provider=provider.name, code=exc.code)
+        )
     except Exception as exc:
         log.exception("provider %s raised an unclassified error; outcome unknown", provider.name)
-        return UnknownOutcomeError(f"{type(exc).__name__}: {exc}", provider=provider.name)
+        return _storable_error(
+            UnknownOutcomeError(f"{type(exc).__name__}: {exc}", provider=provider.name)
+        )
+    if not isinstance(result, SendResult):
+        log.error(
+            "provider %s returned %r, not a SendResult; outcome unknown", provider.name, result
+        )
+        return UnknownOutcomeError(
+            f"send() returned {type(result).__name__}, not a SendResult", provider=provider.name
+        )
+    # the provider's message id and cost come from its API's answer: any text, any number
+    message_id = storable(result.provider_message_id, ID_LIMIT)
+    cost = finite(result.cost, low=-math.inf)
+    if message_id is result.provider_message_id and cost == result.cost:
+        return result
+    return SendResult(message_id, cost)
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc.args[0]) if exc.args else type(exc).__name__
+
+
+def _storable_error(exc: ProviderError) -> ProviderError:
+    """`exc` with the texts and delay it carries from the provider's answer made storable:
+    an outcome the store cannot write would be sent again at every lease (see `_text`)."""
+    exc.args = (storable(_message(exc), TEXT_LIMIT), *exc.args[1:])
+    exc.code = storable(exc.code, CODE_LIMIT)
+    if isinstance(exc, TransientError):
+        exc.retry_after = finite(exc.retry_after, high=MAX_RETRY_AFTER)
+    return exc

@@ -31,6 +31,7 @@ import httpx
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, SecretStr
 
 from cascade_notify._duration import Duration
+from cascade_notify._text import masked_url
 from cascade_notify.clock import Clock
 from cascade_notify.errors import PermanentError, ProviderError, UnreachableError
 from cascade_notify.models import Receipt, ReceiptStatus
@@ -38,6 +39,7 @@ from cascade_notify.providers._http import Answer, HttpClient, HttpProvider, loa
 from cascade_notify.providers._signing import StandardWebhooks, decode_whsec
 from cascade_notify.providers.base import (
     Inbound,
+    MalformedReceipts,
     ProviderOverrides,
     ProviderSettings,
     SendRequest,
@@ -71,12 +73,13 @@ def _check_secrets(secrets: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
 
 
 def _check_url(url: str) -> str:
+    # (the URL may hold a password or a token: the error shows it masked)
     try:
         parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"{url!r} is not a URL: {exc}") from None
+    except httpx.InvalidURL:
+        raise ValueError(f"{masked_url(url)!r} is not a URL") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        raise ValueError(f"{masked_url(url)!r} is not an http:// or https:// URL")
     return url
 
 
@@ -216,10 +219,21 @@ class WebhookProvider(HttpProvider):
             raise ValueError(f"at most {_MAX_RECEIPTS} receipts per request")
         webhook_id = request.headers.get("webhook-id", "")
         now = self.clock.now()
-        return [
-            self._receipt(item, f"{webhook_id}:{i}" if isinstance(data, list) else webhook_id, now)
-            for i, item in enumerate(items)
-        ]
+        if not isinstance(data, list):
+            return [self._receipt(data, webhook_id, now)]
+        good: list[Receipt] = []
+        bad: list[str] = []
+        for i, item in enumerate(items):
+            try:
+                good.append(self._receipt(item, f"{webhook_id}:{i}", now))
+            except ValueError as exc:
+                bad.append(f"receipt {i}: {exc}")
+        if not bad:
+            return good
+        if not good:
+            raise ValueError(bad[0] if len(bad) == 1 else "; ".join(bad[:5]))
+        # the good ones of a batch are recorded all the same (the 400 says which were not)
+        raise MalformedReceipts("; ".join(bad[:5]), good)
 
     def _receipt(self, item: object, receipt_id: str, now: float) -> Receipt:
         if not isinstance(item, dict):
@@ -227,6 +241,8 @@ class WebhookProvider(HttpProvider):
         message_id = item.get("message_id")
         if not isinstance(message_id, str) or not 0 < len(message_id) <= _MAX_ID:
             raise ValueError(f"message_id must be a string of 1 to {_MAX_ID} characters")
+        if not message_id.isprintable():  # our own ids are: NUL, a surrogate, are not ours
+            raise ValueError("message_id must be printable text")
         status = item.get("status")
         if not isinstance(status, str) or status not in _STATUSES:
             raise ValueError(f"status must be one of {', '.join(_STATUSES)}")

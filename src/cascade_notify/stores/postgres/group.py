@@ -4,8 +4,11 @@ and the `create` of new deliveries this way.
 
 No call waits for company: the first goes at once; those that arrive while `flushers`
 groups are in flight wait for the next, which takes up to `limit` of them. A group
-either commits whole or fails whole (every caller gets its StoreError), so what one
-caller alone can get wrong (a value JSON cannot hold) is found before its item joins.
+commits whole or fails whole. What one caller alone can get wrong is found before its
+item joins where the client can tell (a value JSON cannot hold); where only the server
+can (a text or a size it refuses), the error says so (`alone(exc)`), and the group's
+items are flushed again one by one, so the item at fault fails alone and the others
+are written. Any other failure (an outage, a timeout) reaches every caller of the group.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ class Group(Generic[T, R]):
         *,
         limit: int = 100,
         flushers: int = 2,
+        alone: Callable[[BaseException], bool] = lambda exc: False,
     ) -> None:
         self._flush = flush
+        self._alone = alone
         self._limit = limit
         self._flushers = flushers
         self._active = 0
@@ -53,10 +58,11 @@ class Group(Generic[T, R]):
                 group, self._queue = self._queue[: self._limit], self._queue[self._limit :]
                 try:
                     answers = await self._flush([item for item, _ in group])
-                except BaseException as exc:  # every caller hears of it
-                    for _, future in group:
-                        if not future.done():
-                            future.set_exception(exc)
+                except BaseException as exc:
+                    if len(group) > 1 and self._alone(exc):
+                        await self._one_by_one(group)
+                        continue
+                    _fail(group, exc)  # every caller hears of it
                     if not isinstance(exc, Exception):
                         raise
                     continue
@@ -65,3 +71,25 @@ class Group(Generic[T, R]):
                         future.set_result(answer)
         finally:
             self._active -= 1
+
+    async def _one_by_one(self, group: Sequence[tuple[T, asyncio.Future[R]]]) -> None:
+        """Flush each item of a group the server refused alone (nothing of it was written)."""
+        for index, (item, future) in enumerate(group):
+            try:
+                [answer] = await self._flush([item])
+            except BaseException as exc:
+                if self._alone(exc):
+                    _fail([(item, future)], exc)
+                    continue
+                _fail(group[index:], exc)  # an outage meanwhile: the rest hear of it
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            if not future.done():
+                future.set_result(answer)
+
+
+def _fail(group: Sequence[tuple[object, asyncio.Future[R]]], exc: BaseException) -> None:
+    for _, future in group:
+        if not future.done():
+            future.set_exception(exc)

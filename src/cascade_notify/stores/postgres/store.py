@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool.pool_async import AddConnection, MaintenanceTask
 
 from cascade_notify.errors import LeaseLost, StoreError
 from cascade_notify.models import Delivery, Receipt, Signal
@@ -102,9 +103,51 @@ _SWEEP = "DELETE FROM shared_numbers WHERE expires_ts <= %(now)s"
 _NEXT_WAKE = "SELECT min(due_ts) FROM deliveries WHERE status = 'pending'"
 
 
+#: The longest pause between two reconnect attempts of the pool (seconds).
+RECONNECT_PAUSE = 0.5
+
+
+class _Pool(AsyncConnectionPool[Conn]):
+    """psycopg_pool's pool, whose reconnect backoff doubles without bound (1, 2, 4, 8 s...):
+    after an outage of refused connections (each attempt fails at once, so they pile up)
+    it would try again up to 8 s or more after the server is back. A failed connect is
+    cheap: here reconnect attempts are at most `RECONNECT_PAUSE` apart."""
+
+    async def schedule_task(self, task: MaintenanceTask, delay: float) -> None:
+        if isinstance(task, AddConnection):
+            delay = min(delay, RECONNECT_PAUSE)
+        await super().schedule_task(task, delay)
+
+
+class Refused(StoreError):
+    """The server (or the driver) refused what one call wrote (a value it cannot hold, a
+    limit): not an outage. A group of calls that fails so is retried one call at a time,
+    so that only the call at fault fails."""
+
+
+# SQLSTATE classes of a lost or refused connection, an overloaded or stopping server:
+# the others are the server refusing the statement itself (bad data, a limit)
+_CONNECTION_CLASSES = frozenset({"08", "53", "57", "58", "XX"})
+
+
+def _connection_lost(exc: psycopg.Error) -> bool:
+    return exc.sqlstate is None or exc.sqlstate[:2] in _CONNECTION_CLASSES
+
+
+def _said(exc: psycopg.Error) -> str:
+    # the server's primary message and code only: its DETAIL and CONTEXT quote the data
+    # (a recipient's phone number, an idempotency key), which must not reach error texts
+    primary = exc.diag.message_primary or type(exc).__name__
+    return f"{primary} (SQLSTATE {exc.sqlstate})"
+
+
 @contextlib.asynccontextmanager
 async def _autocommit() -> AsyncIterator[None]:
     yield
+
+
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, Refused)
 
 
 def _flag(text: str) -> bool:
@@ -143,9 +186,9 @@ class PostgresStore:
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._sweep_ts = 0.0
         # concurrent calls share a transaction (see `_pg_group`)
-        self._commits: Group[str, bool] = Group(self._commit_group)
+        self._commits: Group[str, bool] = Group(self._commit_group, alone=_refused)
         self._creates: Group[tuple[Delivery, str], tuple[Delivery, bool]] = Group(
-            self._create_group
+            self._create_group, alone=_refused
         )
 
     @classmethod
@@ -225,7 +268,7 @@ class PostgresStore:
     async def _start(self) -> None:
         if self._pool is not None:
             return
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        pool: AsyncConnectionPool[Conn] = _Pool(
             self.dsn,
             min_size=1,
             max_size=self.pool_max,
@@ -296,10 +339,15 @@ class PostgresStore:
                     f"no PostgreSQL connection within {self.timeout:g} s "
                     f"(is the server reachable?): {exc}"
                 ) from None
-            except psycopg.OperationalError as exc:
-                raise StoreError(f"PostgreSQL connection failed: {exc}") from exc
+            except UnicodeEncodeError as exc:
+                # (a lone surrogate, which no client encoding holds; the position only)
+                raise Refused(
+                    f"PostgreSQL cannot take this text: {exc.reason} at position {exc.start}"
+                ) from exc
             except psycopg.Error as exc:
-                raise StoreError(f"PostgreSQL refused: {exc}") from exc
+                if _connection_lost(exc):
+                    raise StoreError(f"PostgreSQL connection failed: {exc}") from exc
+                raise Refused(f"PostgreSQL refused: {_said(exc)}") from exc
         raise AssertionError("unreachable")
 
     # news from other processes
