@@ -1,0 +1,63 @@
+"""The channels the library knows by name, the kind of address each takes, and phone
+numbers normalised to E.164."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+import phonenumbers
+
+from cascade_notify.errors import RecipientError
+
+
+class AddressKind(StrEnum):
+    """How a channel names its addresses."""
+
+    PHONE = "phone"  # E.164, validated and normalised with `phonenumbers`
+    EMAIL = "email"
+    ID = "id"  # an opaque id the provider gave (a chat id, a user id, the app's own id)
+
+
+#: The channels the library knows by name, and the kind of address each takes: the one
+#: table `Recipient`, the policy and the providers read. The set is open: any other
+#: name works through `Recipient(addresses=...)` and a provider declaring it.
+CHANNEL_KINDS: Final[Mapping[str, AddressKind]] = MappingProxyType(
+    {
+        "whatsapp": AddressKind.PHONE,
+        "telegram": AddressKind.ID,
+        "viber": AddressKind.ID,
+        "max": AddressKind.ID,
+        "vk": AddressKind.ID,
+        "sms": AddressKind.PHONE,
+        "email": AddressKind.EMAIL,
+        "call": AddressKind.PHONE,
+        "app": AddressKind.ID,
+    }
+)
+CHANNELS: Final = tuple(CHANNEL_KINDS)
+PHONE_CHANNELS: Final = frozenset(c for c, k in CHANNEL_KINDS.items() if k is AddressKind.PHONE)
+_NAMED_CHANNELS: Final = CHANNELS
+_MOVED: Final = ("max", "vk")
+_CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def normalize_phone(value: object, field_name: str, region: str | None = None) -> str:
+    """Return `value` as an E.164 number, or raise RecipientError naming the field."""
+    if not isinstance(value, str) or not value.strip():
+        raise RecipientError(field_name, f"must be a phone number string, got {value!r}")
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        hint = "" if region else " (write it in international form, +<country code>...)"
+        raise RecipientError(
+            field_name, f"{value!r} is not a phone number: {exc._msg}{hint}"
+        ) from None
+    if not phonenumbers.is_valid_number(number):
+        raise RecipientError(field_name, f"{value!r} is not a valid phone number")
+    e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164

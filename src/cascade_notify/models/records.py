@@ -1,0 +1,326 @@
+"""Records of what happened: statuses, `Receipt`, `Step`, `Attempt`, `Signal`,
+`SkippedStep`, `Delivery`. The store owns them; a `Notifier` hands out snapshots."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from cascade_notify._text import CODE_LIMIT, ID_LIMIT, RECEIPT_ID_LIMIT, TEXT_LIMIT, storable
+from cascade_notify.models.message import Message
+from cascade_notify.models.recipient import Recipient
+
+
+def new_id() -> str:
+    """A 32-hex-digit id that sorts by creation time (friendly to B-tree indexes)."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+def _datetime(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class DeliveryStatus(StrEnum):
+    """Where a cascade stands. Everything but `pending` is final."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    EXHAUSTED = "exhausted"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self is not DeliveryStatus.PENDING
+
+
+class AttemptStatus(StrEnum):
+    """What became of one provider call."""
+
+    SENDING = "sending"  # recorded before the request; still so after a crash mid-request
+    ACCEPTED = "accepted"  # the provider took it; a receipt may follow
+    UNKNOWN = "unknown"  # the request went out, the answer was lost
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"  # permanent error at send, or a `failed` receipt
+    UNREACHABLE = "unreachable"
+    TRANSIENT = "transient"  # a retryable error; a later attempt retries it
+    TIMED_OUT = "timed_out"  # no receipt met the step's `wait_for` by its deadline
+    ABANDONED = "abandoned"  # the delivery ended (cancelled, expired) while this was open
+
+
+OPEN_ATTEMPT: Final = frozenset(
+    {AttemptStatus.SENDING, AttemptStatus.ACCEPTED, AttemptStatus.UNKNOWN}
+)
+_REACHED: Final = frozenset({AttemptStatus.DELIVERED, AttemptStatus.READ})
+
+
+class ReceiptStatus(StrEnum):
+    """A provider's report on one of its messages."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+def status_after(status: AttemptStatus, receipt: ReceiptStatus) -> AttemptStatus:
+    """An attempt's status once `receipt` is heard, whatever order receipts come in.
+
+    `read` outranks `delivered` (a read message was delivered); a `failed`
+    report never undoes a delivery already seen; `sent` settles an unknown
+    outcome as accepted.
+    """
+    if receipt is ReceiptStatus.READ:
+        return AttemptStatus.READ
+    if receipt is ReceiptStatus.DELIVERED:
+        return status if status is AttemptStatus.READ else AttemptStatus.DELIVERED
+    if receipt is ReceiptStatus.FAILED:
+        return status if status in _REACHED else AttemptStatus.FAILED
+    if status in (AttemptStatus.SENDING, AttemptStatus.UNKNOWN):
+        return AttemptStatus.ACCEPTED
+    return status
+
+
+class WaitFor(StrEnum):
+    """What a step counts as success."""
+
+    ACCEPTED = "accepted"
+    DELIVERED = "delivered"
+    READ = "read"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receipt:
+    """A provider's status report for one of its messages.
+
+    `receipt_id` is the report's identity for de-duplication: the webhook's
+    own id where the provider gives one, else message id and status.
+    `attempt_id` is our own attempt id where the provider echoes a tag we sent
+    (WhatsApp's `biz_opaque_callback_data`, the app webhook's `message_id`): it
+    finds the attempt even when the send's answer, and so the provider's
+    message id, was lost.
+    """
+
+    provider: str
+    provider_message_id: str
+    status: ReceiptStatus
+    ts: float
+    code: str | None = None
+    error: str | None = None
+    receipt_id: str = ""
+    attempt_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # every field but `provider` and `status` is the provider's text: made storable here
+        # (see `_text`), so a receipt from anywhere can be recorded on any store
+        if not math.isfinite(self.ts):
+            raise ValueError(f"Receipt.ts: must be a finite number, got {self.ts!r}")
+        message_id = storable(self.provider_message_id, ID_LIMIT)
+        object.__setattr__(self, "provider_message_id", message_id)
+        object.__setattr__(self, "code", storable(self.code, CODE_LIMIT))
+        object.__setattr__(self, "error", storable(self.error, TEXT_LIMIT))
+        object.__setattr__(self, "attempt_id", storable(self.attempt_id, ID_LIMIT))
+        receipt_id = self.receipt_id or f"{message_id}:{self.status.value}"
+        object.__setattr__(self, "receipt_id", storable(receipt_id, RECEIPT_ID_LIMIT))
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.ts, UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One resolved step of a cascade policy, as the engine runs it."""
+
+    channel: str
+    providers: tuple[str, ...]
+    wait_for: WaitFor = WaitFor.DELIVERED
+    timeout: float = 600.0
+    retry_attempts: int = 3
+    retry_initial: float = 1.0
+    retry_max: float = 60.0
+    quiet_hours: tuple[int, int] | None = None  # minutes after midnight: start, end
+    #: True: a step reached within quiet hours waits for their end; False: it is skipped.
+    quiet_wait: bool = False
+    categories: frozenset[str] | None = None
+    #: The step's options per provider name (a WhatsApp template for this step, ...).
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+
+
+@dataclass(slots=True, kw_only=True)
+class Attempt:
+    """One provider call and everything heard about it since."""
+
+    id: str
+    delivery_id: str
+    step: int
+    channel: str
+    provider: str
+    status: AttemptStatus
+    started_ts: float
+    finished_ts: float | None = None
+    deadline_ts: float | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+    code: str | None = None
+    retry_ts: float | None = None  # after a transient error: not before this time
+    cost: float | None = None
+    receipts: list[Receipt] = field(default_factory=list)
+
+    @property
+    def started_at(self) -> datetime:
+        return datetime.fromtimestamp(self.started_ts, UTC)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return _datetime(self.finished_ts)
+
+    @property
+    def deadline_at(self) -> datetime | None:
+        return _datetime(self.deadline_ts)
+
+    @property
+    def retry_at(self) -> datetime | None:
+        return _datetime(self.retry_ts)
+
+    def absorb(self, receipt: Receipt) -> bool:
+        """Add a receipt unless it is a duplicate, and move the status on; True if new."""
+        for seen in self.receipts:
+            if seen.receipt_id == receipt.receipt_id:
+                return False
+        self.receipts.append(receipt)
+        self.status = status_after(self.status, receipt.status)
+        return True
+
+    def copy(self) -> Attempt:
+        return Attempt(
+            id=self.id,
+            delivery_id=self.delivery_id,
+            step=self.step,
+            channel=self.channel,
+            provider=self.provider,
+            status=self.status,
+            started_ts=self.started_ts,
+            finished_ts=self.finished_ts,
+            deadline_ts=self.deadline_ts,
+            provider_message_id=self.provider_message_id,
+            error=self.error,
+            code=self.code,
+            retry_ts=self.retry_ts,
+            cost=self.cost,
+            receipts=list(self.receipts),
+        )
+
+
+class SignalKind(StrEnum):
+    """What a provider learned about an address, apart from any one message."""
+
+    GONE = "gone"  # unusable on this channel from now on: blocked, unsubscribed, stopped
+    LINKED = "linked"  # the customer linked this address to a recipient id (opened the bot)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signal:
+    """A provider's news about an address: it is gone, or it was linked to a recipient.
+
+    `reason` is the provider's word for it (`blocked`, `unsubscribed`, `bot_stopped`,
+    `wrong_number`, `start`); `recipient_id` is set for `linked`, and for `gone` when
+    the provider knows whose address it was.
+    """
+
+    kind: SignalKind
+    channel: str
+    address: str
+    provider: str
+    reason: str
+    ts: float
+    recipient_id: str | None = None
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.ts, UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SkippedStep:
+    """A step the cascade passed over, and why (`no_address`, `opted_out`, ...)."""
+
+    step: int
+    channel: str
+    reason: str
+    ts: float
+    detail: str | None = None
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.ts, UTC)
+
+
+@dataclass(slots=True, kw_only=True)
+class Delivery:
+    """The state of one cascade.
+
+    `unusable` holds the channels whose address was known unusable when the delivery was
+    made (the recipient blocked the bot, unsubscribed): channel -> a reason for people.
+    """
+
+    id: str
+    policy: str
+    recipient: Recipient
+    message: Message
+    steps: tuple[Step, ...]
+    created_ts: float
+    expires_ts: float
+    status: DeliveryStatus = DeliveryStatus.PENDING
+    channel: str | None = None
+    step: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+    skipped: list[SkippedStep] = field(default_factory=list)
+    finished_ts: float | None = None
+    wake_ts: float | None = None
+    idempotency_key: str | None = None
+    unusable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(self.created_ts, UTC)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return _datetime(self.finished_ts)
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.expires_ts, UTC)
+
+    @property
+    def final(self) -> bool:
+        return self.status is not DeliveryStatus.PENDING
+
+    def copy(self) -> Delivery:
+        """A snapshot that later changes in the store do not touch."""
+        return Delivery(
+            id=self.id,
+            policy=self.policy,
+            recipient=self.recipient,
+            message=self.message,
+            steps=self.steps,
+            created_ts=self.created_ts,
+            expires_ts=self.expires_ts,
+            status=self.status,
+            channel=self.channel,
+            step=self.step,
+            attempts=[a.copy() for a in self.attempts],
+            skipped=list(self.skipped),
+            finished_ts=self.finished_ts,
+            wake_ts=self.wake_ts,
+            idempotency_key=self.idempotency_key,
+            unusable=dict(self.unusable),
+        )
