@@ -7,6 +7,14 @@ Times are POSIX seconds from the injected clock, never `now()`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from cascade_notify.errors import StoreError
+from cascade_notify.stores._common import check_version
+
+if TYPE_CHECKING:
+    from cascade_notify.stores.postgres.rows import Conn
+
 #: (version, statements): applied in order, in one transaction, to reach each version.
 MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (
@@ -156,3 +164,69 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
 def current_version() -> int:
     """The schema version this code reads and writes."""
     return MIGRATIONS[-1][0]
+
+
+async def version_of(conn: Conn, schema: str) -> int | None:
+    """The schema version; 0 if the schema holds foreign tables only; None if empty."""
+    cur = await conn.execute("SELECT to_regclass(%s)", (f'"{schema}".schema_version',))
+    row = await cur.fetchone()
+    if row is not None and row[0] is not None:
+        found = await (await conn.execute("SELECT version FROM schema_version")).fetchone()
+        return 0 if found is None else int(found[0])
+    cur = await conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (schema,)
+    )
+    count = await cur.fetchone()
+    return 0 if count is not None and count[0] else None
+
+
+async def check_or_create(conn: Conn, schema: str) -> None:
+    async with conn.transaction():
+        await _lock(conn, schema)
+        version = await version_of(conn, schema)
+        if version is None:
+            await _apply(conn, schema, None)
+        elif version == 0:
+            raise StoreError(
+                f"schema {schema} holds tables but no schema_version: "
+                "it is not a cascade_notify store"
+            )
+        else:
+            check_version(version, current_version(), f"schema {schema}")
+
+
+async def migrate(conn: Conn, schema: str) -> tuple[int, int]:
+    async with conn.transaction():
+        await _lock(conn, schema)
+        version = await version_of(conn, schema)
+        if version == 0:
+            raise StoreError(
+                f"schema {schema} holds tables but no schema_version: "
+                "it is not a cascade_notify store; refusing to touch it"
+            )
+        if version is not None and version > current_version():
+            check_version(version, current_version(), f"schema {schema}")
+        await _apply(conn, schema, version)
+        return version or 0, current_version()
+
+
+async def _lock(conn: Conn, schema: str) -> None:
+    # two processes starting on an empty database must not both create the tables
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+        (f"cascade_notify schema {schema}",),
+    )
+
+
+async def _apply(conn: Conn, schema: str, found: int | None) -> None:
+    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    for version, statements in MIGRATIONS:
+        if version > (found or 0):
+            for statement in statements:
+                await conn.execute(statement)
+    current = current_version()
+    if found is None:
+        await conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+        await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (current,))
+    else:
+        await conn.execute("UPDATE schema_version SET version = %s", (current,))

@@ -25,10 +25,9 @@ a call may take before it fails with StoreError, default 10), `prepared`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -36,19 +35,27 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from psycopg_pool.pool_async import AddConnection, MaintenanceTask
 
 from cascade_notify.errors import LeaseLost, StoreError
 from cascade_notify.models import Delivery, Receipt, Signal
 from cascade_notify.stores import _addresses
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
-from cascade_notify.stores._common import PURGE_CHUNK, check_version
+from cascade_notify.stores._common import PURGE_CHUNK
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition
 from cascade_notify.stores.memory import ORPHAN_TTL
 from cascade_notify.stores.postgres import addresses as book
-from cascade_notify.stores.postgres import calls, rows
+from cascade_notify.stores.postgres import calls, rows, shared
 from cascade_notify.stores.postgres import schema as schema_module
+from cascade_notify.stores.postgres.connection import (
+    Refused,
+    _autocommit,
+    _connection_lost,
+    _flag,
+    _Pool,
+    _refused,
+    _said,
+)
 from cascade_notify.stores.postgres.group import Group
 from cascade_notify.stores.postgres.rows import load, upsert_attempts
 
@@ -77,85 +84,7 @@ _CLAIM = """
     FROM due WHERE d.id = due.id
     RETURNING d.id, d.token
 """
-_BUMP = """
-    INSERT INTO shared_numbers (key, value, expires_ts)
-    VALUES (%(key)s, %(floor)s + %(add)s, %(expires)s)
-    ON CONFLICT (key) DO UPDATE SET
-        value = greatest(
-            CASE WHEN shared_numbers.expires_ts > %(now)s THEN shared_numbers.value
-                 ELSE %(floor)s END,
-            %(floor)s) + %(add)s,
-        expires_ts = %(expires)s
-    RETURNING value
-"""
-_CREATE_TEXT = """
-    INSERT INTO shared_texts (key, version, text, expires_ts)
-    VALUES (%(key)s, 1, %(text)s, %(expires)s)
-    ON CONFLICT (key) DO NOTHING
-    RETURNING version
-"""
-_REPLACE_TEXT = """
-    UPDATE shared_texts SET version = version + 1, text = %(text)s, expires_ts = %(expires)s
-    WHERE key = %(key)s AND version = %(version)s
-    RETURNING version
-"""
-_SWEEP = "DELETE FROM shared_numbers WHERE expires_ts <= %(now)s"
 _NEXT_WAKE = "SELECT min(due_ts) FROM deliveries WHERE status = 'pending'"
-
-
-#: The longest pause between two reconnect attempts of the pool (seconds).
-RECONNECT_PAUSE = 0.5
-
-
-class _Pool(AsyncConnectionPool[Conn]):
-    """psycopg_pool's pool, whose reconnect backoff doubles without bound (1, 2, 4, 8 s...):
-    after an outage of refused connections (each attempt fails at once, so they pile up)
-    it would try again up to 8 s or more after the server is back. A failed connect is
-    cheap: here reconnect attempts are at most `RECONNECT_PAUSE` apart."""
-
-    async def schedule_task(self, task: MaintenanceTask, delay: float) -> None:
-        if isinstance(task, AddConnection):
-            delay = min(delay, RECONNECT_PAUSE)
-        await super().schedule_task(task, delay)
-
-
-class Refused(StoreError):
-    """The server (or the driver) refused what one call wrote (a value it cannot hold, a
-    limit): not an outage. A group of calls that fails so is retried one call at a time,
-    so that only the call at fault fails."""
-
-
-# SQLSTATE classes of a lost or refused connection, an overloaded or stopping server:
-# the others are the server refusing the statement itself (bad data, a limit)
-_CONNECTION_CLASSES = frozenset({"08", "53", "57", "58", "XX"})
-
-
-def _connection_lost(exc: psycopg.Error) -> bool:
-    return exc.sqlstate is None or exc.sqlstate[:2] in _CONNECTION_CLASSES
-
-
-def _said(exc: psycopg.Error) -> str:
-    # the server's primary message and code only: its DETAIL and CONTEXT quote the data
-    # (a recipient's phone number, an idempotency key), which must not reach error texts
-    primary = exc.diag.message_primary or type(exc).__name__
-    return f"{primary} (SQLSTATE {exc.sqlstate})"
-
-
-@contextlib.asynccontextmanager
-async def _autocommit() -> AsyncIterator[None]:
-    yield
-
-
-def _refused(exc: BaseException) -> bool:
-    return isinstance(exc, Refused)
-
-
-def _flag(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{text!r} is not true or false")
 
 
 class PostgresStore:
@@ -223,7 +152,7 @@ class PostgresStore:
         """Connect; create the schema in an empty database; refuse an old or new one."""
         await self._start()
         try:
-            await self._run(self._check_or_create)
+            await self._run(lambda conn: schema_module.check_or_create(conn, self.schema))
         except BaseException:
             await self.close()
             raise
@@ -232,7 +161,7 @@ class PostgresStore:
         """Bring the schema to this code's version; return (version before, version now).
         Opens the store if it is not open; it stays open."""
         await self._start()
-        return await self._run(self._migrate)
+        return await self._run(lambda conn: schema_module.migrate(conn, self.schema))
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -382,67 +311,6 @@ class PostgresStore:
 
     # schema
 
-    async def _version(self, conn: Conn) -> int | None:
-        """The schema version; 0 if the schema holds foreign tables only; None if empty."""
-        cur = await conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}".schema_version',))
-        row = await cur.fetchone()
-        if row is not None and row[0] is not None:
-            found = await (await conn.execute("SELECT version FROM schema_version")).fetchone()
-            return 0 if found is None else int(found[0])
-        cur = await conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (self.schema,)
-        )
-        count = await cur.fetchone()
-        return 0 if count is not None and count[0] else None
-
-    async def _check_or_create(self, conn: Conn) -> None:
-        async with conn.transaction():
-            await self._lock_schema(conn)
-            version = await self._version(conn)
-            if version is None:
-                await self._apply(conn, None)
-            elif version == 0:
-                raise StoreError(
-                    f"schema {self.schema} holds tables but no schema_version: "
-                    "it is not a cascade_notify store"
-                )
-            else:
-                check_version(version, schema_module.current_version(), f"schema {self.schema}")
-
-    async def _migrate(self, conn: Conn) -> tuple[int, int]:
-        async with conn.transaction():
-            await self._lock_schema(conn)
-            version = await self._version(conn)
-            if version == 0:
-                raise StoreError(
-                    f"schema {self.schema} holds tables but no schema_version: "
-                    "it is not a cascade_notify store; refusing to touch it"
-                )
-            if version is not None and version > schema_module.current_version():
-                check_version(version, schema_module.current_version(), f"schema {self.schema}")
-            await self._apply(conn, version)
-            return version or 0, schema_module.current_version()
-
-    async def _lock_schema(self, conn: Conn) -> None:
-        # two processes starting on an empty database must not both create the tables
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"cascade_notify schema {self.schema}",),
-        )
-
-    async def _apply(self, conn: Conn, found: int | None) -> None:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-        for version, statements in schema_module.MIGRATIONS:
-            if version > (found or 0):
-                for statement in statements:
-                    await conn.execute(statement)
-        current = schema_module.current_version()
-        if found is None:
-            await conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
-            await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (current,))
-        else:
-            await conn.execute("UPDATE schema_version SET version = %s", (current,))
-
     # the Store protocol
 
     async def create(self, delivery: Delivery) -> tuple[Delivery, bool]:
@@ -583,44 +451,25 @@ class PostgresStore:
         self, key: str, add: float, *, floor: float, now: float, ttl: float
     ) -> float:
         """Set the number at `key` to max(it, floor) + add (absent: floor + add); return it."""
-        params = {"key": key, "add": add, "floor": floor, "now": now, "expires": now + ttl}
 
         async def work(conn: Conn) -> float:
             if now >= self._sweep_ts:  # expired keys go once a minute, from each process
                 self._sweep_ts = now + 60.0
-                await conn.execute(_SWEEP, {"now": now})
-            row = await (await conn.execute(_BUMP, params)).fetchone()
-            assert row is not None
-            return float(row[0])
+                await shared.sweep(conn, now)
+            return await shared.bump(conn, key, add, floor, now, ttl)
 
         return await self._run(work)
 
     async def shared_get(self, prefix: str, now: float) -> dict[str, tuple[int, str]]:
         """Every live text whose key starts with `prefix`: key -> (version, text)."""
-
-        async def work(conn: Conn) -> dict[str, tuple[int, str]]:
-            cur = await conn.execute(
-                "SELECT key, version, text FROM shared_texts "
-                "WHERE starts_with(key, %s) AND expires_ts > %s",
-                (prefix, now),
-            )
-            return {row[0]: (int(row[1]), row[2]) for row in await cur.fetchall()}
-
-        return await self._run(work)
+        return await self._run(lambda conn: shared.get(conn, prefix, now))
 
     async def shared_put(
         self, key: str, value: str, *, version: int, now: float, ttl: float
     ) -> int | None:
         """Write `value` if the key's version is still `version` (0: absent); return the new
         version, or None when another writer got there first."""
-        params = {"key": key, "text": value, "version": version, "expires": now + ttl}
-
-        async def work(conn: Conn) -> int | None:
-            query = _CREATE_TEXT if version == 0 else _REPLACE_TEXT
-            row = await (await conn.execute(query, params)).fetchone()
-            return None if row is None else int(row[0])
-
-        return await self._run(work)
+        return await self._run(lambda conn: shared.put(conn, key, value, version, now, ttl))
 
     async def purge(self, older_than: float, now: float) -> int:
         """Delete deliveries final for at least `older_than` seconds, with everything of
@@ -631,7 +480,7 @@ class PostgresStore:
                 await conn.execute(
                     "DELETE FROM orphan_receipts WHERE kept_ts <= %s", (now - ORPHAN_TTL,)
                 )
-                await conn.execute(_SWEEP, {"now": now})
+                await shared.sweep(conn, now)
                 cur = await conn.execute(
                     "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
                     "WHERE status <> 'pending' AND finished_ts <= %s LIMIT %s)",
