@@ -262,3 +262,32 @@ async def test_a_receipt_closes_a_half_open_breaker() -> None:
     )
     [info] = await guard.breakers.list()
     assert info.state == "closed" and guard.available("wa", 31)
+
+
+async def test_a_probe_holder_hears_one_answer_before_and_at_the_send() -> None:
+    """Half-open with its one probe slot taken: `available` (what the engine's decide asks)
+    and `acquire` give the holder the same yes and every other delivery the same no."""
+    from cascade_notify import Delivery, Message, Recipient, Step
+
+    config = load_config(
+        GUARDED.replace("channel: whatsapp}", "channel: whatsapp, breaker: {probes: 1}}")
+    )
+    guard = Protection(config, FakeClock(start=0))
+    await guard.breakers.open("wa", 30)
+
+    def delivery(delivery_id: str) -> Delivery:
+        return Delivery(
+            id=delivery_id,
+            policy="p",
+            steps=(Step(channel="whatsapp", providers=("wa",), timeout=60),),
+            created_ts=0,
+            expires_ts=3600,
+            recipient=Recipient(id="r", whatsapp="+79161234567"),
+            message=Message(text="hi"),
+        )
+
+    holder, other = delivery("d1"), delivery("d2")
+    assert guard.available("wa", 30, holder.id) and await guard.acquire("wa", holder, 30) == 0
+    assert guard.available("wa", 31, holder.id) and await guard.acquire("wa", holder, 31) == 0
+    assert not guard.available("wa", 31, other.id) and await guard.acquire("wa", other, 31) > 0
+    assert not guard.available("wa", 31)  # a delivery not named: a newcomer, kept out

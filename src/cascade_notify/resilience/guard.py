@@ -100,8 +100,10 @@ class Guard(Protocol):
     brakes against SMS pumping). Its answers are reads of its current state, so
     `decide()` stays a function of (delivery, time, guard state)."""
 
-    def available(self, provider: str, now: float) -> bool:
-        """False while `provider`'s circuit is open (outage): do not send there now."""
+    def available(self, provider: str, now: float, holder: str | None = None) -> bool:
+        """False while `provider`'s circuit is open (outage), or half-open with every probe
+        slot taken by others: do not send there now. `holder`: the delivery asking, so a
+        delivery that holds a probe slot hears the answer `acquire` will give it."""
         ...
 
     def brake(self, step: Step, delivery: Delivery, now: float) -> tuple[str, str] | None:
@@ -179,9 +181,9 @@ class Protection:
 
     # the Guard
 
-    def available(self, provider: str, now: float) -> bool:
+    def available(self, provider: str, now: float, holder: str | None = None) -> bool:
         circuit = self._circuits.get(provider)
-        return circuit is None or circuit.allows(now)
+        return circuit is None or circuit.allows(now, holder)
 
     def brake(self, step: Step, delivery: Delivery, now: float) -> tuple[str, str] | None:
         if step.channel not in BRAKED:
