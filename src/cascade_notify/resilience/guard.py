@@ -219,13 +219,17 @@ class Protection:
             wait = await self._pace(provider, buckets, delivery, now)
             if wait > 0:
                 return wait
-        channel = self._channel.get(provider, "")
-        if channel in BRAKED and not await self._count_send(channel, delivery, now):
-            return _RECHECK
+        # the probe slot before the brake counts: a send the breaker then refuses must not
+        # be counted against the recipient's hourly limit
         if circuit is not None:
             lapse = next((s.timeout for s in delivery.steps if provider in s.providers), 600.0)
             if not circuit.take_probe(now, delivery.id, now + lapse):
                 return _RECHECK
+        channel = self._channel.get(provider, "")
+        if channel in BRAKED and not await self._count_send(channel, delivery, now):
+            if circuit is not None:
+                circuit.release(delivery.id)  # no send after all: its probe slot goes back
+            return _RECHECK
         return 0.0
 
     def observe(self, attempt: Attempt, now: float) -> None:
