@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 import pytest
@@ -262,3 +263,78 @@ async def test_a_receipt_closes_a_half_open_breaker() -> None:
     )
     [info] = await guard.breakers.list()
     assert info.state == "closed" and guard.available("wa", 31)
+
+
+async def test_a_probe_holder_hears_one_answer_before_and_at_the_send() -> None:
+    """Half-open with its one probe slot taken: `available` (what the engine's decide asks)
+    and `acquire` give the holder the same yes and every other delivery the same no."""
+    from cascade_notify import Delivery, Message, Recipient, Step
+
+    config = load_config(
+        GUARDED.replace("channel: whatsapp}", "channel: whatsapp, breaker: {probes: 1}}")
+    )
+    guard = Protection(config, FakeClock(start=0))
+    await guard.breakers.open("wa", 30)
+
+    def delivery(delivery_id: str) -> Delivery:
+        return Delivery(
+            id=delivery_id,
+            policy="p",
+            steps=(Step(channel="whatsapp", providers=("wa",), timeout=60),),
+            created_ts=0,
+            expires_ts=3600,
+            recipient=Recipient(id="r", whatsapp="+79161234567"),
+            message=Message(text="hi"),
+        )
+
+    holder, other = delivery("d1"), delivery("d2")
+    assert guard.available("wa", 30, holder.id) and await guard.acquire("wa", holder, 30) == 0
+    assert guard.available("wa", 31, holder.id) and await guard.acquire("wa", holder, 31) == 0
+    assert not guard.available("wa", 31, other.id) and await guard.acquire("wa", other, 31) > 0
+    assert not guard.available("wa", 31)  # a delivery not named: a newcomer, kept out
+
+
+class _YieldingTable(SharedTable):
+    """The in-process shared table, but every count yields, as a store's round trip does."""
+
+    async def shared_bump(
+        self, key: str, add: float, *, floor: float, now: float, ttl: float
+    ) -> float:
+        await asyncio.sleep(0)
+        return self.bump(key, add, floor=floor, now=now, ttl=ttl)
+
+
+async def test_a_send_the_breaker_refuses_is_not_counted_by_the_brakes() -> None:
+    """Two sends race for a half-open SMS breaker's one probe slot: the one refused at the
+    re-check is not counted against the number's hourly limit."""
+    from cascade_notify import Delivery, Message, Recipient, Step
+
+    config = load_config("""
+providers:
+  gw: {type: fake, channel: sms, breaker: {probes: 1}}
+policies:
+  p:
+    brakes: {sms_per_recipient_per_hour: 2}
+    steps: [{channel: sms, providers: [gw]}]
+""")
+    guard = Protection(config, FakeClock(start=0))
+    guard.attach(_YieldingTable())
+    await guard.breakers.open("gw", 30)
+    step = Step(channel="sms", providers=("gw",), timeout=60)
+
+    def delivery(delivery_id: str) -> Delivery:
+        return Delivery(
+            id=delivery_id,
+            policy="p",
+            steps=(step,),
+            created_ts=0,
+            expires_ts=3600,
+            recipient=Recipient(id="r", sms="+79161234567"),
+            message=Message(text="hi"),
+        )
+
+    first, second = await asyncio.gather(
+        guard.acquire("gw", delivery("d1"), 30), guard.acquire("gw", delivery("d2"), 30)
+    )
+    assert first == 0 and second > 0
+    assert guard.brake(step, delivery("d3"), 30) is None  # one send counted of the two allowed

@@ -74,3 +74,43 @@ policies:
             "app", method="POST", url="http://h/receipts/app", headers=forged, body=body
         )
         assert refused.status == 401
+
+
+def test_sync_breakers_by_hand():
+    """`SyncNotifier.breakers` lists, opens and closes breakers through the portal: a send
+    while WhatsApp's is open skips it, and after closing it goes to WhatsApp again."""
+    from cascade_notify.testing import FakeClock
+
+    policy = """
+store: memory://
+providers:
+  wa: {type: fake, channel: whatsapp}
+  sms: {type: fake, channel: sms}
+policies:
+  p:
+    steps:
+      - {channel: whatsapp, providers: [wa], wait_for: accepted}
+      - {channel: sms, providers: [sms], wait_for: accepted}
+"""
+    clock = FakeClock()
+    anna = Recipient(id="r", whatsapp="+79161234567", sms="+79161234567")
+    with SyncNotifier.from_yaml(policy, clock=clock) as notifier:
+        assert notifier.breakers.shared  # the memory store shares them within the process
+        info = notifier.breakers.open("wa", "2h", reason="blocked in RU")
+        assert (info.state, info.manual, info.until) == ("open", True, clock.now() + 7200)
+        assert {b.provider: b.state for b in notifier.breakers.list()} == {
+            "sms": "closed",
+            "wa": "open",
+        }
+        skipped = notifier.wait(notifier.send(anna, Message(text="hi")).id)
+        assert skipped.channel == "sms" and skipped.skipped[0].reason == "circuit_open"
+        assert notifier.breakers.close("wa", reason="unblocked").state == "closed"
+        back = notifier.wait(notifier.send(anna, Message(text="hi")).id)
+        assert back.channel == "whatsapp"
+
+
+def test_sync_breakers_outside_with_is_a_clear_error():
+    """The breakers' verbs, like the others, say how to use the notifier when it is not running."""
+    notifier = SyncNotifier.from_yaml(POLICY)
+    with pytest.raises(RuntimeError, match="use `with notifier:`"):
+        notifier.breakers.list()

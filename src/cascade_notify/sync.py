@@ -20,6 +20,7 @@ from cascade_notify.models import Delivery, Message, Receipt, Recipient
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config
 from cascade_notify.providers.base import Provider, WebhookResponse
+from cascade_notify.resilience import BreakerInfo
 from cascade_notify.stores.base import ReceiptResult, Store
 
 
@@ -45,6 +46,8 @@ class SyncNotifier:
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
         self._notifier: Notifier | None = None
+        #: List, open and close circuit breakers by hand (`Notifier.breakers`, synchronous).
+        self.breakers = SyncBreakers(self)
 
     @classmethod
     def from_yaml(
@@ -164,6 +167,39 @@ class SyncNotifier:
             headers=headers,
             body=body,
             max_body=max_body,
+        )
+        return result
+
+
+class SyncBreakers:
+    """`Notifier.breakers` for synchronous code: each verb runs on the portal's notifier."""
+
+    def __init__(self, owner: SyncNotifier) -> None:
+        self._owner = owner
+
+    @property
+    def shared(self) -> bool:
+        """Whether changes go through the store to the other notifiers on it."""
+        return self._owner.notifier.breakers.shared
+
+    def list(self) -> list[BreakerInfo]:
+        """Every provider's breaker, as the notifiers on the store see it."""
+        result: list[BreakerInfo] = self._owner._call(self._owner.notifier.breakers.list)
+        return result
+
+    def open(
+        self, provider: str, duration: float | str, *, reason: str | None = None
+    ) -> BreakerInfo:
+        """Open `provider`'s breaker for `duration` (seconds, or e.g. "2h"); then it probes."""
+        result: BreakerInfo = self._owner._call(
+            self._owner.notifier.breakers.open, provider, duration, reason=reason
+        )
+        return result
+
+    def close(self, provider: str, *, reason: str | None = None) -> BreakerInfo:
+        """Close `provider`'s breaker now: sends go to it again."""
+        result: BreakerInfo = self._owner._call(
+            self._owner.notifier.breakers.close, provider, reason=reason
         )
         return result
 

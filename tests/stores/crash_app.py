@@ -11,7 +11,9 @@ every key whose send did not return, as a retrying client would, then the rest.
 
 Environment: `CRASH_APP_ROLE` is `all` (send, work, exit once every delivery
 sent is final; the default) or `worker` (work; exit once LOG_DIR/all-sent
-exists and nothing is pending); `CRASH_APP_RATE` paces sends (per second);
+exists and nothing is pending); `CRASH_APP_STORM=N` paces sends by a kill storm of N
+kills: with k kills done (LOG_DIR/kills, written by the storm) the sender has sent at most
+(k + 1)/N of them, so the work lasts as long as the storm however fast the machine runs;
 `CRASH_APP_MIXED=1` makes providers answer at random (by attempt id):
 receipts delivered or failed, none, transient, permanent and unreachable
 errors; `CRASH_APP_LATENCY` delays every answer; `CRASH_APP_LEASE` (seconds).
@@ -55,7 +57,7 @@ policies:
 """
 _fd = -1
 ROLE = os.environ.get("CRASH_APP_ROLE", "all")
-RATE = float(os.environ.get("CRASH_APP_RATE", "0"))
+STORM = int(os.environ.get("CRASH_APP_STORM", "0"))
 MIXED = os.environ.get("CRASH_APP_MIXED") == "1"
 LATENCY = float(os.environ.get("CRASH_APP_LATENCY", "0"))
 LEASE = float(os.environ.get("CRASH_APP_LEASE", "1"))
@@ -180,16 +182,30 @@ def earlier(log_dir: Path) -> tuple[dict[str, str], set[str]]:
     return returned, called
 
 
+def kills_done(log_dir: Path) -> int:
+    try:
+        return int((log_dir / "kills").read_text() or 0)
+    except FileNotFoundError:
+        return 0
+
+
+async def keep_pace(log_dir: Path, sent: int, count: int) -> None:
+    """Real waiting: until the storm's kills so far allow one more send."""
+    while True:
+        if sent < count * (kills_done(log_dir) + 1) // STORM:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def send_all(notifier: Notifier, log_dir: Path, count: int) -> list[str]:
     returned, called = earlier(log_dir)
     keys = [f"key-{i}" for i in range(count)]
     # a send that never returned is sent again first, as the client that made it would
     todo = sorted(called - set(returned)) + [k for k in keys if k not in called]
     ids = list(returned.values())
-    started = time.monotonic()
-    for n, key in enumerate(todo):
-        if RATE:
-            await asyncio.sleep(max(0.0, started + n / RATE - time.monotonic()))
+    for key in todo:
+        if STORM:
+            await keep_pace(log_dir, len(ids), count)
         i = int(key.split("-")[1])
         log(kind="send_called", key=key)
         delivery = await notifier.send(
@@ -225,6 +241,7 @@ async def main(url: str, log_dir: Path, count: int) -> int:
     notifier = Notifier(config, store=RecordingStore(open_store(url)))  # type: ignore[arg-type]
     notifier.subscribe(on_event)
     async with notifier:
+        log(kind="ready")  # started: from here a kill lands on a working process
         if ROLE == "all":
             ids = await send_all(notifier, log_dir, count)
             if not await wait_final(notifier, ids, 120):

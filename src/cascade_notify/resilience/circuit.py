@@ -68,18 +68,19 @@ class Circuit:
         return self._state
 
     def allows(self, now: float, holder: str | None = None) -> bool:
-        """Whether a send may go to the provider now (for `holder`, if it holds a probe)."""
+        """Whether a send may go to the provider now (for `holder`, if it holds a probe).
+
+        The one rule `take_probe` also reads: closed lets everything through, open
+        nothing; half-open (by the clock too) lets through a holder of a live probe slot,
+        and anyone else while fewer than `probes` slots are live."""
         state = self.state(now)
-        if state == CLOSED:
+        if state != HALF_OPEN:
+            return state == CLOSED
+        # half-open by the clock: the slots of the last half-open spell lapsed with it
+        probes = self._probes if self._state == HALF_OPEN else {}
+        if holder is not None and probes.get(holder, 0.0) > now:
             return True
-        if state == OPEN:
-            return False
-        if self._state == OPEN:  # half-open by the clock, no probe taken yet
-            return True
-        if holder is not None and self._probes.get(holder, 0.0) > now:
-            return True
-        live = sum(1 for lapse in self._probes.values() if lapse > now)
-        return live < self._tuning.probes
+        return sum(1 for lapse in probes.values() if lapse > now) < self._tuning.probes
 
     def info(self, now: float) -> BreakerInfo:
         """The breaker as an operator sees it at `now`."""
@@ -98,11 +99,11 @@ class Circuit:
 
     def take_probe(self, now: float, holder: str, lapse: float) -> bool:
         """Let `holder` send: always while closed; in half-open only within the probe budget."""
+        if not self.allows(now, holder):
+            return False
         self._tick(now)
         if self._state == CLOSED:
             return True
-        if self._state == OPEN or not self.allows(now, holder):
-            return False
         self._probes = {h: t for h, t in self._probes.items() if t > now}
         self._probes[holder] = lapse
         return True

@@ -100,8 +100,10 @@ class Guard(Protocol):
     brakes against SMS pumping). Its answers are reads of its current state, so
     `decide()` stays a function of (delivery, time, guard state)."""
 
-    def available(self, provider: str, now: float) -> bool:
-        """False while `provider`'s circuit is open (outage): do not send there now."""
+    def available(self, provider: str, now: float, holder: str | None = None) -> bool:
+        """False while `provider`'s circuit is open (outage), or half-open with every probe
+        slot taken by others: do not send there now. `holder`: the delivery asking, so a
+        delivery that holds a probe slot hears the answer `acquire` will give it."""
         ...
 
     def brake(self, step: Step, delivery: Delivery, now: float) -> tuple[str, str] | None:
@@ -184,9 +186,9 @@ class Protection:
 
     # the Guard
 
-    def available(self, provider: str, now: float) -> bool:
+    def available(self, provider: str, now: float, holder: str | None = None) -> bool:
         circuit = self._circuits.get(provider)
-        return circuit is None or circuit.allows(now)
+        return circuit is None or circuit.allows(now, holder)
 
     def brake(self, step: Step, delivery: Delivery, now: float) -> tuple[str, str] | None:
         if step.channel not in BRAKED:
@@ -222,13 +224,17 @@ class Protection:
             wait = await self._pace(provider, buckets, delivery, now)
             if wait > 0:
                 return wait
-        channel = self._channel.get(provider, "")
-        if channel in BRAKED and not await self._count_send(channel, delivery, now):
-            return _RECHECK
+        # the probe slot before the brake counts: a send the breaker then refuses must not
+        # be counted against the recipient's hourly limit
         if circuit is not None:
             lapse = next((s.timeout for s in delivery.steps if provider in s.providers), 600.0)
             if not circuit.take_probe(now, delivery.id, now + lapse):
                 return _RECHECK
+        channel = self._channel.get(provider, "")
+        if channel in BRAKED and not await self._count_send(channel, delivery, now):
+            if circuit is not None:
+                circuit.release(delivery.id)  # no send after all: its probe slot goes back
+            return _RECHECK
         return 0.0
 
     def observe(self, attempt: Attempt, now: float) -> None:
