@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import pytest
-
 from cascade_notify import AttemptStatus, DeliveryStatus, Event, Message, Notifier, Recipient
 from cascade_notify.errors import StoreError
 from cascade_notify.stores import MemoryStore
@@ -249,11 +247,6 @@ class _IntentFailsOnce:
         await self._inner.commit(claim, transition)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.decide() asks guard.available(provider, now) without the delivery; "
-    "it must pass delivery.id as the holder (engine.py is being rewritten)",
-)
 async def test_a_probe_whose_intent_was_not_written_is_still_made(
     notifier_factory: NotifierFactory, fake_clock: FakeClock
 ) -> None:

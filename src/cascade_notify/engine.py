@@ -125,9 +125,11 @@ def _finish(
     return Decision(change)
 
 
-def _next_provider(step: Step, start: int, guard: Guard | None, now: float) -> str | None:
+def _next_provider(
+    step: Step, start: int, guard: Guard | None, now: float, holder: str
+) -> str | None:
     for provider in step.providers[start:]:
-        if guard is None or guard.available(provider, now):
+        if guard is None or guard.available(provider, now, holder):
             return provider
     return None
 
@@ -192,7 +194,7 @@ def decide(
         last = next((a for a in reversed(delivery.attempts) if a.step == index), None)
         if last is None:
             rule = applies(step, delivery, now, guard)
-            first = _next_provider(step, 0, guard, now) if rule is None else None
+            first = _next_provider(step, 0, guard, now, delivery.id) if rule is None else None
             if rule is None and first is None:
                 rule = Skip("circuit_open", f"every {step.channel} provider's circuit is open")
             if isinstance(rule, Defer):
@@ -242,7 +244,7 @@ def decide(
                 tries(delivery, index, last.provider) < step.retry_attempts
                 and waited <= step.timeout
                 and retry_ts < delivery.expires_ts
-                and (guard is None or guard.available(last.provider, now))
+                and (guard is None or guard.available(last.provider, now, delivery.id))
             ):
                 if now >= retry_ts:
                     return _send(delivery, change, index, last.provider, now, ids)
@@ -253,7 +255,7 @@ def decide(
             if last.provider in step.providers
             else len(step.providers)
         )
-        following = _next_provider(step, position, guard, now)
+        following = _next_provider(step, position, guard, now, delivery.id)
         if following is not None:
             return _send(delivery, change, index, following, now, ids)
         index += 1
