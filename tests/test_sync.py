@@ -114,3 +114,30 @@ def test_sync_breakers_outside_with_is_a_clear_error():
     notifier = SyncNotifier.from_yaml(POLICY)
     with pytest.raises(RuntimeError, match="use `with notifier:`"):
         notifier.breakers.list()
+
+
+def test_sync_notifier_hands_one_transport_to_every_http_provider() -> None:
+    """`SyncNotifier(http=transport)`: the app channel posts on it, from the portal thread."""
+    import base64
+
+    import httpx
+
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200)
+
+    secret = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+    policy = f"""
+providers:
+  app: {{type: webhook, url: "http://app.invalid/inbox", secret: "{secret}"}}
+policies:
+  p: {{steps: [{{channel: app, providers: [app], wait_for: accepted}}]}}
+"""
+    with SyncNotifier.from_yaml(
+        policy, store="memory://", http=httpx.MockTransport(answer)
+    ) as notifier:
+        delivery = notifier.send(Recipient(id="r", app="device"), Message(text="hi"))
+        final = notifier.wait(delivery.id, timeout=10)
+    assert final.status.value == "delivered" and seen == ["http://app.invalid/inbox"]

@@ -19,6 +19,7 @@ from cascade_notify.clock import Clock
 from cascade_notify.models import Delivery, Message, Receipt, Recipient
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config
+from cascade_notify.providers._http import HttpClient
 from cascade_notify.providers.base import Provider, WebhookResponse
 from cascade_notify.resilience import BreakerInfo
 from cascade_notify.stores.base import ReceiptResult, Store
@@ -35,12 +36,16 @@ class SyncNotifier:
         store: Store | str | None = None,
         worker: bool = True,
         providers: Mapping[str, Provider] | None = None,
+        http: HttpClient | None = None,
     ) -> None:
+        """As `Notifier`'s; `http` is best a transport (an `httpx.AsyncClient` belongs to
+        the event loop it is used in, and the notifier runs in the portal's)."""
         self._kwargs: dict[str, Any] = {
             "clock": clock,
             "store": store,
             "worker": worker,
             "providers": providers,
+            "http": http,
         }
         self.config = config
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
@@ -58,10 +63,12 @@ class SyncNotifier:
         store: Store | str | None = None,
         worker: bool = True,
         env: Mapping[str, str] | None = None,
+        http: HttpClient | None = None,
     ) -> Self:
         from cascade_notify.policy import load_config
 
-        return cls(load_config(source, env=env), clock=clock, store=store, worker=worker)
+        config = load_config(source, env=env)
+        return cls(config, clock=clock, store=store, worker=worker, http=http)
 
     @property
     def notifier(self) -> Notifier:
