@@ -59,6 +59,10 @@ _WAITING = frozenset(
 LEASE_MARGIN = 0.25
 
 
+class LeaseRanOut(LeaseLost):
+    """The claim's lease ended before the call could be made; nobody took it over (yet)."""
+
+
 class Traits(Protocol):
     """What `decide()` reads of a provider: its declared capabilities, no I/O."""
 
@@ -317,7 +321,7 @@ class Engine:
                 # paused past the lease while writing the intent: a successor may hold the
                 # delivery now and sees the intent as an unknown outcome; sending as well
                 # could send twice
-                raise LeaseLost(
+                raise LeaseRanOut(
                     f"the lease on delivery {delivery.id} ran out before the call to "
                     f"{action.attempt.provider}; not sending"
                 )
@@ -385,6 +389,7 @@ class Engine:
 __all__ = [
     "Decision",
     "Engine",
+    "LeaseRanOut",
     "Poll",
     "Send",
     "decide",

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from cascade_notify import webhooks
 from cascade_notify.clock import Clock, SystemClock
@@ -31,12 +31,14 @@ from cascade_notify.models import (
 )
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.polling import Poller
-from cascade_notify.providers._http import HttpClient, HttpProvider
 from cascade_notify.providers.base import Inbound, Provider, WebhookResponse
 from cascade_notify.resilience import Breakers, Protection
 from cascade_notify.stores import AddressBook, Settling, open_store
 from cascade_notify.stores.base import ReceiptResult, Store
 from cascade_notify.worker import POLL_INTERVAL, Worker
+
+if TYPE_CHECKING:
+    from cascade_notify.providers._http import HttpClient
 
 log = logging.getLogger("cascade_notify")
 
@@ -71,8 +73,9 @@ class Notifier:
             given = (providers or {}).get(name)
             if given is not None:
                 built[name] = given
-            elif http is not None and issubclass(spec.cls, HttpProvider):
-                built[name] = spec.cls(name, spec.settings, clock=self.clock, http=http)
+            elif http is not None and spec.cls.takes_http:
+                http_provider: Any = spec.cls  # an HttpProvider: it takes `http=`
+                built[name] = http_provider(name, spec.settings, clock=self.clock, http=http)
             else:
                 built[name] = spec.cls(name, spec.settings, clock=self.clock)
         self._providers = built

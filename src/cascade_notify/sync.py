@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -19,10 +19,12 @@ from cascade_notify.clock import Clock
 from cascade_notify.models import Delivery, Message, Receipt, Recipient
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config
-from cascade_notify.providers._http import HttpClient
 from cascade_notify.providers.base import Provider, WebhookResponse
 from cascade_notify.resilience import BreakerInfo
 from cascade_notify.stores.base import ReceiptResult, Store
+
+if TYPE_CHECKING:
+    from cascade_notify.providers._http import HttpClient
 
 
 class SyncNotifier:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from cascade_notify.clock import Clock
-from cascade_notify.engine import Engine
+from cascade_notify.engine import Engine, LeaseRanOut
 from cascade_notify.errors import CascadeError, LeaseLost
 from cascade_notify.models import Delivery
 from cascade_notify.stores import Watchable
@@ -138,8 +138,10 @@ class Worker:
             delivery = await self.engine.advance(claim)
             if delivery.final:
                 self._on_final(delivery)
-        except LeaseLost as lost:
-            log.warning("delivery %s: %s; stepping back", claim.delivery.id, lost)
+        except LeaseRanOut as lost:
+            log.warning("%s; it is left for the next claim", lost)
+        except LeaseLost:
+            log.warning("lease on delivery %s was taken over; stepping back", claim.delivery.id)
         except Exception:
             log.exception(
                 "advancing delivery %s failed; it will be retried when its lease expires",

@@ -1,4 +1,8 @@
-"""`cascade-notify emulate [whatsapp telegram viber ...]`: the providers' APIs on loopback."""
+"""`cascade-notify emulate [whatsapp telegram viber ...]`: the providers' APIs on loopback.
+
+The emulators (aiohttp's server) are imported when the command runs, not whenever the
+CLI starts.
+"""
 
 from __future__ import annotations
 
@@ -9,41 +13,46 @@ from typing import Annotated
 
 import typer
 
-from cascade_notify.testing.emulators._serve import (
-    DEFAULT_BASE_PORT,
-    DEFAULT_RECEIPTS_URL,
-    EMULATORS,
-    serve,
-)
-
 
 def emulate(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help=f"Emulators to start: any of {', '.join(EMULATORS)} (default all)."),
+        typer.Argument(help="Emulators to start, e.g. whatsapp telegram viber (default: all)."),
     ] = None,
     receipts_url: Annotated[
-        str,
+        str | None,
         typer.Option(help="Where their webhooks go: {receipts_url}/{provider name}."),
-    ] = DEFAULT_RECEIPTS_URL,
+    ] = None,
     host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
     base_port: Annotated[
-        int, typer.Option(help="The first emulator's port; the others follow it.")
-    ] = DEFAULT_BASE_PORT,
+        int | None, typer.Option(help="The first emulator's port; the others follow it.")
+    ] = None,
 ) -> None:
     """Start loopback emulators of the providers' APIs and print the settings to paste
     into a policy; their signed webhooks go to --receipts-url. Stop with Ctrl-C."""
-    unknown = [n for n in names or () if n not in EMULATORS]
+    from cascade_notify.testing.emulators import _serve
+
+    unknown = [n for n in names or () if n not in _serve.EMULATORS]
     if unknown:
         raise typer.BadParameter(
-            f"unknown emulator {unknown[0]!r}; known: {', '.join(EMULATORS)}", param_hint="NAMES"
+            f"unknown emulator {unknown[0]!r}; known: {', '.join(_serve.EMULATORS)}",
+            param_hint="NAMES",
         )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(names or None, receipts_url, host, base_port))
+        asyncio.run(
+            _run(
+                names or None,
+                receipts_url or _serve.DEFAULT_RECEIPTS_URL,
+                host,
+                _serve.DEFAULT_BASE_PORT if base_port is None else base_port,
+            )
+        )
     typer.echo("emulators stopped")
 
 
 async def _run(names: list[str] | None, receipts_url: str, host: str, base_port: int) -> None:
+    from cascade_notify.testing.emulators._serve import serve
+
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import email.utils
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, ClassVar
@@ -133,6 +133,7 @@ class HttpProvider(Provider):
 
     #: Seconds each phase of a request may take when the settings give no `timeout`.
     default_timeout: ClassVar[float] = 10.0
+    takes_http: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -161,6 +162,14 @@ class HttpProvider(Provider):
         )
         # each phase is bounded by `timeout`; this bounds a server that trickles bytes
         self._deadline = 2 * phase
+        # a request waiting on a socket is invisible to a fake clock's settling: say so,
+        # or FakeClock.advance() would run timers (a lease, a deadline) past a live call
+        self._in_flight = 0
+        self._remove_idle_check: Callable[[], None] | None = None
+
+    async def start(self) -> None:
+        if self._remove_idle_check is None:
+            self._remove_idle_check = self.clock.add_idle_check(lambda: self._in_flight == 0)
 
     @property
     def timeout(self) -> float:
@@ -185,6 +194,7 @@ class HttpProvider(Provider):
 
         Raise only `ProviderError`s: a transport failure as `translate` says."""
         sent = {"user-agent": USER_AGENT, **(headers or {})}
+        self._in_flight += 1
         try:
             async with asyncio.timeout(self._deadline):
                 if self._client is not None:
@@ -194,6 +204,8 @@ class HttpProvider(Provider):
             raise
         except Exception as exc:
             raise self.translate(exc) from exc
+        finally:
+            self._in_flight -= 1
 
     async def _aiohttp(
         self, method: str, url: str, content: bytes | None, headers: dict[str, str], limit: int
@@ -289,6 +301,9 @@ class HttpProvider(Provider):
 
     async def aclose(self) -> None:
         """Close what the provider opened itself (an injected client is the caller's)."""
+        if self._remove_idle_check is not None:
+            self._remove_idle_check()
+            self._remove_idle_check = None
         session, self._session = self._session, None
         if session is not None:
             await session.close()

@@ -179,6 +179,8 @@ class Provider:
     poll_interval: ClassVar[float | None] = None
     #: Most provider message ids one `poll()` call may ask about.
     poll_batch: ClassVar[int] = 1
+    #: True when it takes `http=` (an httpx client or transport): the HTTP providers.
+    takes_http: ClassVar[bool] = False
     #: True when it reports `Signal`s (an address gone or linked): then the notifier
     #: asks the store what it knows of the recipient's addresses at each send.
     signals: ClassVar[bool] = False
