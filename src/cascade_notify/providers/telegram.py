@@ -322,6 +322,7 @@ def _request_class() -> Callable[[TelegramProvider], BaseRequest]:
                 )
                 raise NetworkError(str(error)) from _Failure(error)
             body = form_body(request_data.json_parameters) if request_data is not None else b""
+            provider.in_flight += 1
             try:
                 answer = await provider.request(
                     method,
@@ -331,6 +332,8 @@ def _request_class() -> Callable[[TelegramProvider], BaseRequest]:
                 )
             except ProviderError as exc:
                 raise NetworkError(str(exc)) from _Failure(exc)
+            finally:
+                provider.in_flight -= 1
             if answer.ok or answer.status in _PTB_STATUSES or _has_parameters(answer):
                 return answer.status, answer.body
             error = provider.refused(answer)
@@ -427,7 +430,7 @@ def translate(
         return UnknownOutcomeError(message, provider=provider, code="after_send")
     # Conflict, EndPointNotFound, an unparsable answer, anything else: fail safe
     return PermanentError(
-        f"unclassified: {type(exc).__name__}: {message}", provider=provider, code="unclassified"
+        text(f"unclassified: {type(exc).__name__}: {exc}"), provider=provider, code="unclassified"
     )
 
 
@@ -472,6 +475,9 @@ class TelegramProvider(HttpProvider):
         token = self.settings.token.get_secret_value()
         install_token_filter(token)
         self._bot: telegram.Bot | None = None
+        #: Requests on the wire now; a fake clock is not at rest while one is.
+        self.in_flight = 0
+        self._remove_idle_check: Callable[[], None] | None = None
 
     @property
     def bot(self) -> telegram.Bot:
@@ -495,6 +501,8 @@ class TelegramProvider(HttpProvider):
     async def start(self) -> None:
         """PTB's `Bot.initialize()`: `getMe`, so a wrong token fails the start, saying so."""
         install_token_filter()  # loggers made since the constructor ran
+        if self._remove_idle_check is None:
+            self._remove_idle_check = self.clock.add_idle_check(lambda: self.in_flight == 0)
         bot = self._bot or self._make_bot()
         try:
             await bot.initialize()
@@ -504,6 +512,9 @@ class TelegramProvider(HttpProvider):
 
     async def aclose(self) -> None:
         bot, self._bot = self._bot, None
+        remove, self._remove_idle_check = self._remove_idle_check, None
+        if remove is not None:
+            remove()
         try:
             if bot is not None:
                 await bot.shutdown()
@@ -598,7 +609,10 @@ class TelegramProvider(HttpProvider):
         given = request.headers.get(SECRET_HEADER)
         if given is None or not same(given, secret.get_secret_value()):
             raise BadSignature(f"{SECRET_HEADER} is missing or wrong", status=403)
-        update = load_json(request.body)
+        try:
+            update = load_json(request.body)
+        except ValueError as exc:
+            raise ValueError(f"the body is not JSON: {exc}") from None
         if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
             raise ValueError("an Update is a JSON object with an integer update_id")
         signal = self._signal(update)
