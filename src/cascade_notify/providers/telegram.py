@@ -1,0 +1,689 @@
+"""`type: telegram_bot`: a Telegram bot, sending with python-telegram-bot (PTB).
+
+Out: `send()` is PTB's `Bot.send_message` to the recipient's chat id. PTB builds the
+request, parses the answer and raises its own exceptions; its HTTP layer is ours
+(`_Request`, a `telegram.request.BaseRequest` over the shared HTTP base: aiohttp by
+default, an injected `httpx.AsyncClient` if given), so a send costs what the fastest
+sound transport costs, and transport failures are classified by what happened on the
+wire. PTB's exceptions become ours in `translate()` alone.
+
+The Bot API gives no delivery receipts: `receipts` is `{sent}` ("accepted"), so a step
+waiting for `delivered` or `read` on this type is refused when the policy loads.
+
+In: `receive()` takes the bot's Updates (a webhook set with `setWebhook(url,
+secret_token=...)`), checks `X-Telegram-Bot-Api-Secret-Token` in constant time and
+turns `/start <payload>` into a `linked` signal and a `my_chat_member` "kicked" into a
+`gone` one. Anything else is acknowledged and ignored.
+
+The token is in every request URL. `TokenFilter`, installed on the `httpx`, `httpcore`,
+`aiohttp` and `telegram` loggers by each provider, masks it in their records; error
+texts are masked before they leave this module.
+
+python-telegram-bot is the `telegram` extra, imported only when a provider is made:
+the settings and `escape()` work without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal
+
+import httpx
+from pydantic import AfterValidator, Field, SecretStr, field_validator
+
+from cascade_notify._duration import Duration
+from cascade_notify.clock import Clock
+from cascade_notify.errors import (
+    PermanentError,
+    ProviderError,
+    TransientError,
+    UnknownOutcomeError,
+    UnreachableError,
+)
+from cascade_notify.models import ReceiptStatus, Signal, SignalKind
+from cascade_notify.providers._http import (
+    Answer,
+    HttpClient,
+    HttpProvider,
+    form_body,
+    load_json,
+    retry_after,
+)
+from cascade_notify.providers._signing import BadSignature, same, wall_time
+from cascade_notify.providers.base import (
+    Inbound,
+    ProviderOverrides,
+    ProviderSettings,
+    SendRequest,
+    SendResult,
+    WebhookRequest,
+)
+
+if TYPE_CHECKING:
+    import telegram
+    from telegram.request import BaseRequest
+
+DEFAULT_API_URL: Final = "https://api.telegram.org"
+#: Telegram's limit on `text`, after entity parsing, in UTF-16 code units.
+MAX_TEXT: Final = 4096
+SECRET_HEADER: Final = "x-telegram-bot-api-secret-token"  # noqa: S105  (a header name)
+EXTRA_HINT: Final = "pip install 'cascade-notify[telegram]'"
+
+ParseMode = Literal["none", "MarkdownV2", "HTML"]
+_TOKEN: Final = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,100}")
+_SECRET: Final = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# a deep-link payload as t.me/<bot>?start=<payload> carries it (Bot API: 1-64 of these)
+_PAYLOAD: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MARKDOWN_V2: Final = re.compile(r"([_*\[\]()~`>#+\-=|{}.!\\])")
+_MAX_TEXT_IN_ERROR: Final = 300
+# statuses PTB gives a class of its own; the rest it lumps into a bare NetworkError
+_PTB_STATUSES: Final = frozenset({400, 401, 403, 404, 409})
+
+
+# -- formatting ----------------------------------------------------------------------
+
+
+def escape(text: str, parse_mode: str | None) -> str:
+    """`text` written so that Telegram shows it exactly as given in `parse_mode`.
+
+    MarkdownV2: a backslash before each of `_*[]()~\\`>#+-=|{}.!` and the backslash
+    itself; HTML: `&`, `<`, `>` as entities; no parse mode (`None`, `"none"`): as is.
+    """
+    if parse_mode is None or parse_mode == "none":
+        return text
+    if parse_mode == "MarkdownV2":
+        return _MARKDOWN_V2.sub(r"\\\1", text)
+    if parse_mode == "HTML":
+        return html.escape(text, quote=False)
+    raise ValueError(f"unknown parse_mode {parse_mode!r}; use none, MarkdownV2 or HTML")
+
+
+def utf16_length(text: str) -> int:
+    """The length Telegram measures: UTF-16 code units (an emoji outside the BMP is 2)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+# -- the token never in a log line -----------------------------------------------------
+
+_URL_TOKEN: Final = re.compile(r"/bot[0-9]{1,20}(?::|%3[Aa])[A-Za-z0-9_-]+")
+#: Loggers whose records can carry a request URL (httpx logs each at INFO, PTB its base
+#: URL at DEBUG). A logger's filters see only records made on that very logger, so each
+#: is named; `install_token_filter` also covers those already made under these roots.
+MASKED_LOGGERS: Final = (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "aiohttp",
+    "aiohttp.client",
+    "aiohttp.internal",
+    "telegram",
+    "telegram.Bot",
+    "telegram.request",
+    "telegram.request.BaseRequest",
+    "telegram.request.HTTPXRequest",
+    "telegram.ext",
+    "telegram.ext.ExtBot",
+    "telegram.ext.Application",
+    "telegram.ext.Updater",
+)
+_MASKED_ROOTS: Final = ("httpx", "httpcore", "aiohttp", "telegram")
+
+
+class TokenFilter(logging.Filter):
+    """Rewrites a record whose text holds a bot token: `/bot<token>` in a URL, or a token
+    a provider registered, becomes `<token>` (the message, its arguments, a traceback)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tokens: set[str] = set()
+
+    def add(self, token: str) -> None:
+        self._tokens.add(token)
+
+    def mask(self, text: str) -> str:
+        text = _URL_TOKEN.sub("/bot<token>", text)
+        for token in self._tokens:
+            if token in text:
+                text = text.replace(token, "<token>")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot format: leave it to the handler's error path
+            return True
+        masked = self.mask(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.mask(record.stack_info)
+        return True
+
+
+TOKEN_FILTER: Final = TokenFilter()
+
+
+def install_token_filter(token: str | None = None) -> TokenFilter:
+    """Put `TOKEN_FILTER` on every logger that may log a request URL (idempotent)."""
+    if token:
+        TOKEN_FILTER.add(token)
+    names = set(MASKED_LOGGERS)
+    names.update(
+        name
+        for name in list(logging.root.manager.loggerDict)
+        if name.split(".", 1)[0] in _MASKED_ROOTS
+    )
+    for name in names:
+        logger = logging.getLogger(name)
+        if TOKEN_FILTER not in logger.filters:
+            logger.addFilter(TOKEN_FILTER)
+    return TOKEN_FILTER
+
+
+# -- settings ------------------------------------------------------------------------
+
+
+def _check_token(token: SecretStr) -> SecretStr:
+    if not _TOKEN.fullmatch(token.get_secret_value()):
+        raise ValueError("a bot token looks like 123456789:AAE… (digits, a colon, then letters)")
+    return token
+
+
+def _check_secret(secret: SecretStr | None) -> SecretStr | None:
+    if secret is not None and not _SECRET.fullmatch(secret.get_secret_value()):
+        raise ValueError("secret_token must be 1 to 256 of A-Z, a-z, 0-9, _ and -")
+    return secret
+
+
+class TelegramSettings(ProviderSettings):
+    """Settings of `type: telegram_bot`."""
+
+    token: Annotated[SecretStr, AfterValidator(_check_token)]
+    #: The Bot API server root; requests go to `{api_url}/bot{token}/{method}`.
+    api_url: str = DEFAULT_API_URL
+    timeout: Duration = Field(default=10.0, gt=0)
+    parse_mode: ParseMode = "none"
+    #: What `setWebhook(secret_token=...)` was given; updates without it are refused.
+    secret_token: Annotated[SecretStr | None, AfterValidator(_check_secret)] = None
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_api_url(cls, url: str) -> str:
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"{url!r} is not a URL: {exc}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return url.rstrip("/")
+
+
+_MARKUP_KEYS: Final = frozenset({"inline_keyboard", "keyboard", "remove_keyboard", "force_reply"})
+
+
+class TelegramOverrides(ProviderOverrides):
+    """`Message.overrides["telegram"]` (and a step's `options:`) for `type: telegram_bot`.
+
+    `text` is taken as written in the parse mode in effect (markup you authored); the
+    message's own text is plain and escaped for it. `reply_markup` is the Bot API's
+    JSON object (`inline_keyboard`, `keyboard`, `remove_keyboard` or `force_reply`).
+    """
+
+    parse_mode: ParseMode | None = None
+    disable_notification: bool | None = None
+    reply_markup: dict[str, Any] | None = None
+
+    @field_validator("reply_markup")
+    @classmethod
+    def _check_markup(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and not (len(value) >= 1 and set(value) <= _MARKUP_KEYS):
+            raise ValueError(f"reply_markup takes one of {', '.join(sorted(_MARKUP_KEYS))}")
+        return value
+
+
+# -- python-telegram-bot, imported when first needed -----------------------------------
+
+
+def _ptb() -> Any:
+    """The `telegram` package; ImportError naming the extra if it is not installed."""
+    try:
+        import telegram
+        import telegram.error
+        import telegram.request
+    except ImportError as exc:
+        raise ImportError(
+            f"provider type telegram_bot needs python-telegram-bot: {EXTRA_HINT}"
+        ) from exc
+    return telegram
+
+
+class _Failure(Exception):
+    """Carries one of our errors through PTB (set as a TelegramError's cause)."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@functools.cache
+def _request_class() -> Callable[[TelegramProvider], BaseRequest]:
+    """`telegram.request.BaseRequest` over a provider's HTTP base, made on first use."""
+    _ptb()
+    from telegram.error import NetworkError
+    from telegram.request import BaseRequest, RequestData
+
+    class Request(BaseRequest):
+        """PTB's HTTP seam on the provider's transport: PTB encodes, parses and maps the
+        statuses it knows; a transport failure or a status PTB lumps together comes out
+        as a `NetworkError` caused by `_Failure(our error)`."""
+
+        __slots__ = ("_provider",)
+
+        def __init__(self, provider: TelegramProvider) -> None:
+            self._provider = provider
+
+        @property
+        def read_timeout(self) -> float:
+            return self._provider.timeout
+
+        async def initialize(self) -> None:
+            pass
+
+        async def shutdown(self) -> None:
+            pass
+
+        async def do_request(
+            self,
+            url: str,
+            method: str,
+            request_data: RequestData | None = None,
+            read_timeout: Any = BaseRequest.DEFAULT_NONE,
+            write_timeout: Any = BaseRequest.DEFAULT_NONE,
+            connect_timeout: Any = BaseRequest.DEFAULT_NONE,
+            pool_timeout: Any = BaseRequest.DEFAULT_NONE,
+        ) -> tuple[int, bytes]:
+            provider = self._provider
+            if request_data is not None and request_data.contains_files:
+                error: ProviderError = PermanentError(
+                    "file uploads are not supported", code="files"
+                )
+                raise NetworkError(str(error)) from _Failure(error)
+            body = form_body(request_data.json_parameters) if request_data is not None else b""
+            provider.in_flight += 1
+            try:
+                answer = await provider.request(
+                    method,
+                    url,
+                    content=body,
+                    headers={"content-type": "application/x-www-form-urlencoded"},
+                )
+            except ProviderError as exc:
+                raise NetworkError(str(exc)) from _Failure(exc)
+            finally:
+                provider.in_flight -= 1
+            if answer.ok or answer.status in _PTB_STATUSES or _has_parameters(answer):
+                return answer.status, answer.body
+            error = provider.refused(answer)
+            raise NetworkError(str(error)) from _Failure(error)
+
+    return Request
+
+
+def _has_parameters(answer: Answer) -> bool:
+    """Whether PTB will raise RetryAfter or ChatMigrated for this answer."""
+    if b'"parameters"' not in answer.body:
+        return False
+    try:
+        data = load_json(answer.body)
+    except ValueError:
+        return False
+    parameters = data.get("parameters") if isinstance(data, dict) else None
+    return isinstance(parameters, dict) and bool(
+        parameters.get("retry_after") or parameters.get("migrate_to_chat_id")
+    )
+
+
+# -- the one translation of PTB's exceptions --------------------------------------------
+
+#: `(description fragment, code, gone)` of 403 and 400 answers that mean this chat cannot
+#: be reached (providers.md §2.4), lower case.
+_UNREACHABLE: Final = (
+    ("bot was blocked by the user", "blocked", "blocked"),
+    ("user is deactivated", "deactivated", "deactivated"),
+    ("bot can't initiate conversation", "not_started", None),
+    ("bot was kicked", "kicked", None),
+    ("bot is not a member", "not_member", None),
+    ("private chat not found", "chat_not_found", None),
+    ("chat not found", "chat_not_found", None),
+    ("peer_id_invalid", "peer_id_invalid", None),
+)
+_BAD_REQUEST: Final = (
+    ("message is too long", "too_long"),
+    ("message text is empty", "empty"),
+    ("can't parse entities", "parse_entities"),
+)
+
+
+def translate(
+    exc: BaseException, *, provider: str, mask: TokenFilter = TOKEN_FILTER
+) -> ProviderError:
+    """The one place a python-telegram-bot exception (or anything PTB let through)
+    becomes ours. Texts are masked of tokens and bounded."""
+    from telegram import error as tg
+
+    def text(value: object) -> str:
+        return mask.mask(" ".join(str(value).split()))[:_MAX_TEXT_IN_ERROR]
+
+    cause = exc.__cause__
+    if isinstance(exc, tg.NetworkError) and isinstance(cause, _Failure):
+        ours = cause.error
+        ours.provider = provider
+        ours.args = (text(ours.args[0] if ours.args else ours),)
+        return ours
+    message = text(exc)
+    if isinstance(exc, tg.RetryAfter):
+        return TransientError(
+            message, provider=provider, code="429", retry_after=_retry_after_seconds(exc)
+        )
+    if isinstance(exc, tg.ChatMigrated):
+        return PermanentError(
+            f"the group is now supergroup {exc.new_chat_id}: send there",
+            provider=provider,
+            code="migrated",
+        )
+    if isinstance(exc, tg.Forbidden | tg.BadRequest):
+        lowered = message.lower()
+        for fragment, code, gone in _UNREACHABLE:
+            if fragment in lowered:
+                return UnreachableError(message, provider=provider, code=code, gone=gone)
+        if isinstance(exc, tg.Forbidden):  # every 403 of the Bot API is about the chat
+            return UnreachableError(message, provider=provider, code="forbidden")
+        for fragment, code in _BAD_REQUEST:
+            if fragment in lowered:
+                return PermanentError(message, provider=provider, code=code)
+        return PermanentError(message, provider=provider, code="bad_request")
+    if isinstance(exc, tg.InvalidToken):
+        return PermanentError(
+            f"the bot token was refused: {message}",
+            provider=provider,
+            code="bad_token",
+            account=True,
+        )
+    if isinstance(exc, tg.TimedOut):
+        if "not* sent" in message:  # PTB's pool timeout: nothing went out
+            return TransientError(message, provider=provider, code="pool")
+        return UnknownOutcomeError(message, provider=provider, code="timeout")
+    if isinstance(exc, tg.NetworkError) and message.startswith("Unknown error in HTTP"):
+        return UnknownOutcomeError(message, provider=provider, code="after_send")
+    # Conflict, EndPointNotFound, an unparsable answer, anything else: fail safe
+    return PermanentError(
+        text(f"unclassified: {type(exc).__name__}: {exc}"), provider=provider, code="unclassified"
+    )
+
+
+def _retry_after_seconds(exc: Any) -> float:
+    with warnings.catch_warnings():
+        # reading it as int warns (PTB v22.2+) unless PTB_TIMEDELTA is set; we take either
+        warnings.simplefilter("ignore", DeprecationWarning)
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+# -- the provider ----------------------------------------------------------------------
+
+
+class TelegramProvider(HttpProvider):
+    """`type: telegram_bot`: sends with python-telegram-bot; reads the bot's Updates.
+
+    The provider message id is `"{chat_id}:{message_id}"`: Telegram's `message_id` is
+    unique within one chat only.
+    """
+
+    type_name = "telegram_bot"
+    default_channel = "telegram"
+    receipts: ClassVar[frozenset[ReceiptStatus]] = frozenset({ReceiptStatus.SENT})
+    max_length = MAX_TEXT
+    webhook_methods = frozenset({"POST"})
+    Settings = TelegramSettings
+    Overrides = TelegramOverrides
+    settings: TelegramSettings
+
+    def __init__(
+        self,
+        name: str,
+        settings: ProviderSettings,
+        *,
+        clock: Clock | None = None,
+        client: httpx.AsyncClient | None = None,
+        http: HttpClient | None = None,
+    ) -> None:
+        _ptb()
+        super().__init__(name, settings, clock=clock, client=client, http=http)
+        token = self.settings.token.get_secret_value()
+        install_token_filter(token)
+        self._bot: telegram.Bot | None = None
+        #: Requests on the wire now; a fake clock is not at rest while one is.
+        self.in_flight = 0
+        self._remove_idle_check: Callable[[], None] | None = None
+
+    @property
+    def bot(self) -> telegram.Bot:
+        """The PTB `Bot` (after `start()`), on this provider's transport."""
+        if self._bot is None:
+            raise RuntimeError(f"provider {self.name!r} is not started")
+        return self._bot
+
+    def _make_bot(self) -> telegram.Bot:
+        telegram = _ptb()
+        request = _request_class()(self)
+        root = self.settings.api_url
+        return telegram.Bot(  # type: ignore[no-any-return]
+            self.settings.token.get_secret_value(),
+            base_url=lambda token: f"{root}/bot{token}",
+            base_file_url=lambda token: f"{root}/file/bot{token}",
+            request=request,
+            get_updates_request=request,
+        )
+
+    async def start(self) -> None:
+        """PTB's `Bot.initialize()`: `getMe`, so a wrong token fails the start, saying so."""
+        install_token_filter()  # loggers made since the constructor ran
+        if self._remove_idle_check is None:
+            self._remove_idle_check = self.clock.add_idle_check(lambda: self.in_flight == 0)
+        bot = self._bot or self._make_bot()
+        try:
+            await bot.initialize()
+        except Exception as exc:
+            raise translate(exc, provider=self.name) from None
+        self._bot = bot
+
+    async def aclose(self) -> None:
+        bot, self._bot = self._bot, None
+        remove, self._remove_idle_check = self._remove_idle_check, None
+        if remove is not None:
+            remove()
+        try:
+            if bot is not None:
+                await bot.shutdown()
+        finally:
+            await super().aclose()
+
+    # out
+
+    def refused(self, answer: Answer) -> ProviderError:
+        """A status PTB has no class for: 408, 429 and 5xx transient, the rest fail safe."""
+        detail = answer.text()
+        message = f"HTTP {answer.status}" + (f": {detail}" if detail else "")
+        status = answer.status
+        if status in (408, 429) or status >= 500:
+            wait = retry_after(answer.headers.get("retry-after"), wall_time())
+            return TransientError(message, provider=self.name, code=str(status), retry_after=wait)
+        return PermanentError(f"unclassified: {message}", provider=self.name, code=str(status))
+
+    def _params(self, request: SendRequest) -> dict[str, Any]:
+        overrides = request.overrides
+        parse_mode = getattr(overrides, "parse_mode", None) or self.settings.parse_mode
+        if overrides.text is not None:
+            text = overrides.text  # authored in the parse mode
+        else:
+            plain = request.message.text
+            if utf16_length(plain) > MAX_TEXT:
+                raise PermanentError(
+                    f"text is {utf16_length(plain)} UTF-16 units; Telegram takes at most "
+                    f"{MAX_TEXT}",
+                    provider=self.name,
+                    code="too_long",
+                )
+            text = escape(plain, parse_mode)
+        params: dict[str, Any] = {"chat_id": request.address, "text": text}
+        if parse_mode != "none":
+            params["parse_mode"] = parse_mode
+        extra: dict[str, Any] = {}
+        if isinstance(overrides, TelegramOverrides):
+            if overrides.disable_notification is not None:
+                params["disable_notification"] = overrides.disable_notification
+            if overrides.reply_markup is not None:
+                extra["reply_markup"] = overrides.reply_markup
+        if extra:
+            params["api_kwargs"] = extra
+        return params
+
+    async def send(self, request: SendRequest) -> SendResult:
+        """`sendMessage` to the chat; its id as `"{chat_id}:{message_id}"`."""
+        params = self._params(request)
+        bot = self._bot
+        if bot is None:
+            await self.start()
+            bot = self.bot
+        try:
+            message = await bot.send_message(**params)
+        except Exception as exc:
+            raise translate(exc, provider=self.name) from None
+        return SendResult(f"{message.chat.id}:{message.message_id}")
+
+    async def withdraw(self, provider_message_id: str, chat_id: str | None = None) -> bool:
+        """`deleteMessage`: True if it was deleted, False if Telegram no longer has it (or
+        it is too old to delete: 48 hours in private chats); other errors raise ours."""
+        chat, _, message_id = provider_message_id.rpartition(":")
+        chat = chat_id or chat
+        if not chat or not message_id.lstrip("-").isdigit():
+            raise ValueError(f"{provider_message_id!r} is not a chat_id:message_id")
+        bot = self._bot
+        if bot is None:
+            await self.start()
+            bot = self.bot
+        try:
+            return bool(await bot.delete_message(chat_id=chat, message_id=int(message_id)))
+        except Exception as exc:
+            error = translate(exc, provider=self.name)
+        if isinstance(error, PermanentError) and (
+            "message to delete not found" in str(error).lower()
+            or "message can't be deleted" in str(error).lower()
+        ):
+            return False
+        raise error
+
+    # in
+
+    async def receive(self, request: WebhookRequest) -> Inbound:
+        """An Update, if it carries our secret token (403 otherwise): `/start <payload>` is
+        a `linked` signal, the user blocking the bot a `gone` one, the rest nothing."""
+        secret = self.settings.secret_token
+        if secret is None:
+            raise BadSignature(
+                "no secret_token is configured: set one here and in setWebhook", status=403
+            )
+        given = request.headers.get(SECRET_HEADER)
+        if given is None or not same(given, secret.get_secret_value()):
+            raise BadSignature(f"{SECRET_HEADER} is missing or wrong", status=403)
+        try:
+            update = load_json(request.body)
+        except ValueError as exc:
+            raise ValueError(f"the body is not JSON: {exc}") from None
+        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+            raise ValueError("an Update is a JSON object with an integer update_id")
+        signal = self._signal(update)
+        return Inbound(signals=(signal,)) if signal is not None else Inbound()
+
+    def _signal(self, update: Mapping[str, Any]) -> Signal | None:
+        message = update.get("message")
+        if isinstance(message, dict):
+            chat = _chat_id(message.get("chat"))
+            text = message.get("text")
+            if chat is None or not isinstance(text, str):
+                return None
+            command, _, payload = text.partition(" ")
+            if command.split("@", 1)[0] != "/start":
+                return None
+            payload = payload.strip()
+            if not _PAYLOAD.fullmatch(payload):
+                return None
+            # the payload as given, unverified: anyone can type `/start <anything>`
+            return self._make(SignalKind.LINKED, chat, "start", message, recipient_id=payload)
+        member = update.get("my_chat_member")
+        if isinstance(member, dict):
+            new = member.get("new_chat_member")
+            chat_info = member.get("chat")
+            chat = _chat_id(chat_info)
+            if chat is None or not isinstance(new, dict) or new.get("status") != "kicked":
+                return None
+            private = isinstance(chat_info, dict) and chat_info.get("type") == "private"
+            return self._make(SignalKind.GONE, chat, "blocked" if private else "kicked", member)
+        return None
+
+    def _make(
+        self,
+        kind: SignalKind,
+        chat: str,
+        reason: str,
+        source: Mapping[str, Any],
+        recipient_id: str | None = None,
+    ) -> Signal:
+        date = source.get("date")
+        ts = float(date) if isinstance(date, int) and date > 0 else self.clock.now()
+        return Signal(
+            kind=kind,
+            channel=self.channel,
+            address=chat,
+            provider=self.name,
+            reason=reason,
+            ts=ts,
+            recipient_id=recipient_id,
+        )
+
+
+def _chat_id(chat: object) -> str | None:
+    if not isinstance(chat, dict):
+        return None
+    value = chat.get("id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+__all__ = [
+    "DEFAULT_API_URL",
+    "MAX_TEXT",
+    "TOKEN_FILTER",
+    "TelegramOverrides",
+    "TelegramProvider",
+    "TelegramSettings",
+    "TokenFilter",
+    "escape",
+    "install_token_filter",
+    "translate",
+    "utf16_length",
+]
