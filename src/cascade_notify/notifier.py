@@ -80,6 +80,12 @@ class Notifier:
                 built[name] = spec.cls(name, spec.settings, clock=self.clock)
         self._providers = built
         self.providers: Mapping[str, Provider] = MappingProxyType(built)
+        # policies with a provider that reports signals: only their sends ask the store
+        # what it knows of the recipient's addresses
+        self._asks_addresses = {
+            policy.name: any(built[n].signals for step in policy.steps for n in step.providers)
+            for policy in config.policies.values()
+        }
         self._guard = Protection(config, self.clock)
         #: List, open and close circuit breakers by hand.
         self.breakers: Breakers = self._guard.breakers
@@ -89,6 +95,7 @@ class Notifier:
         self._worker: Worker | None = None
         self._poller: Poller | None = None
         self._remove_idle_check = _noop
+        self._settling: Settling | None = None
 
     @classmethod
     def from_yaml(
@@ -161,6 +168,7 @@ class Notifier:
             await store.close()
             raise
         self._store = store
+        self._settling = store if isinstance(store, Settling) else None
         self._guard.attach(store, self._emit)
         self._relay_brakes()
         self._poller = Poller(self._providers, self.clock, self.record_receipts)
@@ -216,7 +224,7 @@ class Notifier:
     def _idle(self) -> bool:
         # work in this loop is seen by the fake clock itself; a store doing work in a
         # thread says whether it has any in hand
-        return not isinstance(self._store, Settling) or self._store.idle()
+        return self._settling is None or self._settling.idle()
 
     def _poke(self) -> None:
         if self._worker is not None:
@@ -281,9 +289,7 @@ class Notifier:
         """The recipient with the addresses linked to it filled in where it has none, and
         the channels whose address is known gone: channel -> why. Asked only of a store
         that keeps addresses, for a policy with a provider that reports them."""
-        if not isinstance(store, AddressBook) or not any(
-            self._providers[name].signals for step in policy.steps for name in step.providers
-        ):
+        if not self._asks_addresses.get(policy.name) or not isinstance(store, AddressBook):
             return recipient, {}
         channels = [step.channel for step in policy.steps]
         missing = [c for c in channels if c in CHANNEL_KINDS and recipient.address(c) is None]
