@@ -19,6 +19,7 @@ ENTRY_POINT_GROUP = "cascade_notify.providers"
 BUILTIN: dict[str, str] = {
     "fake": "cascade_notify.providers.fake:FakeProvider",
     "webhook": "cascade_notify.providers.webhook:WebhookProvider",
+    "whatsapp_cloud": "cascade_notify.providers.whatsapp:WhatsAppCloudProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}
