@@ -3,11 +3,12 @@ fed to `receive()`, and a notifier served by uvicorn on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from cascade_notify import Message, Notifier, Recipient
+from cascade_notify import AttemptStatus, Message, Notifier, Recipient
 from cascade_notify.providers.base import Inbound, Provider, SendRequest, WebhookRequest
 from cascade_notify.testing import FakeClock
 from cascade_notify.testing.emulators._base import Webhook
@@ -48,6 +49,25 @@ async def feed(provider: Provider, hook: Webhook) -> Inbound:
     return await provider.receive(
         WebhookRequest("POST", "http://127.0.0.1/receipts/x", headers, hook.body)
     )
+
+
+async def answered(
+    notifier: Notifier, clock: FakeClock, ids: Sequence[str], timeout: float = 10.0
+) -> None:
+    """Wait, in real time, until no attempt of these deliveries is still in its HTTP call.
+
+    `FakeClock.settle()` cannot see a request waiting on a socket (nothing is ready to
+    run on the loop then), so moving fake time on right after a send could overtake it.
+    """
+    async with asyncio.timeout(timeout):
+        while True:
+            await clock.settle()
+            deliveries = [await notifier.get(i) for i in ids]
+            if all(
+                a.status is not AttemptStatus.SENDING for d in deliveries for a in d.attempts
+            ) and all(d.attempts or d.final for d in deliveries):
+                return
+            await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

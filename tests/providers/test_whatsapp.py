@@ -28,7 +28,7 @@ from cascade_notify.testing import FakeClock, run_until_final
 from cascade_notify.testing.emulators import WhatsAppEmulator
 from cascade_notify.testing.emulators.fixtures import EmulatorFactory
 
-from ._support import PHONE, feed, request, served
+from ._support import PHONE, answered, feed, request, served
 
 TO = "79161234567"
 TEMPLATE = {"name": "parcel_arrived", "language": "ru"}
@@ -282,7 +282,7 @@ def graph(code: int, status: int = 400, **error: Any) -> httpx.Response:
     return httpx.Response(status, json={"error": body})
 
 
-async def answered(response: httpx.Response, **kw: Any) -> Any:
+async def answer_of(response: httpx.Response, **kw: Any) -> Any:
     """What `send()` makes of one answer, through an injected client on a MockTransport."""
     settings = WhatsAppSettings.model_validate(
         {"phone_number_id": "1", "access_token": "t", "app_secret": "s", "verify_token": "v"}
@@ -303,7 +303,7 @@ async def test_every_graph_code(
 ) -> None:
     """Every code of §1.5 gets its class by the code alone, whatever HTTP status comes
     with it (the pairing is unconfirmed for most codes)."""
-    error = await answered(graph(code, status))
+    error = await answer_of(graph(code, status))
     assert type(error) is kind and error.code == str(code)
     if kind is PermanentError:
         assert error.account is account
@@ -324,7 +324,7 @@ async def test_every_graph_code(
 async def test_answers_nobody_classified(response: httpx.Response, kind: type) -> None:
     """A body that is not the envelope falls back to the HTTP status; an OK answer with no
     id, or a code no table lists, fails safe as permanent with the raw answer."""
-    error = await answered(response)
+    error = await answer_of(response)
     assert type(error) is kind
     assert response.text[:20] in str(error)
     if response.status_code == 503:
@@ -336,8 +336,8 @@ async def test_retry_after_over_the_floor_and_subcode() -> None:
     is kept in the text, the class decided by 190 alone."""
     slow = graph(130429, 429)
     slow.headers["retry-after"] = "30"
-    assert (await answered(slow)).retry_after == 30.0
-    expired = await answered(graph(190, 401, error_subcode=463))
+    assert (await answer_of(slow)).retry_after == 30.0
+    expired = await answer_of(graph(190, 401, error_subcode=463))
     assert expired.account and "subcode 463" in str(expired)
 
 
@@ -345,7 +345,7 @@ async def test_message_status_in_the_answer_is_not_needed() -> None:
     """`messages[0].message_status` (unconfirmed) may be there or not: the id is read."""
     for extra in ({}, {"message_status": "accepted"}):
         body = {"messaging_product": "whatsapp", "messages": [{"id": "wamid.X", **extra}]}
-        assert (await answered(httpx.Response(200, json=body))).provider_message_id == "wamid.X"
+        assert (await answer_of(httpx.Response(200, json=body))).provider_message_id == "wamid.X"
 
 
 # receipts
@@ -507,7 +507,7 @@ async def test_notifier_end_to_end(emulators: EmulatorFactory, fake_clock: FakeC
             Recipient(id="boris", whatsapp="+79160000000", sms="+79160000000"),
             Message(text="hi", overrides={"whatsapp": {"parameters": ["B-1"]}}),
         )
-        await fake_clock.settle()
+        await answered(notifier, fake_clock, [good.id, bad.id])
         await fake_clock.advance(2)  # the emulator posts sent, then delivered
         good, bad = await run_until_final(notifier, fake_clock, [good.id, bad.id])
     assert (good.status, good.channel) == (DeliveryStatus.DELIVERED, "whatsapp")

@@ -18,6 +18,7 @@ ENTRY_POINT_GROUP = "cascade_notify.providers"
 
 BUILTIN: dict[str, str] = {
     "fake": "cascade_notify.providers.fake:FakeProvider",
+    "viber_bot": "cascade_notify.providers.viber:ViberBotProvider",
     "webhook": "cascade_notify.providers.webhook:WebhookProvider",
     "whatsapp_cloud": "cascade_notify.providers.whatsapp:WhatsAppCloudProvider",
 }
