@@ -29,7 +29,7 @@ from benchmarks._common import (
     say,
 )
 
-SECTIONS = ("engine", "http", "pending", "fallback", "receipts")
+SECTIONS = ("engine", "http", "pending", "fallback", "receipts", "whatsapp", "viber")
 
 
 def _section(name: str) -> Callable[[Options], Result]:
@@ -45,6 +45,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import pending
 
         return pending.run
+    if name in ("whatsapp", "viber"):
+        from benchmarks import messengers
+
+        return getattr(messengers, name)  # type: ignore[no-any-return]
     if name == "fallback":
         from benchmarks import fallback
 
