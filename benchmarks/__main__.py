@@ -1,6 +1,6 @@
 """`python -m benchmarks`: every section, one table each, then the targets.
 
-    python -m benchmarks [--quick] [--only engine,http,pending,fallback,receipts]
+    python -m benchmarks [--quick] [--only engine,http,pending,fallback,receipts,whatsapp,viber]
                          [--runs 5] [--stores memory,sqlite,postgres] [--pg DSN]
                          [--sizes 10000,100000,1000000] [--concurrency 8,32,64]
 
