@@ -1,6 +1,7 @@
 """`python -m benchmarks`: every section, one table each, then the targets.
 
-    python -m benchmarks [--quick] [--only engine,http,pending,fallback,receipts,telegram]
+    python -m benchmarks [--quick]
+                         [--only engine,http,pending,fallback,receipts,whatsapp,viber,telegram]
                          [--runs 5] [--stores memory,sqlite,postgres] [--pg DSN]
                          [--sizes 10000,100000,1000000] [--concurrency 8,32,64]
 
@@ -29,7 +30,7 @@ from benchmarks._common import (
     say,
 )
 
-SECTIONS = ("engine", "http", "pending", "fallback", "receipts", "telegram")
+SECTIONS = ("engine", "http", "pending", "fallback", "receipts", "whatsapp", "viber", "telegram")
 
 
 def _section(name: str) -> Callable[[Options], Result]:
@@ -49,6 +50,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import telegram
 
         return telegram.run
+    if name in ("whatsapp", "viber"):
+        from benchmarks import messengers
+
+        return getattr(messengers, name)  # type: ignore[no-any-return]
     if name == "fallback":
         from benchmarks import fallback
 

@@ -28,3 +28,27 @@ def test_quick_engine_run_prints_a_table() -> None:
     assert len(rows) == 2, out
     assert all(any(ch.isdigit() for ch in row) for row in rows), rows
     assert "### Targets" in out
+
+
+def test_quick_messenger_sections_print_their_tables() -> None:
+    """`--quick --only whatsapp,viber` (one run at 8 in flight) prints a table per
+    provider with a figure for the library and for bare httpx, and every message
+    counted once at the sink."""
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "benchmarks", "--quick", "--only", "whatsapp,viber"),
+            *("--runs", "1", "--concurrency", "8"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for name in ("whatsapp", "viber"):
+        assert f"### {name}: messages/s through" in out
+    rows = [line for line in out.splitlines() if line.startswith("| 8 ")]
+    assert len(rows) == 4 and all(any(ch.isdigit() for ch in row) for row in rows), out
+    assert out.count("none lost, none doubled") == 2, out

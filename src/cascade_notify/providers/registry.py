@@ -18,8 +18,10 @@ ENTRY_POINT_GROUP = "cascade_notify.providers"
 
 BUILTIN: dict[str, str] = {
     "fake": "cascade_notify.providers.fake:FakeProvider",
-    "webhook": "cascade_notify.providers.webhook:WebhookProvider",
     "telegram_bot": "cascade_notify.providers.telegram:TelegramProvider",
+    "viber_bot": "cascade_notify.providers.viber:ViberBotProvider",
+    "webhook": "cascade_notify.providers.webhook:WebhookProvider",
+    "whatsapp_cloud": "cascade_notify.providers.whatsapp:WhatsAppCloudProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}
