@@ -52,10 +52,16 @@ class Message:
                     f"Message.overrides[{channel!r}]: must be a mapping", field="overrides"
                 )
         # what every store can hold and gives back equal: plain JSON, copied as it is stored
-        object.__setattr__(self, "overrides", _plain_json(self.overrides, "overrides"))
+        if self.overrides:
+            object.__setattr__(self, "overrides", _plain_json(self.overrides, "overrides"))
+        elif type(self.overrides) is not dict:
+            object.__setattr__(self, "overrides", {})
         if not isinstance(self.metadata, Mapping):
             raise MessageError("Message.metadata: must be a mapping", field="metadata")
-        object.__setattr__(self, "metadata", _plain_json(self.metadata, "metadata"))
+        if self.metadata:
+            object.__setattr__(self, "metadata", _plain_json(self.metadata, "metadata"))
+        elif type(self.metadata) is not dict:
+            object.__setattr__(self, "metadata", {})
 
     def text_for(self, channel: str) -> str:
         """The text to send on `channel`: its override if it has one."""
