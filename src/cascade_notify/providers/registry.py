@@ -19,6 +19,7 @@ ENTRY_POINT_GROUP = "cascade_notify.providers"
 BUILTIN: dict[str, str] = {
     "fake": "cascade_notify.providers.fake:FakeProvider",
     "webhook": "cascade_notify.providers.webhook:WebhookProvider",
+    "smtp": "cascade_notify.providers.email:SmtpProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}
