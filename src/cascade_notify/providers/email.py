@@ -183,7 +183,8 @@ class _Link:
 class _Pool:
     """At most `size` connections; each is used by one send at a time."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, provider: str) -> None:
+        self._provider = provider
         self._slots = asyncio.Semaphore(size)
         self._idle: list[_Link] = []
         self.closed = False
@@ -194,7 +195,8 @@ class _Pool:
             async with asyncio.timeout(wait):
                 await self._slots.acquire()
         except TimeoutError:
-            raise TransientError(f"every SMTP connection stayed busy for {wait:g} s") from None
+            message = f"every SMTP connection stayed busy for {wait:g} s"
+            raise TransientError(message, provider=self._provider) from None
         slot = _Slot(self._take())
         try:
             yield slot
@@ -257,7 +259,7 @@ class SmtpProvider(Provider):
         self.domain = _ascii_domain(domain).lower()
         name, _ = email.utils.parseaddr(self.settings.from_addr)
         self._from = _header("From", email.utils.formataddr((name, self._sender), "utf-8"))
-        self._pool = _Pool(self.settings.pool_size)
+        self._pool = _Pool(self.settings.pool_size, name)
         self._tls: ssl.SSLContext | None = None
         self._hostname = self.settings.local_hostname
         #: Connections opened so far (a pool keeps this near `pool_size`).
@@ -349,7 +351,8 @@ class SmtpProvider(Provider):
                 raise error from exc
             slot.link.sent += 1
             if slot.link.sent >= self.settings.max_per_connection:
-                await self._drop(slot)
+                link, slot.link = slot.link, None
+                await _close(link)
             return
 
     async def _connect(self) -> _Link:
