@@ -1,7 +1,7 @@
 """`python -m benchmarks`: every section, one table each, then the targets.
 
     python -m benchmarks [--quick]
-                         [--only engine,http,pending,fallback,receipts,whatsapp,viber,telegram]
+                         [--only engine,http,pending,fallback,receipts,SECTION...]
                          [--runs 5] [--stores memory,sqlite,postgres] [--pg DSN]
                          [--sizes 10000,100000,1000000] [--concurrency 8,32,64]
 
@@ -30,7 +30,17 @@ from benchmarks._common import (
     say,
 )
 
-SECTIONS = ("engine", "http", "pending", "fallback", "receipts", "whatsapp", "viber", "telegram")
+SECTIONS = (
+    "engine",
+    "http",
+    "pending",
+    "fallback",
+    "receipts",
+    "whatsapp",
+    "viber",
+    "telegram",
+    "email",
+)
 
 
 def _section(name: str) -> Callable[[Options], Result]:
@@ -58,6 +68,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import fallback
 
         return fallback.run
+    if name == "email":
+        from benchmarks import email
+
+        return email.run
     from benchmarks import receipts
 
     return receipts.run

@@ -22,6 +22,7 @@ BUILTIN: dict[str, str] = {
     "viber_bot": "cascade_notify.providers.viber:ViberBotProvider",
     "webhook": "cascade_notify.providers.webhook:WebhookProvider",
     "whatsapp_cloud": "cascade_notify.providers.whatsapp:WhatsAppCloudProvider",
+    "smtp": "cascade_notify.providers.email:SmtpProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}
