@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from cascade_notify._duration import format_duration
+from cascade_notify.cli.bounce import bounce
 from cascade_notify.cli.breaker import breaker_app
 from cascade_notify.cli.emulate import emulate
 from cascade_notify.cli.serve import serve
@@ -151,6 +152,7 @@ def demo(
 
 app.command()(serve)
 app.command()(emulate)
+app.command()(bounce)
 app.command()(worker)
 app.add_typer(store_app, name="store")
 app.add_typer(breaker_app, name="breaker")
