@@ -19,6 +19,8 @@ ENTRY_POINT_GROUP = "cascade_notify.providers"
 BUILTIN: dict[str, str] = {
     "fake": "cascade_notify.providers.fake:FakeProvider",
     "webhook": "cascade_notify.providers.webhook:WebhookProvider",
+    "max_bot": "cascade_notify.providers.max:MaxProvider",
+    "vk_community": "cascade_notify.providers.vk:VkProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}
