@@ -154,7 +154,8 @@ class MaxProvider(HttpProvider):
                 code="bad_user_id",
             )
         overrides = request.overrides
-        assert isinstance(overrides, MaxOverrides)
+        if not isinstance(overrides, MaxOverrides):  # a SendRequest built by hand
+            overrides = MaxOverrides()
         payload: dict[str, Any] = {"text": request.text, "notify": overrides.notify}
         if overrides.format is not None:
             payload["format"] = overrides.format
