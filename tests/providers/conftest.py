@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
 
-from cascade_notify import Notifier
+from cascade_notify import AttemptStatus, Notifier
 
 
 @dataclass
@@ -46,3 +47,17 @@ async def inbox() -> AsyncIterator[Inbox]:
     box.url = f"http://127.0.0.1:{runner.addresses[0][1]}/receipts"
     yield box
     await runner.cleanup()
+
+
+async def answered(notifier: Notifier, delivery_id: str, timeout: float = 5.0) -> None:
+    """Wait, in real time, until the delivery's latest call has its answer.
+
+    `FakeClock.settle()` cannot see a request of the provider's own aiohttp session in
+    flight (its DNS step runs in a thread), so without this the fake clock could pass
+    the step's deadline before the loopback answer is in."""
+    async with asyncio.timeout(timeout):
+        while True:
+            attempts = (await notifier.get(delivery_id)).attempts
+            if attempts and attempts[-1].status is not AttemptStatus.SENDING:
+                return
+            await asyncio.sleep(0.005)

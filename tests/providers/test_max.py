@@ -28,7 +28,7 @@ from cascade_notify.providers.max import MaxProvider
 from cascade_notify.testing import FakeClock, run_until_final
 from cascade_notify.testing.emulators import MaxEmulator
 
-from .conftest import Inbox
+from .conftest import Inbox, answered
 
 USER = "123456789"
 
@@ -191,6 +191,7 @@ async def test_updates_through_the_notifier(
     async with Notifier.from_yaml(policy(emu), clock=fake_clock, store="memory://") as notifier:
         inbox.notifier = notifier
         first = await notifier.send(anna, Message(text="Parcel"))
+        await answered(notifier, first.id)
         [done] = await run_until_final(notifier, fake_clock, [first.id])
         emu.secret = "wrong_Secret-0"
         [forged] = await emu.event("bot_stopped", USER)
@@ -199,6 +200,7 @@ async def test_updates_through_the_notifier(
         emu.secret = "test_Secret-42"
         emu.force(USER, None)
         second = await notifier.send(anna, Message(text="Still MAX"))
+        await answered(notifier, second.id)
         [still] = await run_until_final(notifier, fake_clock, [second.id])
         [linked] = await emu.event("bot_started", USER, payload="anna")
         addresses = await notifier.addresses("anna")

@@ -25,7 +25,7 @@ from cascade_notify.testing import FakeClock, run_until_final
 from cascade_notify.testing.emulators import Entry, VkEmulator
 from cascade_notify.testing.emulators.vk import ERRORS
 
-from .conftest import Inbox
+from .conftest import Inbox, answered
 
 PEER = "123456789"
 
@@ -196,6 +196,7 @@ async def test_read_decides_a_read_step(
     async with Notifier.from_yaml(policy(emu), clock=fake_clock, store="memory://") as notifier:
         inbox.notifier = notifier
         delivery = await notifier.send(anna, Message(text="Parcel"))
+        await answered(notifier, delivery.id)
         [done] = await run_until_final(notifier, fake_clock, [delivery.id])
     assert done.status is DeliveryStatus.DELIVERED and done.channel == "vk"
     [hook] = [h for h in emu.webhooks if h.kind == "message_read"]
@@ -254,6 +255,7 @@ async def test_wrong_or_missing_secret_changes_nothing(
                 )
             )
         first = await notifier.send(anna, Message(text="Still VK"))
+        await answered(notifier, first.id)
         [still] = await run_until_final(notifier, fake_clock, [first.id])
         [deny] = await emu.event("message_deny", PEER, duplicate=False)
         second = await notifier.send(anna, Message(text="Now SMS"))
