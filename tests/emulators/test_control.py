@@ -29,8 +29,20 @@ from cascade_notify.testing.emulators.fixtures import EmulatorFactory
 
 from .conftest import Receiver
 
-ADDRESS = {"whatsapp": "79161234567", "telegram": "123456789", "viber": "01234567890A="}
-EVENT = {"whatsapp": "message", "telegram": "start", "viber": "subscribed"}
+ADDRESS = {
+    "whatsapp": "79161234567",
+    "telegram": "123456789",
+    "viber": "01234567890A=",
+    "max": "123456789",
+    "vk": "123456789",
+}
+EVENT = {
+    "whatsapp": "message",
+    "telegram": "start",
+    "viber": "subscribed",
+    "max": "bot_started",
+    "vk": "message_allow",
+}
 
 
 @pytest.fixture(params=list(EMULATORS))
@@ -65,7 +77,13 @@ async def test_control_surface_over_http(
     assert len(webhooks) == 1
     settings = (await http.get(f"{control}/settings")).json()
     assert settings["name"] == emu.name
-    assert settings["settings"]["type"] in {"whatsapp_cloud", "telegram_bot", "viber_bot"}
+    assert settings["settings"]["type"] in {
+        "whatsapp_cloud",
+        "telegram_bot",
+        "viber_bot",
+        "max_bot",
+        "vk_community",
+    }
     assert (await http.post(f"{control}/reset")).json() == {"ok": True}
     assert emu.requests == []
     assert emu.webhooks == []
@@ -153,10 +171,11 @@ async def test_running_posts_under_receipts_url(
         )
         await wa.drain()
     paths = [h.path for h in receiver.posts()]
-    assert paths[:3] == ["/receipts/whatsapp", "/receipts/telegram", "/receipts/viber"]
-    assert paths[3:] == ["/receipts/whatsapp", "/receipts/whatsapp"]
+    count = len(EMULATORS)
+    assert paths[:count] == [f"/receipts/{name}" for name in EMULATORS]
+    assert paths[count:] == ["/receipts/whatsapp", "/receipts/whatsapp"]
     assert any("POST /v23.0/106540352242922/messages to 79*******67 -> 200" in x for x in lines)
-    assert sum("webhook" in line for line in lines) == 5
+    assert sum("webhook" in line for line in lines) == count + 2
 
 
 async def test_serve_prints_urls_and_settings_then_stops(receiver: Receiver) -> None:

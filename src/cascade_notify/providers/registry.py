@@ -23,6 +23,8 @@ BUILTIN: dict[str, str] = {
     "webhook": "cascade_notify.providers.webhook:WebhookProvider",
     "whatsapp_cloud": "cascade_notify.providers.whatsapp:WhatsAppCloudProvider",
     "smtp": "cascade_notify.providers.email:SmtpProvider",
+    "max_bot": "cascade_notify.providers.max:MaxProvider",
+    "vk_community": "cascade_notify.providers.vk:VkProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}

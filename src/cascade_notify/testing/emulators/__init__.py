@@ -26,8 +26,10 @@ from cascade_notify.testing.emulators._serve import (
     running,
     serve,
 )
+from cascade_notify.testing.emulators.max import MaxEmulator
 from cascade_notify.testing.emulators.telegram import TelegramEmulator
 from cascade_notify.testing.emulators.viber import ViberEmulator
+from cascade_notify.testing.emulators.vk import VkEmulator
 from cascade_notify.testing.emulators.whatsapp import WhatsAppEmulator
 
 __all__ = [
@@ -38,9 +40,11 @@ __all__ = [
     "Attempt",
     "Emulator",
     "Entry",
+    "MaxEmulator",
     "RecordedRequest",
     "TelegramEmulator",
     "ViberEmulator",
+    "VkEmulator",
     "Webhook",
     "WhatsAppEmulator",
     "banner",
