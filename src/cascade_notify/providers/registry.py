@@ -19,6 +19,7 @@ ENTRY_POINT_GROUP = "cascade_notify.providers"
 BUILTIN: dict[str, str] = {
     "fake": "cascade_notify.providers.fake:FakeProvider",
     "webhook": "cascade_notify.providers.webhook:WebhookProvider",
+    "twilio_sms": "cascade_notify.providers.sms.twilio:TwilioSmsProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}
