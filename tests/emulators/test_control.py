@@ -29,8 +29,13 @@ from cascade_notify.testing.emulators.fixtures import EmulatorFactory
 
 from .conftest import Receiver
 
-ADDRESS = {"whatsapp": "79161234567", "telegram": "123456789", "viber": "01234567890A="}
-EVENT = {"whatsapp": "message", "telegram": "start", "viber": "subscribed"}
+ADDRESS = {
+    "whatsapp": "79161234567",
+    "telegram": "123456789",
+    "viber": "01234567890A=",
+    "twilio": "+79161234567",
+}
+EVENT = {"whatsapp": "message", "telegram": "start", "viber": "subscribed", "twilio": "stop"}
 
 
 @pytest.fixture(params=list(EMULATORS))
@@ -65,7 +70,12 @@ async def test_control_surface_over_http(
     assert len(webhooks) == 1
     settings = (await http.get(f"{control}/settings")).json()
     assert settings["name"] == emu.name
-    assert settings["settings"]["type"] in {"whatsapp_cloud", "telegram_bot", "viber_bot"}
+    assert settings["settings"]["type"] in {
+        "whatsapp_cloud",
+        "telegram_bot",
+        "viber_bot",
+        "twilio_sms",
+    }
     assert (await http.post(f"{control}/reset")).json() == {"ok": True}
     assert emu.requests == []
     assert emu.webhooks == []
@@ -130,7 +140,7 @@ def test_plans() -> None:
 def test_emulator_class_by_name() -> None:
     """Names resolve lazily to the classes; an unknown one lists the known."""
     assert emulator_class("whatsapp") is WhatsAppEmulator
-    with pytest.raises(ValueError, match="known: whatsapp, telegram, viber"):
+    with pytest.raises(ValueError, match="known: whatsapp, telegram, viber, twilio"):
         emulator_class("pigeon")
 
 
@@ -153,10 +163,15 @@ async def test_running_posts_under_receipts_url(
         )
         await wa.drain()
     paths = [h.path for h in receiver.posts()]
-    assert paths[:3] == ["/receipts/whatsapp", "/receipts/telegram", "/receipts/viber"]
-    assert paths[3:] == ["/receipts/whatsapp", "/receipts/whatsapp"]
+    assert paths[:4] == [
+        "/receipts/whatsapp",
+        "/receipts/telegram",
+        "/receipts/viber",
+        "/receipts/twilio",
+    ]
+    assert paths[4:] == ["/receipts/whatsapp", "/receipts/whatsapp"]
     assert any("POST /v23.0/106540352242922/messages to 79*******67 -> 200" in x for x in lines)
-    assert sum("webhook" in line for line in lines) == 5
+    assert sum("webhook" in line for line in lines) == 6
 
 
 async def test_serve_prints_urls_and_settings_then_stops(receiver: Receiver) -> None:

@@ -27,6 +27,7 @@ from cascade_notify.testing.emulators._serve import (
     serve,
 )
 from cascade_notify.testing.emulators.telegram import TelegramEmulator
+from cascade_notify.testing.emulators.twilio import TwilioEmulator
 from cascade_notify.testing.emulators.viber import ViberEmulator
 from cascade_notify.testing.emulators.whatsapp import WhatsAppEmulator
 
@@ -40,6 +41,7 @@ __all__ = [
     "Entry",
     "RecordedRequest",
     "TelegramEmulator",
+    "TwilioEmulator",
     "ViberEmulator",
     "Webhook",
     "WhatsAppEmulator",

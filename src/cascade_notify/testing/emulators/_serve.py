@@ -20,6 +20,7 @@ EMULATORS: Final[Mapping[str, str]] = {
     "whatsapp": "cascade_notify.testing.emulators.whatsapp:WhatsAppEmulator",
     "telegram": "cascade_notify.testing.emulators.telegram:TelegramEmulator",
     "viber": "cascade_notify.testing.emulators.viber:ViberEmulator",
+    "twilio": "cascade_notify.testing.emulators.twilio:TwilioEmulator",
 }
 DEFAULT_RECEIPTS_URL: Final = "http://127.0.0.1:8080/receipts"
 DEFAULT_BASE_PORT: Final = 8710
