@@ -35,6 +35,7 @@ ADDRESS = {
     "viber": "01234567890A=",
     "max": "123456789",
     "vk": "123456789",
+    "twilio": "+79161234567",
 }
 EVENT = {
     "whatsapp": "message",
@@ -42,6 +43,7 @@ EVENT = {
     "viber": "subscribed",
     "max": "bot_started",
     "vk": "message_allow",
+    "twilio": "stop",
 }
 
 
@@ -83,6 +85,7 @@ async def test_control_surface_over_http(
         "viber_bot",
         "max_bot",
         "vk_community",
+        "twilio_sms",
     }
     assert (await http.post(f"{control}/reset")).json() == {"ok": True}
     assert emu.requests == []
@@ -148,7 +151,7 @@ def test_plans() -> None:
 def test_emulator_class_by_name() -> None:
     """Names resolve lazily to the classes; an unknown one lists the known."""
     assert emulator_class("whatsapp") is WhatsAppEmulator
-    with pytest.raises(ValueError, match="known: whatsapp, telegram, viber"):
+    with pytest.raises(ValueError, match="known: whatsapp, telegram, viber, max, vk, twilio"):
         emulator_class("pigeon")
 
 

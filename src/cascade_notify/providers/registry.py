@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "smtp": "cascade_notify.providers.email:SmtpProvider",
     "max_bot": "cascade_notify.providers.max:MaxProvider",
     "vk_community": "cascade_notify.providers.vk:VkProvider",
+    "twilio_sms": "cascade_notify.providers.sms.twilio:TwilioSmsProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}

@@ -28,6 +28,7 @@ from cascade_notify.testing.emulators._serve import (
 )
 from cascade_notify.testing.emulators.max import MaxEmulator
 from cascade_notify.testing.emulators.telegram import TelegramEmulator
+from cascade_notify.testing.emulators.twilio import TwilioEmulator
 from cascade_notify.testing.emulators.viber import ViberEmulator
 from cascade_notify.testing.emulators.vk import VkEmulator
 from cascade_notify.testing.emulators.whatsapp import WhatsAppEmulator
@@ -43,6 +44,7 @@ __all__ = [
     "MaxEmulator",
     "RecordedRequest",
     "TelegramEmulator",
+    "TwilioEmulator",
     "ViberEmulator",
     "VkEmulator",
     "Webhook",

@@ -22,6 +22,7 @@ EMULATORS: Final[Mapping[str, str]] = {
     "viber": "cascade_notify.testing.emulators.viber:ViberEmulator",
     "max": "cascade_notify.testing.emulators.max:MaxEmulator",
     "vk": "cascade_notify.testing.emulators.vk:VkEmulator",
+    "twilio": "cascade_notify.testing.emulators.twilio:TwilioEmulator",
 }
 DEFAULT_RECEIPTS_URL: Final = "http://127.0.0.1:8080/receipts"
 DEFAULT_BASE_PORT: Final = 8710
