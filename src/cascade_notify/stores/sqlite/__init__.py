@@ -1,5 +1,6 @@
-"""`store: sqlite:///path`: the embedded default store (`store.py`), its numbered
-migrations (`schema.py`) and the writer that groups commits (`writer.py`)."""
+"""`store: sqlite:///path`: the embedded default store (`store.py`), the work of each
+call (`calls.py`), its numbered migrations (`schema.py`), the writer that groups commits
+(`writer.py`) and the address book (`addresses.py`)."""
 
 from cascade_notify.stores.sqlite.store import SQLiteStore
 
