@@ -1,17 +1,17 @@
 """The SQLite store, the embedded default: `store: sqlite:///cascade.db`.
 
-One connection does all the reading and writing (`_sqlite_writer`): calls run
-in the event loop's thread inside `BEGIN IMMEDIATE` transactions, committed
-in groups with the fsync in a thread of its own; a call returns only after
-its group committed. The
-database is in WAL mode with `synchronous=FULL` unless the URL says
-otherwise (`?synchronous=NORMAL` trades the last moments before a power cut
-for speed; a process crash loses nothing either way).
+In each process one connection does all the reading and writing (`writer.py`):
+calls run in the event loop's thread inside `BEGIN IMMEDIATE` transactions,
+committed in groups with the fsync in a thread of its own; a call returns only
+after its group committed. The database is in WAL mode with `synchronous=FULL`
+unless the URL says otherwise (`?synchronous=NORMAL` trades the last moments
+before a power cut for speed; a process crash loses nothing either way).
 
-One process only: a second connection writing the same WAL database can
-corrupt it with the SQLite versions Python 3.11 links, so the store holds an
-exclusive lock on `<file>-lock` while it is open, and a second opener gets a
-StoreError (run several workers on PostgreSQL instead).
+Any number of processes on one host share the file (web processes that send, workers,
+`serve`): their transactions take turns on an OS lock (`lock.py`), which also keeps
+the WAL-reset race of the SQLite Python 3.11 links away, and a worker hears of another
+process's sends through the lock file (`watch.py`). Leases and their fencing tokens
+are rows, so they work across processes as they do within one.
 
 Nothing about a delivery is cached in Python: every call reads the rows it
 needs, so memory does not grow with the number of deliveries pending.
@@ -23,7 +23,6 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -36,12 +35,9 @@ from cascade_notify.stores._common import PURGE_CHUNK, url_options
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition
 from cascade_notify.stores.sqlite import addresses as book
 from cascade_notify.stores.sqlite import calls, schema
+from cascade_notify.stores.sqlite.lock import FileLock, refuse_network_filesystem
+from cascade_notify.stores.sqlite.watch import Watch
 from cascade_notify.stores.sqlite.writer import Writer
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no advisory lock, the rule still holds
-    fcntl = None  # type: ignore[assignment]
 
 _T = TypeVar("_T")
 
@@ -82,7 +78,9 @@ class SQLiteStore:
             raise StoreError(f"synchronous={synchronous!r}: use one of {', '.join(_SYNCHRONOUS)}")
         self.commit_window = commit_window
         self._writer: Writer | None = None
-        self._lock_fd: int | None = None
+        self._lock: FileLock | None = None
+        self._watch: Watch | None = None
+        self._cookie: int | None = None  # SQLite's schema cookie when our version was checked
         self._unchanging = Unchanging()
 
     @classmethod
@@ -114,7 +112,7 @@ class SQLiteStore:
         """Open the database; create the schema if it is empty, refuse an old or new one."""
         await self._start()
         try:
-            await self._call(partial(schema.check_or_create, where=self.path))
+            await self._call(self._check_or_create)
         except BaseException:
             await self.close()
             raise
@@ -123,51 +121,69 @@ class SQLiteStore:
         """Bring the schema to this code's version; return (version before, version now).
         Opens the store if it is not open; it stays open."""
         await self._start()
-        return await self._call(partial(schema.migrate, where=self.path))
+        self._cookie = None
+        found = await self._call(partial(schema.migrate, where=self.path))
+        await self._call(self._check_or_create)
+        return found
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever another process made deliveries due on this file (a send, a
+        receipt), and once now; until `close`. (`Watchable`)"""
+        if self._watch is None and self._lock is not None:
+            self._watch = Watch(self._lock.path, wake)
+            self._watch.start()
 
     async def close(self) -> None:
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            await watch.close()
         if self._writer is not None:
             writer, self._writer = self._writer, None
             await writer.stop()
-        self._unlock()
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor releases the lock
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     async def _start(self) -> None:
         if self._writer is not None:
             return
+        lock = None
         if self.path != ":memory:":
-            self._lock()
-        writer = Writer(self._connect, window=self.commit_window, name=self.path)
+            refuse_network_filesystem(self.path)
+            lock = FileLock(self.path)
+            lock.open()
+        writer = Writer(
+            self._connect,
+            window=self.commit_window,
+            name=self.path,
+            lock=lock,
+            on_begin=self._same_schema,
+        )
         try:
-            writer.start()
+            await writer.start()
         except BaseException:
-            self._unlock()
+            if lock is not None:
+                lock.close()
             raise
-        self._writer = writer
+        self._writer, self._lock = writer, lock
 
-    def _lock(self) -> None:
-        if fcntl is None:
+    def _check_or_create(self, conn: sqlite3.Connection) -> None:
+        schema.check_or_create(conn, where=self.path)
+        self._cookie = _cookie(conn)
+
+    def _same_schema(self, conn: sqlite3.Connection) -> None:
+        """At the start of each transaction: the schema is still the one this code checked
+        (another process may have migrated it since; SQLite's cookie says so cheaply)."""
+        if self._cookie is None or _cookie(conn) == self._cookie:
             return
-        lock_path = f"{self.path}-lock"
-        try:
-            Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+        found = schema.found_version(conn)
+        if found != schema.current_version():
             raise StoreError(
-                f"the SQLite store {self.path} is open in another process (or another store "
-                "object); SQLite serves one process: stop it first, or use PostgreSQL for "
-                "several workers"
-            ) from None
-        self._lock_fd = fd
+                f"the SQLite store {self.path}: another process changed its schema to version "
+                f"{found} while this one ran with version {schema.current_version()}; restart "
+                "this process with the cascade_notify that matches"
+            )
+        self._cookie = _cookie(conn)
 
     def _connect(self) -> sqlite3.Connection:
         # used by the event loop's thread, and by the syncer thread for COMMIT (never both
@@ -189,7 +205,9 @@ class SQLiteStore:
     async def create(self, delivery: Delivery) -> tuple[Delivery, bool]:
         failpoints.hit("send.before")
         result = await self._call(
-            partial(calls.create, delivery=delivery, unchanging=self._unchanging), light=True
+            partial(calls.create, delivery=delivery, unchanging=self._unchanging),
+            light=True,
+            notify=True,
         )
         failpoints.hit("send.after")
         return result
@@ -217,7 +235,7 @@ class SQLiteStore:
     async def record_receipts(self, receipts: Sequence[Receipt], now: float) -> list[ReceiptResult]:
         failpoints.hit("receipt.before")
         results = await self._call(
-            partial(calls.record, receipts=list(receipts), now=now), light=True
+            partial(calls.record, receipts=list(receipts), now=now), light=True, notify=True
         )
         failpoints.hit("receipt.after")
         return results
@@ -261,7 +279,17 @@ class SQLiteStore:
             return 0
         return await self._call(partial(book.forget, recipient_id=recipient_id), light=True)
 
-    async def _call(self, work: Callable[[sqlite3.Connection], _T], *, light: bool = False) -> _T:
+    async def _call(
+        self,
+        work: Callable[[sqlite3.Connection], _T],
+        *,
+        light: bool = False,
+        notify: bool = False,
+    ) -> _T:
         if self._writer is None:
             raise StoreError("the SQLite store is not open")
-        return await self._writer.run(work, light=light)
+        return await self._writer.run(work, light=light, notify=notify)
+
+
+def _cookie(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA schema_version").fetchone()[0])
