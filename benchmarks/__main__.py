@@ -1,6 +1,6 @@
 """`python -m benchmarks`: every section, one table each, then the targets.
 
-    python -m benchmarks [--quick] [--only engine,http,pending,fallback,receipts]
+    python -m benchmarks [--quick] [--only engine,http,pending,fallback,receipts,processes]
                          [--runs 5] [--stores memory,sqlite,postgres] [--pg DSN]
                          [--sizes 10000,100000,1000000] [--concurrency 8,32,64]
 
@@ -29,7 +29,7 @@ from benchmarks._common import (
     say,
 )
 
-SECTIONS = ("engine", "http", "pending", "fallback", "receipts")
+SECTIONS = ("engine", "http", "pending", "fallback", "receipts", "processes")
 
 
 def _section(name: str) -> Callable[[Options], Result]:
@@ -49,6 +49,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import fallback
 
         return fallback.run
+    if name == "processes":
+        from benchmarks import sqlite_processes
+
+        return sqlite_processes.run
     from benchmarks import receipts
 
     return receipts.run

@@ -1,21 +1,23 @@
 """The one SQLite connection, and group commit with the fsync off the event loop.
 
-Every store call is a job: a function of the connection. A job runs at once,
-in the event loop's own thread, inside the transaction that is open (the
-first job of a group opens it with `BEGIN IMMEDIATE`), in a savepoint of its
-own so that its error undoes only its own writes. Once the loop has run what
-was ready (or `window` seconds later), the group's `COMMIT`, which is where
-the fsync happens, runs in a thread of its own, and only when it returns does
-every job's caller get its answer. So a call that returned is committed (on
-disk with `synchronous=FULL`), N writes arriving together cost one fsync, and
-jobs arriving while a commit syncs wait for the next group: under load the
-groups grow by themselves, with no delay added when there is no load.
+Every store call is a job: a function of the connection. Jobs queue until the
+loop has run the callers that were ready (or `window` seconds after the first);
+then they run back to back in the event loop's own thread, in one transaction
+(`BEGIN IMMEDIATE`), each in a savepoint of its own so that its error undoes
+only its own writes, and the group's `COMMIT`, which is where the fsync happens,
+runs in a thread of its own; only when it returns does every job's caller get
+its answer. So a call that returned is committed (on disk with
+`synchronous=FULL`), N writes arriving together cost one fsync, and jobs
+arriving while a commit syncs wait for the next group: under load the groups
+grow by themselves, with no delay added when there is no load.
 
 Many processes share the file: every transaction holds the cross-process write lock
 (`lock.py`) from `BEGIN IMMEDIATE` to the end of its `COMMIT`, and so does closing the
 connection. The lock is taken at once when it is free (one system call); when another
 process holds it, the jobs queue while a thread waits for it, so the event loop never
-blocks on another process and the queued jobs go into one group when it comes.
+blocks on another process and the queued jobs go into one group when it comes. Since
+a group's jobs run together just before its commit, the lock is held for their
+statements and the fsync only.
 
 Why not a thread that runs the jobs too: the `sqlite3` module lets go of the
 GIL for every statement and has to win it back from the busy event loop
@@ -80,7 +82,7 @@ class Writer:
         self._syncer: ThreadPoolExecutor | None = None
         self._group: list[_Job] | None = None  # jobs done in the open transaction
         self._guarded = False  # a job of the open group was replayed: savepoints for all
-        self._flush: asyncio.Handle | None = None
+        self._drain: asyncio.Handle | None = None  # runs the queued jobs and commits them
         self._committing: asyncio.Task[None] | None = None
         self._queued: deque[_Job] = deque()
         self._closed = False
@@ -121,10 +123,8 @@ class Writer:
         job = _Job(work, future, light, notify)
         self.in_flight += 1
         try:
-            if self._committing is not None or self._locking is not None or self._queued:
-                self._queued.append(job)
-            else:
-                self._execute(job)
+            self._queued.append(job)
+            self._schedule()
             return await future
         finally:
             self.in_flight -= 1
@@ -134,6 +134,9 @@ class Writer:
         if self._closed:
             return
         self._closed = True
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
         while self._busy() or self._queued:
             if self._committing is None and self._locking is None:
                 self._run_queued()
@@ -197,10 +200,30 @@ class Writer:
         finally:
             self._locking = None
         self._run_queued()
-        if self._group is None:  # every caller gave up meanwhile
+        self._commit_now()
+        if self._group is None and self._committing is None:  # every caller gave up meanwhile
             self._release()
 
     # in the event loop's thread
+
+    def _schedule(self) -> None:
+        """Run what is queued soon: once the callers ready in this turn of the loop have
+        queued theirs too (or `window` seconds after the first), all of it in one group."""
+        if self._drain is not None or self._committing is not None or self._locking is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._drain = (
+            loop.call_later(self._window, self._run_group)
+            if self._window > 0
+            else loop.call_soon(self._run_group)
+        )
+
+    def _run_group(self) -> None:
+        # The jobs run back to back and the commit starts at once, so the write lock is held
+        # for their statements and the fsync only, not for a turn of a busy event loop.
+        self._drain = None
+        self._run_queued()
+        self._commit_now()
 
     def _execute(self, job: _Job) -> None:
         conn = self._conn
@@ -228,12 +251,6 @@ class Writer:
                 return
             self._group = []
             self._guarded = False
-            loop = asyncio.get_running_loop()
-            self._flush = (
-                loop.call_later(self._window, self._commit_now)
-                if self._window > 0
-                else loop.call_soon(self._commit_now)
-            )
         if job.light and not self._guarded:
             self._run_light(conn, job)
         else:
@@ -307,9 +324,6 @@ class Writer:
         self._run_guarded(conn, failed)
 
     def _commit_now(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
         if self._group is None or self._committing is not None:
             return
         group, self._group = self._group, None
@@ -336,7 +350,8 @@ class Writer:
         self._committing = None
         for job in group:
             _settle(job.future, job.ok, job.value)
-        self._run_queued()
+        if self._queued:
+            self._schedule()
 
     def _run_queued(self) -> None:
         while self._queued and self._committing is None and self._locking is None:
@@ -351,9 +366,6 @@ class Writer:
             with contextlib.suppress(sqlite3.Error):
                 conn.rollback()
         self._release()
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
         group, self._group = self._group or [], None
         for job in group:
             _settle(job.future, False, error)
