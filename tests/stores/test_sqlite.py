@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cascade_notify.errors import LeaseLost, StoreError
-from cascade_notify.stores import open_store
+from cascade_notify.stores import Watchable, open_store
 from cascade_notify.stores.base import Transition
 from cascade_notify.stores.sqlite import SQLiteStore
 from cascade_notify.stores.sqlite import lock as lock_module
@@ -171,6 +171,7 @@ async def test_watchers_hear_of_other_processes_sends_and_receipts(
     try:
         await watcher.watch(heard.set)
         assert heard.is_set()  # once at the start: whatever became due before
+        assert isinstance(watcher, Watchable)
         assert watcher._watch is not None and watcher._watch.inotify is inotify
         for _ in range(2):
             heard.clear()
