@@ -150,7 +150,7 @@ def test_zombie_worker_writes_nothing_over_its_successor(
             zombie.communicate()
     assert zombie.returncode == 0, err[-3000:]
     # it tried, and was refused: fenced out, or its session ended while it was stopped
-    assert "was taken over" in err or "PostgreSQL" in err, err[-3000:]
+    assert "leased by another worker" in err or "PostgreSQL" in err, err[-3000:]
     assert asyncio.run(snapshot(url, logs)) == settled
     verdicts = asyncio.run(judge(logs, url, frozenset({zombie.pid})))
     assert not verdicts.lost and not verdicts.duplicated, verdicts
