@@ -36,6 +36,7 @@ SECTIONS = (
     "pending",
     "fallback",
     "receipts",
+    "processes",
     "whatsapp",
     "viber",
     "telegram",
@@ -72,6 +73,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import email
 
         return email.run
+    if name == "processes":
+        from benchmarks import sqlite_processes
+
+        return sqlite_processes.run
     from benchmarks import receipts
 
     return receipts.run

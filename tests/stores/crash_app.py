@@ -10,10 +10,16 @@ and each transition the store `recorded`. A restarted sender sends again
 every key whose send did not return, as a retrying client would, then the rest.
 
 Environment: `CRASH_APP_ROLE` is `all` (send, work, exit once every delivery
-sent is final; the default) or `worker` (work; exit once LOG_DIR/all-sent
-exists and nothing is pending); `CRASH_APP_STORM=N` paces sends by a kill storm of N
-kills: with k kills done (LOG_DIR/kills, written by the storm) the sender has sent at most
-(k + 1)/N of them, so the work lasts as long as the storm however fast the machine runs;
+sent is final; the default), `sender` (a web process: send only, without a
+worker, and exit once its deliveries are final), `worker` (work; exit once every
+sender's LOG_DIR/all-sent-<i> exists and nothing is pending) or `checkpointer`
+(SQLite: force `wal_checkpoint(TRUNCATE)` under the store's write lock every
+20 ms until the workers are done); `CRASH_APP_SENDERS` (how many senders
+share the keys, default 1) and `CRASH_APP_SENDER` (which one this is: it sends
+key-i for i % SENDERS == SENDER); `CRASH_APP_RATE` paces sends (per second);
+`CRASH_APP_STORM=N` paces sends by a kill storm of N kills: with k kills done
+(LOG_DIR/kills, written by the storm) the sender has sent at most (k + 1)/N of them, so
+the work lasts as long as the storm however fast the machine runs;
 `CRASH_APP_MIXED=1` makes providers answer at random (by attempt id):
 receipts delivered or failed, none, transient, permanent and unreachable
 errors; `CRASH_APP_LATENCY` delays every answer; `CRASH_APP_LEASE` (seconds).
@@ -58,9 +64,12 @@ policies:
 _fd = -1
 ROLE = os.environ.get("CRASH_APP_ROLE", "all")
 STORM = int(os.environ.get("CRASH_APP_STORM", "0"))
+RATE = float(os.environ.get("CRASH_APP_RATE", "0"))
 MIXED = os.environ.get("CRASH_APP_MIXED") == "1"
 LATENCY = float(os.environ.get("CRASH_APP_LATENCY", "0"))
 LEASE = float(os.environ.get("CRASH_APP_LEASE", "1"))
+SENDERS = int(os.environ.get("CRASH_APP_SENDERS", "1"))
+SENDER = int(os.environ.get("CRASH_APP_SENDER", "0"))
 
 
 def log(**record: Any) -> None:
@@ -199,13 +208,17 @@ async def keep_pace(log_dir: Path, sent: int, count: int) -> None:
 
 async def send_all(notifier: Notifier, log_dir: Path, count: int) -> list[str]:
     returned, called = earlier(log_dir)
-    keys = [f"key-{i}" for i in range(count)]
+    keys = [f"key-{i}" for i in range(count) if i % SENDERS == SENDER]
     # a send that never returned is sent again first, as the client that made it would
-    todo = sorted(called - set(returned)) + [k for k in keys if k not in called]
-    ids = list(returned.values())
-    for key in todo:
+    mine = set(keys)
+    todo = sorted((called - set(returned)) & mine) + [k for k in keys if k not in called]
+    ids = [i for k, i in returned.items() if k in mine]
+    started = time.monotonic()
+    for n, key in enumerate(todo):
         if STORM:
             await keep_pace(log_dir, len(ids), count)
+        if RATE:
+            await asyncio.sleep(max(0.0, started + n / RATE - time.monotonic()))
         i = int(key.split("-")[1])
         log(kind="send_called", key=key)
         delivery = await notifier.send(
@@ -215,8 +228,40 @@ async def send_all(notifier: Notifier, log_dir: Path, count: int) -> list[str]:
         )
         log(kind="send_returned", key=key, delivery=delivery.id)
         ids.append(delivery.id)
-    (log_dir / "all-sent").touch()
+    (log_dir / f"all-sent-{SENDER}").touch()
     return ids
+
+
+def all_sent(log_dir: Path) -> bool:
+    return all((log_dir / f"all-sent-{i}").exists() for i in range(SENDERS))
+
+
+def checkpoints(url: str, log_dir: Path) -> int:
+    """Force TRUNCATE checkpoints (each resets the WAL: the path of the WAL-reset race)
+    under the store's write lock, as the store's own checkpoints run, until `done`."""
+    import sqlite3
+
+    from cascade_notify.stores.sqlite.lock import FileLock
+
+    path = url.removeprefix("sqlite:///").split("?")[0]
+    lock = FileLock(path)
+    lock.open()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    forced = 0
+    while not (log_dir / "done").exists():
+        lock.acquire()
+        try:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            lock.release()
+        forced += 1
+        if forced % 50 == 1:
+            log(kind="checkpoint", busy=busy, frames=frames, copied=copied, forced=forced)
+        time.sleep(0.02)
+    conn.close()
+    log(kind="checkpoints", forced=forced)
+    return 0
 
 
 async def wait_final(notifier: Notifier, ids: Sequence[str], limit: float) -> bool:
@@ -238,17 +283,18 @@ async def main(url: str, log_dir: Path, count: int) -> int:
     registry.register("logged_fake", LoggedFake)
     registry.register("logged_fake_idempotent", LoggedIdempotentFake)
     config = load_config(POLICY.format(url=url, lease=LEASE))
-    notifier = Notifier(config, store=RecordingStore(open_store(url)))  # type: ignore[arg-type]
+    store = RecordingStore(open_store(url))
+    notifier = Notifier(config, store=store, worker=ROLE != "sender")  # type: ignore[arg-type]
     notifier.subscribe(on_event)
     async with notifier:
         log(kind="ready")  # started: from here a kill lands on a working process
-        if ROLE == "all":
+        if ROLE in ("all", "sender"):
             ids = await send_all(notifier, log_dir, count)
-            if not await wait_final(notifier, ids, 120):
+            if not await wait_final(notifier, ids, 150):
                 return 3
         else:
             while True:  # a worker: until everything sent is final, whoever finished it
-                sent = (log_dir / "all-sent").exists()
+                sent = all_sent(log_dir)
                 with contextlib.suppress(StoreError):
                     if sent and await notifier.store.next_wake() is None:
                         break
@@ -261,4 +307,6 @@ if __name__ == "__main__":
     store_url, directory, how_many = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     directory.mkdir(parents=True, exist_ok=True)
     _fd = os.open(directory / f"{os.getpid()}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    if ROLE == "checkpointer":
+        sys.exit(checkpoints(store_url, directory))
     sys.exit(asyncio.run(main(store_url, directory, how_many)))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from cascade_notify import DeliveryStatus, Message, Notifier, Recipient
+from cascade_notify.stores.sqlite import SQLiteStore
 from cascade_notify.testing import FakeClock, run_until_final
 
 from .conftest import StoreFactory
@@ -84,17 +86,27 @@ async def test_many_deliveries_all_finish(store_factory: StoreFactory) -> None:
     assert all(trail(d) == [("sms", "delivered")] for d in done), [trail(d) for d in done]
 
 
-async def test_worker_picks_up_what_a_send_only_notifier_sent(pg_dsn: str, pg_schema: str) -> None:
-    """A web app's send-only notifier and a worker elsewhere share PostgreSQL: the worker
-    starts a new delivery within a second, even while its own next timer is minutes away."""
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """Makes store objects on one shared database, as separate processes would have."""
+    if request.param == "sqlite":
+        return lambda: SQLiteStore(tmp_path / "shared.db")
     from cascade_notify.stores.postgres import PostgresStore
 
+    dsn = request.getfixturevalue("pg_dsn")
+    schema = request.getfixturevalue("pg_schema")
+    return lambda: PostgresStore(dsn, schema=schema)
+
+
+async def test_worker_picks_up_what_a_send_only_notifier_sent(
+    shared_factory: StoreFactory,
+) -> None:
+    """A web app's send-only notifier and a worker elsewhere share the store: the worker
+    starts a new delivery within a second, even while its own next timer is minutes away."""
     policy = POLICY.replace("behavior: down", "behavior: no_receipt")
     clock = FakeClock()
-    worker = Notifier.from_yaml(policy, clock=clock, store=PostgresStore(pg_dsn, schema=pg_schema))
-    web = Notifier.from_yaml(
-        policy, clock=clock, store=PostgresStore(pg_dsn, schema=pg_schema), worker=False
-    )
+    worker = Notifier.from_yaml(policy, clock=clock, store=shared_factory())
+    web = Notifier.from_yaml(policy, clock=clock, store=shared_factory(), worker=False)
     await worker.start()
     await web.start()
     try:
@@ -109,24 +121,25 @@ async def test_worker_picks_up_what_a_send_only_notifier_sent(pg_dsn: str, pg_sc
         await worker.stop()
 
 
-async def test_a_postgres_worker_takes_a_web_process_send_at_once(
-    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+async def test_a_worker_takes_a_web_process_send_at_once(
+    shared_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A send from a send-only notifier (a web process) wakes a worker in another notifier
     at once: with the worker's poll stretched to an hour, the delivery still ends in
-    seconds, because the store tells the worker."""
+    seconds, because the store tells the worker (LISTEN/NOTIFY; inotify on SQLite)."""
     from cascade_notify import notifier as notifier_module
-    from cascade_notify.stores.postgres import PostgresStore
+    from cascade_notify import worker as worker_module
 
     monkeypatch.setattr(notifier_module, "POLL_INTERVAL", 3600.0)
+    monkeypatch.setattr(worker_module, "POLL_INTERVAL", 3600.0)
     policy = """
 providers:
   wa: {type: fake, channel: whatsapp, behavior: deliver}
 policies:
   p: {steps: [{channel: whatsapp, providers: [wa]}]}
 """
-    worker = Notifier.from_yaml(policy, store=PostgresStore(pg_dsn, schema=pg_schema))
-    web = Notifier.from_yaml(policy, store=PostgresStore(pg_dsn, schema=pg_schema), worker=False)
+    worker = Notifier.from_yaml(policy, store=shared_factory())
+    web = Notifier.from_yaml(policy, store=shared_factory(), worker=False)
     finished = asyncio.Event()
     worker.subscribe(lambda event: event.kind == "finished" and finished.set())
     async with worker, web:

@@ -172,9 +172,7 @@ async def test_foreign_database_is_not_touched(make: Callable[[], Store], execut
 async def test_workers_starting_together_create_the_schema_once(
     make: Callable[[], Store], kind: str
 ) -> None:
-    """Several PostgreSQL processes opening an empty database at once all succeed."""
-    if kind == "sqlite":
-        pytest.skip("one process per SQLite file")
+    """Several processes opening an empty database at once all succeed."""
     stores = [make() for _ in range(4)]
     await asyncio.gather(*(s.open() for s in stores))
     try:

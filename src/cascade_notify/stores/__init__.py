@@ -2,8 +2,8 @@
 
 Besides the `Store` protocol the engine uses, stores offer capabilities, each
 a small protocol of its own: `Purgeable` (every store), `Migratable` (the
-SQL stores, whose schema has versions), `Watchable` (PostgreSQL, which
-tells workers at once when another process makes a delivery due), `Settling`
+SQL stores, whose schema has versions), `Watchable` (PostgreSQL and SQLite,
+which tell workers at once when another process makes a delivery due), `Settling`
 (stores that work in a thread: the fake clock waits for them) and
 `AddressBook` (every store: what providers learned about addresses, gone or
 linked to a recipient, for later cascades to skip or fill them).
