@@ -475,3 +475,26 @@ def test_provider_settings_base_forbids_unknown_keys() -> None:
         ProviderSettings.model_validate({"nope": 1})
     with pytest.raises(ValueError, match="extra"):
         ProviderOverrides.model_validate({"nope": 1})
+
+
+async def test_a_signal_the_store_refuses_loses_no_outcome(
+    fake_clock: FakeClock, refusing: object
+) -> None:
+    """The address signal of an unreachable answer cannot be stored: the attempt's
+    outcome is written all the same and the cascade moves on to the next channel."""
+    from cascade_notify import StoreError
+    from cascade_notify.stores import MemoryStore
+
+    class NoBook(MemoryStore):
+        async def record_signals(self, signals: Sequence[object]) -> None:  # type: ignore[override]
+            raise StoreError("the address book is down")
+
+    Refusing.answer = "blocked"
+    notifier = Notifier.from_yaml(TWO_STEPS, clock=fake_clock, store=NoBook())
+    async with notifier:
+        sent = await notifier.send(Recipient(id="r", telegram="42", sms=PHONE), Message(text="a"))
+        [done] = await run_until_final(notifier, fake_clock, [sent.id])
+    assert [(a.channel, a.status.value) for a in done.attempts] == [
+        ("telegram", "unreachable"),
+        ("sms", "delivered"),
+    ]

@@ -14,6 +14,7 @@ the provider declares idempotent sends, then it resends with the same attempt id
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -21,6 +22,8 @@ from typing import NamedTuple, Protocol
 from cascade_notify.clock import Clock
 from cascade_notify.errors import (
     LeaseLost,
+    MessageError,
+    PermanentError,
     ProviderError,
     UnreachableError,
 )
@@ -39,10 +42,12 @@ from cascade_notify.models import (
     new_id,
 )
 from cascade_notify.outcomes import outcome
-from cascade_notify.providers.base import Provider, SendRequest, send_classified
+from cascade_notify.providers.base import Provider, SendResult, request_for, send_classified
 from cascade_notify.resilience import Guard
 from cascade_notify.rules import Defer, Skip, applies, skip_reason
 from cascade_notify.stores.base import Claim, Store, Transition, apply_transition
+
+log = logging.getLogger("cascade_notify.engine")
 
 _MEETS = {
     WaitFor.ACCEPTED: frozenset(
@@ -351,38 +356,30 @@ class Engine:
 
     async def _call(self, delivery: Delivery, action: Send) -> Attempt:
         """Call the provider and turn whatever happens into the attempt's outcome."""
-        attempt = action.attempt
+        attempt, step = action.attempt, delivery.steps[action.attempt.step]
         provider = self.providers[attempt.provider]
-        step = delivery.steps[attempt.step]
-        options = step.options.get(provider.name, {})
-        given = delivery.message.overrides.get(attempt.channel)
-        overrides = provider.check_overrides(
-            {**options, **given} if given else options, channel=attempt.channel
-        )
-        address = delivery.recipient.address(attempt.channel) or ""
-        request = SendRequest(
-            attempt_id=attempt.id,
-            delivery_id=delivery.id,
-            channel=attempt.channel,
-            address=address,
-            recipient=delivery.recipient,
-            message=delivery.message,
-            deadline_ts=self.clock.now() + step.timeout,
-            options=options,
-            overrides=overrides,
-            resend=action.resend,
-        )
-        result = await send_classified(provider, request)
+        deadline = self.clock.now() + step.timeout
+        try:
+            request = request_for(provider, delivery, attempt, deadline, resend=action.resend)
+        except MessageError as exc:  # checked at send(); a policy changed since may refuse
+            result: SendResult | ProviderError = PermanentError(
+                str(exc), provider=provider.name, code="overrides"
+            )
+        else:
+            result = await send_classified(provider, request)
         now = self.clock.now()
         if isinstance(result, ProviderError) and self.guard is not None:
             self.guard.refused(provider.name, result, now)
         if isinstance(result, UnreachableError) and result.gone and self._signals is not None:
             gone = Signal(
-                kind=SignalKind.GONE, channel=attempt.channel, address=address,
+                kind=SignalKind.GONE, channel=attempt.channel, address=request.address,
                 provider=provider.name, reason=result.gone, ts=now,
                 recipient_id=delivery.recipient.id,
             )  # fmt: skip
-            await self._signals([gone])
+            try:
+                await self._signals([gone])
+            except Exception:  # the outcome must be written whatever became of the signal
+                log.warning("an address signal of %s was lost", provider.name, exc_info=True)
         return outcome(attempt, result, step, tries(delivery, attempt.step, attempt.provider), now)
 
 

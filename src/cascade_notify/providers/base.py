@@ -40,7 +40,16 @@ from cascade_notify.errors import (
     TransientError,
     UnknownOutcomeError,
 )
-from cascade_notify.models import Message, Receipt, ReceiptStatus, Recipient, Signal, WaitFor
+from cascade_notify.models import (
+    Attempt,
+    Delivery,
+    Message,
+    Receipt,
+    ReceiptStatus,
+    Recipient,
+    Signal,
+    WaitFor,
+)
 from cascade_notify.providers._signing import BadSignature
 
 log = logging.getLogger("cascade_notify.providers")
@@ -271,6 +280,31 @@ class Provider:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} on {self.channel}>"
+
+
+def request_for(
+    provider: Provider, delivery: Delivery, attempt: Attempt, deadline_ts: float, *, resend: bool
+) -> SendRequest:
+    """What `provider` is handed for `attempt` of `delivery`: the step's options for it
+    with the message's overrides for the channel over them, as its typed `Overrides`
+    (a `MessageError` if they do not fit)."""
+    options = delivery.steps[attempt.step].options.get(provider.name, {})
+    given = delivery.message.overrides.get(attempt.channel)
+    overrides = provider.check_overrides(
+        {**options, **given} if given else options, channel=attempt.channel
+    )
+    return SendRequest(
+        attempt_id=attempt.id,
+        delivery_id=delivery.id,
+        channel=attempt.channel,
+        address=delivery.recipient.address(attempt.channel) or "",
+        recipient=delivery.recipient,
+        message=delivery.message,
+        deadline_ts=deadline_ts,
+        options=options,
+        overrides=overrides,
+        resend=resend,
+    )
 
 
 async def send_classified(provider: Provider, request: SendRequest) -> SendResult | ProviderError:
