@@ -39,7 +39,7 @@ from benchmarks._common import Child, Options, Result, Spread, Table, Target, nu
 
 KINDS = ("library", "library sqlite", "httpx", "httpx+aiohttp", "apprise", "raw asyncio")
 SECRET = "whsec_" + base64.b64encode(b"benchmark-secret-key-32-bytes!!!").decode()
-#: The default store's targets (issue 13): × the bare httpx floor, by requests in flight.
+#: The default store's targets (issue 13): times the bare httpx floor, by requests in flight.
 SQLITE_TARGETS = {8: 2.0, 64: 6.0}
 WARM = 20  # requests each client makes before its clock starts (connections, imports)
 POLICY = """
