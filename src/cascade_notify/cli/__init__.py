@@ -51,11 +51,13 @@ def _load(source: str | Path) -> Config:
 def validate(
     file: Annotated[Path, typer.Argument(help="The policy file to check.")],
 ) -> None:
-    """Check a policy file; print every error with its line and field."""
+    """Check a policy file; print every error and warning with its line and field."""
     if not file.is_file():
         errors.print(f"[red]error[/red] {file}: no such file")
         raise typer.Exit(1)
     config = _load(file)
+    for warning in config.warnings:
+        errors.print(f"[yellow]warning[/yellow] {warning}")
     console.print(
         f"[green]ok[/green] {file}: {len(config.providers)} providers, "
         f"{len(config.policies)} {'policy' if len(config.policies) == 1 else 'policies'}"
