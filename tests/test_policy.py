@@ -429,8 +429,8 @@ policies:
     ]
     assert found[0].message.startswith("unknown key 'polices'; did you mean 'policies'?")
     assert (
-        "(allowed: store, default_policy, worker, sender_country, default_region, providers, policies)"
-        in found[0].message
+        "(allowed: store, default_policy, worker, sender_country, default_region, "
+        "providers, policies)" in found[0].message
     )
     assert found[1].message.endswith("(allowed: attempts, backoff, max_backoff)")
 
