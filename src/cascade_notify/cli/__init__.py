@@ -57,7 +57,7 @@ def validate(
         raise typer.Exit(1)
     config = _load(file)
     for warning in config.warnings:
-        errors.print(f"[yellow]warning[/yellow] {warning}")
+        errors.print(f"[yellow]warning[/yellow] {warning}", soft_wrap=True)
     console.print(
         f"[green]ok[/green] {file}: {len(config.providers)} providers, "
         f"{len(config.policies)} {'policy' if len(config.policies) == 1 else 'policies'}"
