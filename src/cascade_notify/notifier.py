@@ -522,8 +522,10 @@ def _noop() -> None:
 def _fingerprint(recipient: Recipient, message: Message, policy: str) -> str:
     """A hash of what a send asked for: equal for the same recipient, message and policy
     whatever the order their fields were given in."""
+    who = recipient.to_dict()
+    who.pop("region", None)  # how the numbers were read, not who: they are E.164 by now
     canonical = json.dumps(
-        [policy, recipient.to_dict(), message.to_dict()],
+        [policy, who, message.to_dict()],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

@@ -262,3 +262,45 @@ async def test_a_national_number_without_a_region_says_how_to_write_it(
         await _nothing_stored(notifier.store)
     finally:
         await notifier.stop()
+
+
+async def test_a_delivery_made_before_fingerprints_is_not_checked(
+    store_factory: StoreFactory,
+) -> None:
+    """A delivery stored with no fingerprint (by code before the check, or migrated)
+    is returned for its key as before, whatever the send brings."""
+    from cascade_notify.models import Delivery, new_id
+
+    notifier = await _notifier(store_factory())
+    try:
+        now = notifier.clock.now()
+        old = Delivery(
+            id=new_id(),
+            policy="service",
+            recipient=ANNA,
+            message=PARCEL,
+            steps=notifier.policy().steps,
+            created_ts=now,
+            expires_ts=now + 3600,
+            wake_ts=now,
+            idempotency_key="legacy-1",
+        )
+        made, created = await notifier.store.create(old)
+        assert created and made.fingerprint is None
+        again = await notifier.send(ANNA, Message(text="other"), idempotency_key="legacy-1")
+        assert again.id == old.id
+    finally:
+        await notifier.stop()
+
+
+async def test_the_region_a_number_was_read_in_is_not_part_of_the_key(
+    store_factory: StoreFactory,
+) -> None:
+    """The same E.164 number with or without `region=` is the same recipient for a key."""
+    notifier = await _notifier(store_factory())
+    try:
+        first = await notifier.send(ANNA, PARCEL, idempotency_key="order-3")
+        local = Recipient(id="anna", sms="8 916 123-45-67", region="RU")
+        assert (await notifier.send(local, PARCEL, idempotency_key="order-3")).id == first.id
+    finally:
+        await notifier.stop()
