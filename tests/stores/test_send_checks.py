@@ -4,6 +4,10 @@ trusted: on memory, SQLite and PostgreSQL (issue 13, items 2 to 4)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -304,3 +308,68 @@ async def test_the_region_a_number_was_read_in_is_not_part_of_the_key(
         assert (await notifier.send(local, PARCEL, idempotency_key="order-3")).id == first.id
     finally:
         await notifier.stop()
+
+
+_RACER = """
+import asyncio, json, os, sys, time
+from cascade_notify import IdempotencyConflict, Message, Notifier, Recipient
+
+policy, store, text, go = sys.argv[1:5]
+
+async def main():
+    async with Notifier.from_yaml(policy, store=store, worker=False) as notifier:
+        print("ready", flush=True)
+        while not os.path.exists(go):
+            time.sleep(0.002)
+        out = {}
+        for n in range(5):
+            try:
+                made = await notifier.send(
+                    Recipient(id="anna", sms="+79161234567"),
+                    Message(text=f"{text} {n}"),
+                    idempotency_key=f"proc-{n}",
+                )
+                out[n] = ["made", made.id]
+            except IdempotencyConflict as exc:
+                out[n] = ["conflict", exc.delivery_id]
+        print(json.dumps(out), flush=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_two_processes_racing_with_one_key(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two processes send with the same keys and different texts at once: for each key
+    one delivery is made, and the other process gets a conflict naming it."""
+    folder = tmp_path
+    if kind == "sqlite":
+        store = f"sqlite:///{folder / 'race.db'}"
+    else:
+        dsn = request.getfixturevalue("pg_dsn")
+        schema = request.getfixturevalue("pg_schema")
+        store = f"{dsn}?schema={schema}" if "?" not in dsn else f"{dsn}&schema={schema}"
+    (folder / "cascade.yaml").write_text(POLICY)
+    go = folder / "go"
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(folder / "cascade.yaml"), store, text, str(go)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for text in ("one", "two")
+    ]
+    try:
+        for racer in racers:
+            assert racer.stdout is not None and racer.stdout.readline().strip() == "ready"
+        go.touch()
+        results = [json.loads(racer.communicate(timeout=60)[0]) for racer in racers]
+    finally:
+        for racer in racers:
+            racer.kill()
+    for n in map(str, range(5)):
+        outcomes = sorted(r[n] for r in results)
+        assert [o[0] for o in outcomes] == ["conflict", "made"], outcomes
+        assert outcomes[0][1] == outcomes[1][1]

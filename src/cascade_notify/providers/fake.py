@@ -2,7 +2,9 @@
 
 It sends nothing: it records every call, answers the way its `behavior`
 says, and reports receipts through the same ingestion path as a real
-provider's webhook, on the injected clock.
+provider's webhook, on the injected clock. It reports only the receipts its
+channel's real providers give (`CHANNEL_RECEIPTS`, or its `receipts:` setting),
+so a policy that works with fakes asks nothing production cannot give.
 """
 
 from __future__ import annotations
