@@ -348,4 +348,5 @@ class Check:
             source=self.source,
             worker=top.worker,
             sender_country=top.sender_country,
+            links=top.links,
         )

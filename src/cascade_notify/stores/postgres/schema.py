@@ -158,6 +158,14 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "WHERE recipient_id IS NOT NULL",
         ),
     ),
+    (
+        5,
+        (
+            # link tokens that linked (a digest each): a replayed deep link links nothing
+            "CREATE TABLE link_tokens (key text PRIMARY KEY, ts double precision NOT NULL)",
+            "CREATE INDEX link_tokens_ts ON link_tokens (ts)",
+        ),
+    ),
 ]
 
 

@@ -121,6 +121,14 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "WHERE recipient_id IS NOT NULL",
         ),
     ),
+    (
+        4,
+        (
+            # link tokens that linked (a digest each): a replayed deep link links nothing
+            "CREATE TABLE link_tokens (key TEXT PRIMARY KEY, ts REAL NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX link_tokens_ts ON link_tokens (ts)",
+        ),
+    ),
 ]
 
 

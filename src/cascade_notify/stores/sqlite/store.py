@@ -32,7 +32,7 @@ from cascade_notify.stores import _addresses
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import Unchanging
 from cascade_notify.stores._common import PURGE_CHUNK, url_options
-from cascade_notify.stores.base import Claim, ReceiptResult, Transition
+from cascade_notify.stores.base import Claim, ReceiptResult, SignalOutcome, Transition
 from cascade_notify.stores.sqlite import addresses as book
 from cascade_notify.stores.sqlite import calls, schema
 from cascade_notify.stores.sqlite.lock import FileLock, refuse_network_filesystem
@@ -250,6 +250,7 @@ class SQLiteStore:
         """Delete deliveries final for at least `older_than` seconds, with everything of
         theirs, and orphan receipts past their time; return how many deliveries went."""
         total = 0
+        await self._call(partial(book.purge_spent, before=now - _addresses.SPENT_TTL))
         while True:  # in chunks, so other writers get the lock in between
             count = await self._call(partial(calls.purge, cutoff=now - older_than, now=now))
             total += count
@@ -258,10 +259,11 @@ class SQLiteStore:
 
     # AddressBook (the work in `sqlite.addresses`)
 
-    async def record_signals(self, signals: Sequence[Signal]) -> None:
+    async def record_signals(self, signals: Sequence[Signal]) -> list[SignalOutcome]:
         checked = _addresses.checked(signals)
-        if checked:
-            await self._call(partial(book.record, signals=checked), light=True)
+        if not checked:
+            return []
+        return await self._call(partial(book.record, signals=checked), light=True)
 
     async def unusable(self, addresses: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Signal]:
         wanted = _addresses.wanted(addresses)
@@ -273,6 +275,11 @@ class SQLiteStore:
         if not _addresses.storable(recipient_id):
             return {}
         return await self._call(partial(book.linked, recipient_id=recipient_id), light=True)
+
+    async def known(self, recipient_id: str) -> dict[str, Signal]:
+        if not _addresses.storable(recipient_id):
+            return {}
+        return await self._call(partial(book.known, recipient_id=recipient_id), light=True)
 
     async def forget(self, recipient_id: str) -> int:
         if not _addresses.storable(recipient_id):
