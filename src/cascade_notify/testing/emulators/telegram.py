@@ -103,12 +103,15 @@ class TelegramEmulator(Emulator):
         self._message_ids: dict[str, itertools.count[int]] = {}
 
     def settings(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "type": "telegram_bot",
             "token": self.token,
             "api_url": self.api_url,
             "username": self.bot["username"],
         }
+        if self.secret_token:
+            out["secret_token"] = self.secret_token
+        return out
 
     def _routes(self) -> list[tuple[str, str, Handler]]:
         return [("*", "/bot{token}/{method}", self._method)]
