@@ -37,10 +37,13 @@ _WRITE = (
     "state = excluded.state, reason = excluded.reason, provider = excluded.provider, "
     "ts = excluded.ts, recipient_id = excluded.recipient_id"
 )
+# a join on the key list, not `IN (SELECT … unnest)`: no aggregate to plan, and the
+# primary key probed once per pair
 _UNUSABLE = (
-    "SELECT channel, address, reason, provider, ts, recipient_id FROM addresses "
-    "WHERE (channel, address) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
-    "AND state = 'gone'"
+    "SELECT a.channel, a.address, a.reason, a.provider, a.ts, a.recipient_id "
+    "FROM unnest(%s::text[], %s::text[]) AS k(channel, address) "
+    "JOIN addresses a ON a.channel = k.channel AND a.address = k.address "
+    "WHERE a.state = 'gone'"
 )
 
 
