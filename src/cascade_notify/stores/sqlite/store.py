@@ -302,7 +302,9 @@ class SQLiteStore:
 
     def _connect_reader(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=64)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, cached_statements=64
+            )
             conn.execute("PRAGMA busy_timeout = 1000")
             conn.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:
