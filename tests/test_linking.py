@@ -198,3 +198,35 @@ def test_a_bad_links_section_is_a_policy_error(links: str, message: str) -> None
     text = f"links: {links}\n" + POLICY.split("\n", 2)[2]
     with pytest.raises(PolicyError, match=message):
         Notifier.from_yaml(text, store="memory://")
+
+
+def test_the_sync_facade_links_reads_and_forgets() -> None:
+    """SyncNotifier: `link()` as the async one makes it; a link taken in through the sync
+    door shows in `addresses()`, and `forget()` erases it."""
+    from cascade_notify.models import Signal, SignalKind
+    from cascade_notify.providers.base import Inbound
+    from cascade_notify.sync import SyncNotifier
+
+    text = f"""
+links: {{secret: "{SECRET}"}}
+providers:
+  mx: {{type: max_bot, token: t, username: acme_bot}}
+policies:
+  service: {{steps: [{{channel: max, providers: [mx], wait_for: accepted}}]}}
+"""
+    with SyncNotifier.from_yaml(text, store="memory://", worker=False) as notifier:
+        link = notifier.link("max", "anna")
+        token = link.rpartition("start=")[2]
+        opened = Signal(
+            kind=SignalKind.LINKED,
+            channel="max",
+            address="123",
+            provider="mx",
+            reason="start",
+            ts=notifier.notifier.clock.now(),
+            token=token,
+        )
+        notifier._call(notifier.notifier.take_in, Inbound(signals=[opened]))
+        assert notifier.addresses("anna") == {"max": "123"}
+        assert notifier.forget("anna") == 1
+        assert notifier.addresses("anna") == {}
