@@ -543,6 +543,9 @@ class Notifier:
         else:
             log.info("%d address signals not kept: the store keeps no addresses", len(taken))
             outcomes = [SignalOutcome.UNCHANGED] * len(taken)
+        for signal, outcome in zip(taken, outcomes, strict=True):
+            if outcome is SignalOutcome.REPLAYED:
+                log.info("a %s link opened again links nothing: it linked before", signal.channel)
         if not self._listeners:
             return
         for signal, outcome in zip(taken, outcomes, strict=True):
