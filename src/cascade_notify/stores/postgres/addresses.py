@@ -37,6 +37,10 @@ _WRITE = (
     "state = excluded.state, reason = excluded.reason, provider = excluded.provider, "
     "ts = excluded.ts, recipient_id = excluded.recipient_id"
 )
+_UNUSABLE_ONE = (
+    "SELECT channel, address, reason, provider, ts, recipient_id FROM addresses "
+    "WHERE channel = %s AND address = %s AND state = 'gone'"
+)
 # a join on the key list, not `IN (SELECT … unnest)`: no aggregate to plan, and the
 # primary key probed once per pair
 _UNUSABLE = (
@@ -109,9 +113,13 @@ async def unusable(
     """The gone ones among `addresses` (from `_addresses.wanted`), in one query."""
     if not addresses:
         return {}
-    cur = await conn.execute(
-        _UNUSABLE, ([channel for channel, _ in addresses], [address for _, address in addresses])
-    )
+    if len(addresses) == 1:  # the usual send: one primary-key probe, no arrays to bind
+        cur = await conn.execute(_UNUSABLE_ONE, addresses[0])
+    else:
+        cur = await conn.execute(
+            _UNUSABLE,
+            ([channel for channel, _ in addresses], [address for _, address in addresses]),
+        )
     found: dict[tuple[str, str], Signal] = {}
     for channel, address, reason, provider, ts, recipient_id in await cur.fetchall():
         entry = Entry(SignalKind.GONE, reason, provider, float(ts), recipient_id)

@@ -28,6 +28,11 @@ _WRITE = (
 )
 # the pairs asked about as one JSON array, looked up by the primary key in one statement
 # (no limit on how many, as there would be on `?` parameters)
+_UNUSABLE_ONE = (
+    "SELECT channel, address, reason, provider, ts, recipient_id FROM addresses "
+    "WHERE channel = ? AND address = ? AND state = 'gone'"
+)
+_FEW = 4
 _UNUSABLE = (
     "SELECT a.channel, a.address, a.reason, a.provider, a.ts, a.recipient_id "
     "FROM json_each(?) j CROSS JOIN addresses a "
@@ -91,9 +96,11 @@ def unusable(
     if not addresses:
         return {}
     found: dict[tuple[str, str], Signal] = {}
-    for channel, address, reason, provider, ts, recipient_id in conn.execute(
-        _UNUSABLE, (dumps([list(pair) for pair in addresses]),)
-    ):
+    if len(addresses) <= _FEW:  # a send's few channels: a primary-key probe each
+        rows = [row for pair in addresses for row in conn.execute(_UNUSABLE_ONE, pair).fetchall()]
+    else:
+        rows = conn.execute(_UNUSABLE, (dumps([list(pair) for pair in addresses]),)).fetchall()
+    for channel, address, reason, provider, ts, recipient_id in rows:
         entry = Entry(SignalKind.GONE, reason, provider, float(ts), recipient_id)
         found[(channel, address)] = entry.signal(channel, address)
     return found
