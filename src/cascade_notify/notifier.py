@@ -7,6 +7,7 @@ calls, runs the worker that advances cascades, and takes receipts in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -161,11 +162,12 @@ class Notifier:
         try:
             for provider in self._providers.values():
                 provider.attach(self.take_in)
+                started.append(provider)  # a failed start may have opened a session
                 await provider.start()
-                started.append(provider)
         except BaseException:
             for provider in started:
-                await provider.aclose()
+                with contextlib.suppress(Exception):
+                    await provider.aclose()
             await store.close()
             raise
         self._store = store

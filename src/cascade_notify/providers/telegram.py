@@ -27,6 +27,7 @@ the settings and `escape()` work without it.
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal
@@ -68,6 +69,8 @@ from cascade_notify.providers.base import (
     SendResult,
     WebhookRequest,
 )
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import telegram
@@ -218,6 +221,8 @@ class TelegramProvider(HttpProvider):
         token = self.settings.token.get_secret_value()
         install_token_filter(token)
         self._bot: telegram.Bot | None = None
+        #: A bot whose `getMe` has not succeeded yet (Telegram was away at start).
+        self._unready: telegram.Bot | None = None
         #: Requests on the wire now; a fake clock is not at rest while one is.
         self.in_flight = 0
         self._remove_idle_check: Callable[[], None] | None = None
@@ -242,19 +247,37 @@ class TelegramProvider(HttpProvider):
         )
 
     async def start(self) -> None:
-        """PTB's `Bot.initialize()`: `getMe`, so a wrong token fails the start, saying so."""
+        """PTB's `Bot.initialize()`: `getMe`, so a wrong token fails the start, saying so.
+
+        Telegram unreachable at start (a network error, a timeout, a 5xx: the outage or
+        the block this library exists for) does not keep the notifier from starting:
+        the start logs a warning and the first send asks `getMe` again, failing as a
+        transient error the cascade moves on from while Telegram stays away.
+        """
         install_token_filter()  # loggers made since the constructor ran
         if self._remove_idle_check is None:
             self._remove_idle_check = self.clock.add_idle_check(lambda: self.in_flight == 0)
-        bot = self._bot or self._make_bot()
+        try:
+            await self._initialize()
+        except TransientError as exc:
+            log.warning(
+                "%s: Telegram unreachable at start (%s); getMe again at first send", self.name, exc
+            )
+
+    async def _initialize(self) -> None:
+        if self._bot is not None:
+            return
+        bot = self._unready or self._make_bot()
+        self._unready = bot
         try:
             await bot.initialize()
         except Exception as exc:
             raise translate(exc, provider=self.name) from None
-        self._bot = bot
+        self._bot, self._unready = bot, None
 
     async def aclose(self) -> None:
-        bot, self._bot = self._bot, None
+        bot, self._bot = self._bot or self._unready, None
+        self._unready = None
         remove, self._remove_idle_check = self._remove_idle_check, None
         if remove is not None:
             remove()
@@ -307,10 +330,9 @@ class TelegramProvider(HttpProvider):
     async def send(self, request: SendRequest) -> SendResult:
         """`sendMessage` to the chat; its id as `"{chat_id}:{message_id}"`."""
         params = self._params(request)
-        bot = self._bot
-        if bot is None:
-            await self.start()
-            bot = self.bot
+        if self._bot is None:
+            await self._initialize()
+        bot = self.bot
         try:
             message = await bot.send_message(**params)
         except Exception as exc:
@@ -324,10 +346,9 @@ class TelegramProvider(HttpProvider):
         chat = chat_id or chat
         if not chat or not message_id.lstrip("-").isdigit():
             raise ValueError(f"{provider_message_id!r} is not a chat_id:message_id")
-        bot = self._bot
-        if bot is None:
-            await self.start()
-            bot = self.bot
+        if self._bot is None:
+            await self._initialize()
+        bot = self.bot
         try:
             return bool(await bot.delete_message(chat_id=chat, message_id=int(message_id)))
         except Exception as exc:
