@@ -153,6 +153,27 @@ class SyncNotifier:
         result: Delivery = self._call(self.notifier.cancel, delivery_id)
         return result
 
+    def link(
+        self,
+        channel: str,
+        recipient_id: str,
+        *,
+        provider: str | None = None,
+        ttl: float | None = None,
+    ) -> str:
+        """`Notifier.link`: the deep link that links a customer's account on `channel`."""
+        return self.notifier.link(channel, recipient_id, provider=provider, ttl=ttl)
+
+    def addresses(self, recipient_id: str) -> dict[str, str]:
+        """`Notifier.addresses`: the addresses linked to `recipient_id`."""
+        result: dict[str, str] = self._call(self.notifier.addresses, recipient_id)
+        return result
+
+    def forget(self, recipient_id: str) -> int:
+        """`Notifier.forget`: erase what the store remembers of `recipient_id`'s addresses."""
+        result: int = self._call(self.notifier.forget, recipient_id)
+        return result
+
     def record_receipts(self, receipts: Sequence[Receipt]) -> list[ReceiptResult]:
         result: list[ReceiptResult] = self._call(self.notifier.record_receipts, receipts)
         return result

@@ -491,7 +491,8 @@ def update_request(hook: Any, secret: str | None = SECRET) -> WebhookRequest:
 async def test_start_with_a_payload_is_a_linked_signal(
     tg: TelegramProvider, emu: TelegramEmulator, fake_clock: FakeClock
 ) -> None:
-    """`/start <payload>` links the chat; the payload is the recipient id, as given."""
+    """`/start <payload>` links the chat; the payload is the signal's token, unverified
+    (the notifier checks it and names the recipient)."""
     [hook] = await emu.event("start", CHAT, payload="anna-42")
     inbound = await tg.receive(update_request(hook))
     [signal] = inbound.signals
@@ -501,7 +502,8 @@ async def test_start_with_a_payload_is_a_linked_signal(
         CHAT,
         "start",
     )
-    assert signal.recipient_id == "anna-42" and signal.provider == "tg"
+    assert signal.token == "anna-42" and signal.recipient_id is None
+    assert signal.provider == "tg"
     assert signal.ts == int(fake_clock.now())
     assert inbound.receipts == () and inbound.answer is None
 

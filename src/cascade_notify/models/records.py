@@ -233,6 +233,11 @@ class Signal:
     `reason` is the provider's word for it (`blocked`, `unsubscribed`, `bot_stopped`,
     `wrong_number`, `start`); `recipient_id` is set for `linked`, and for `gone` when
     the provider knows whose address it was.
+
+    `token` is the deep-link payload a customer opened the bot with (`/start <token>`),
+    as the provider read it: a provider leaves `recipient_id` to the notifier, which
+    checks the token (`cascade_notify.linking`) and sets it; the store links only the
+    first signal with a given token (a replay links nothing).
     """
 
     kind: SignalKind
@@ -242,6 +247,7 @@ class Signal:
     reason: str
     ts: float
     recipient_id: str | None = None
+    token: str | None = None
 
     @property
     def at(self) -> datetime:

@@ -390,4 +390,5 @@ class Check:
             sender_country=top.sender_country,
             default_region=top.default_region,
             warnings=tuple(self.sorted(self.warnings)),
+            links=top.links,
         )

@@ -12,8 +12,9 @@ waiting for `delivered` or `read` on this type is refused when the policy loads.
 
 In: `receive()` takes the bot's Updates (a webhook set with `setWebhook(url,
 secret_token=...)`), checks `X-Telegram-Bot-Api-Secret-Token` in constant time and
-turns `/start <payload>` into a `linked` signal and a `my_chat_member` "kicked" into a
-`gone` one. Anything else is acknowledged and ignored.
+turns `/start <payload>` into a `linked` signal carrying the payload as its `token`
+(the notifier checks it) and a `my_chat_member` "kicked" into a `gone` one. Anything
+else is acknowledged and ignored. `deep_link()` makes `https://t.me/<username>?start=…`.
 
 The token is in every request URL. `TokenFilter`, installed on the `httpx`, `httpcore`,
 `aiohttp` and `telegram` loggers by each provider, masks it in their records; error
@@ -82,6 +83,7 @@ SECRET_HEADER: Final = "x-telegram-bot-api-secret-token"  # noqa: S105  (a heade
 ParseMode = Literal["none", "MarkdownV2", "HTML"]
 _TOKEN: Final = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,100}")
 _SECRET: Final = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_USERNAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{3,31}")
 # a deep-link payload as t.me/<bot>?start=<payload> carries it (Bot API: 1-64 of these)
 _PAYLOAD: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MARKDOWN_V2: Final = re.compile(r"([_*\[\]()~`>#+\-=|{}.!\\])")
@@ -136,6 +138,18 @@ class TelegramSettings(ProviderSettings):
     parse_mode: ParseMode = "none"
     #: What `setWebhook(secret_token=...)` was given; updates without it are refused.
     secret_token: Annotated[SecretStr | None, AfterValidator(_check_secret)] = None
+    #: The bot's @username (without the @), for its deep links; once started, the
+    #: provider knows it from `getMe` if this is not set.
+    username: str | None = None
+
+    @field_validator("username")
+    @classmethod
+    def _check_username(cls, name: str | None) -> str | None:
+        if name is not None:
+            name = name.removeprefix("@")
+            if not _USERNAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a bot username (5 to 32 of A-Z a-z 0-9 _)")
+        return name
 
     @field_validator("api_url")
     @classmethod
@@ -187,6 +201,8 @@ class TelegramProvider(HttpProvider):
     receipts: ClassVar[frozenset[ReceiptStatus]] = frozenset({ReceiptStatus.SENT})
     max_length = MAX_TEXT
     webhook_methods = frozenset({"POST"})
+    signals: ClassVar[bool] = True
+    link_payload = 64  # the Bot API's limit on `start`
     Settings = TelegramSettings
     Overrides = TelegramOverrides
     settings: TelegramSettings
@@ -344,6 +360,19 @@ class TelegramProvider(HttpProvider):
             return False
         raise error
 
+    def deep_link(self, payload: str) -> str:
+        """`https://t.me/<username>?start=<payload>`: opens the bot; START sends the
+        payload back as `/start <payload>`."""
+        if not _PAYLOAD.fullmatch(payload):
+            raise ValueError("a start payload is 1 to 64 of A-Z a-z 0-9 _ -")
+        name = self.settings.username or (self._bot.username if self._bot is not None else None)
+        if not name:
+            raise ValueError(
+                f"provider {self.name!r} does not know its bot's username: set `username:` "
+                "(the bot's @name) to make its deep links"
+            )
+        return f"https://t.me/{name}?start={payload}"
+
     # in
 
     async def receive(self, request: WebhookRequest) -> Inbound:
@@ -379,8 +408,8 @@ class TelegramProvider(HttpProvider):
             payload = payload.strip()
             if not _PAYLOAD.fullmatch(payload):
                 return None
-            # the payload as given, unverified: anyone can type `/start <anything>`
-            return self._make(SignalKind.LINKED, chat, "start", message, recipient_id=payload)
+            # unverified: anyone can type `/start <anything>`; the notifier checks the token
+            return self._make(SignalKind.LINKED, chat, "start", message, token=payload)
         member = update.get("my_chat_member")
         if isinstance(member, dict):
             new = member.get("new_chat_member")
@@ -398,7 +427,7 @@ class TelegramProvider(HttpProvider):
         chat: str,
         reason: str,
         source: Mapping[str, Any],
-        recipient_id: str | None = None,
+        token: str | None = None,
     ) -> Signal:
         date = source.get("date")
         ts = float(date) if isinstance(date, int) and date > 0 else self.clock.now()
@@ -409,7 +438,7 @@ class TelegramProvider(HttpProvider):
             provider=self.name,
             reason=reason,
             ts=ts,
-            recipient_id=recipient_id,
+            token=token,
         )
 
 

@@ -166,6 +166,14 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "ALTER TABLE deliveries ADD COLUMN fingerprint text",
         ),
     ),
+    (
+        6,
+        (
+            # link tokens that linked (a digest each): a replayed deep link links nothing
+            "CREATE TABLE link_tokens (key text PRIMARY KEY, ts double precision NOT NULL)",
+            "CREATE INDEX link_tokens_ts ON link_tokens (ts)",
+        ),
+    ),
 ]
 
 

@@ -129,6 +129,14 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "ALTER TABLE deliveries ADD COLUMN fingerprint TEXT",
         ),
     ),
+    (
+        5,
+        (
+            # link tokens that linked (a digest each): a replayed deep link links nothing
+            "CREATE TABLE link_tokens (key TEXT PRIMARY KEY, ts REAL NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX link_tokens_ts ON link_tokens (ts)",
+        ),
+    ),
 ]
 
 
