@@ -141,7 +141,7 @@ class Worker:
         except LeaseRanOut as lost:
             log.warning("%s; it is left for the next claim", lost)
         except LeaseLost:
-            log.warning("lease on delivery %s was taken over; stepping back", claim.delivery.id)
+            await self._stepped_back(claim.delivery.id)
         except Exception:
             log.exception(
                 "advancing delivery %s failed; it will be retried when its lease expires",
@@ -152,6 +152,18 @@ class Worker:
             self._free.set()
             # the store may have re-queued it (a receipt came in while we held the lease)
             self._poke.set()
+
+    async def _stepped_back(self, delivery_id: str) -> None:
+        """Say why a write was refused: the delivery ended while this worker held it
+        (`cancel` fences the lease too; nothing went wrong), or another worker has it."""
+        try:
+            now = await self.store.get(delivery_id)
+        except CascadeError:
+            now = None
+        if now is not None and now.final:
+            log.info("delivery %s became %s while in hand; stepping back", now.id, now.status)
+        else:
+            log.warning("lease on delivery %s was taken over; stepping back", delivery_id)
 
 
 __all__ = ["POLL_INTERVAL", "Worker"]

@@ -372,11 +372,16 @@ class Protection:
 
     # breakers: reporting and sharing
 
-    def _report(self, circuit: Circuit, changed: bool, now: float) -> None:
+    def _report(
+        self, circuit: Circuit, changed: bool, now: float, level: int = logging.WARNING
+    ) -> None:
+        """Log and emit a breaker's change: a warning when this process's sends moved it;
+        `logging.INFO` for a change by hand, or one learnt from the store (the process
+        that made it warned; a command that only reads it, `breaker list`, says nothing)."""
         if not changed:
             return
         info = circuit.info(now)
-        log.warning("circuit breaker of %s is %s: %s", info.provider, info.state, info.reason)
+        log.log(level, "circuit breaker of %s is %s: %s", info.provider, info.state, info.reason)
         if self._emit is not None:
             self._emit(
                 Event(
@@ -421,7 +426,8 @@ class Protection:
         for key, (version, text) in shared.items():
             circuit = self._circuits.get(key.removeprefix("breaker:"))
             if circuit is not None and version != circuit.version and not circuit.changed:
-                self._report(circuit, circuit.adopt(json.loads(text), version), now)
+                changed = circuit.adopt(json.loads(text), version)
+                self._report(circuit, changed, now, logging.INFO)
 
     async def _manual(self, provider: str, change: Callable[[Circuit, float], None]) -> BreakerInfo:
         circuit = self._circuits.get(provider)
@@ -435,7 +441,7 @@ class Protection:
             change(circuit, now)
             if not self._sharing or await self._publish(circuit, now):
                 break
-        self._report(circuit, True, self.clock.now())
+        self._report(circuit, True, self.clock.now(), logging.INFO)
         return circuit.info(self.clock.now())
 
 
