@@ -27,6 +27,7 @@ they live in this process.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from collections import OrderedDict
@@ -89,9 +90,18 @@ class _AttemptNumber:
         self.attempt_number = number
 
 
+# tenacity 9.2 renamed wait_exponential_jitter's `initial` to `multiplier` (the old name
+# warns); the oldest tenacity we support has only `initial`
+_SCALE: Final = (
+    "multiplier" if "multiplier" in inspect.signature(wait_exponential_jitter).parameters
+    else "initial"
+)  # fmt: skip
+
+
 def backoff(step: Step, tries: int) -> float:
     """Exponential backoff with jitter before retry number `tries` (tenacity's strategy)."""
-    wait = wait_exponential_jitter(initial=step.retry_initial, max=step.retry_max)
+    scale: dict[str, float] = {_SCALE: step.retry_initial}
+    wait = wait_exponential_jitter(max=step.retry_max, **scale)
     return float(wait(cast(RetryCallState, _AttemptNumber(tries))))
 
 
