@@ -256,6 +256,9 @@ def send(
     except KeyboardInterrupt:
         _interrupted(config, policy_file, sent, as_json)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except CascadeError as exc:  # the store refused (another schema version, say)
+        err.print(f"[red]error[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
     if not delivery.final:
         raise typer.Exit(EXIT_PENDING)
     if delivery.status is not DeliveryStatus.DELIVERED:
