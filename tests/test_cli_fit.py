@@ -286,3 +286,26 @@ def test_one_log_format(tmp_path: Path) -> None:
         assert pattern.match(line), line
     assert LOG_FORMAT.startswith("%(asctime)s %(levelname)s %(name)s:")
     assert f"on sqlite:///{tmp_path / 'c.db'}" in first
+
+
+async def test_send_leaves_a_delivery_pending_after_its_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Past `--timeout` the last line says the delivery is still pending (the command
+    then exits 3, and the delivery goes on in the store)."""
+    clock = FakeClock()
+    async with Notifier.from_yaml(SMS_POLICY, clock=clock) as notifier:
+        delivery = await notifier.send(Recipient(id="a", sms="+79161234567"), Message(text="hi"))
+        task = asyncio.create_task(follow(notifier, delivery, Follower(json=True), 2))
+        await clock.advance(3)
+        final = await task
+    assert not final.final
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert last == {
+        "type": "result",
+        "delivery_id": delivery.id,
+        "status": "pending",
+        "channel": None,
+        "attempts": 1,
+        "timed_out": True,
+    }
