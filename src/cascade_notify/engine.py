@@ -298,8 +298,15 @@ class Engine:
         self._poll = poll
         self._signals = signals
 
-    async def advance(self, claim: Claim) -> Delivery:
-        """Run `claim`'s delivery until it must wait or is finished; return its state."""
+    async def advance(
+        self, claim: Claim, *, calls_done: Callable[[], None] | None = None
+    ) -> Delivery:
+        """Run `claim`'s delivery until it must wait or is finished; return its state.
+
+        `calls_done` is called once no provider call is left to make, before the last
+        write is committed: a worker can claim the next delivery while this one's outcome
+        is on its way to disk, and the two writes share a commit.
+        """
         delivery = claim.delivery
         pending: Transition | None = None  # a call's outcome, already applied to `delivery`
         while True:
@@ -309,6 +316,8 @@ class Engine:
                 action = await self._permit(delivery, change, action, claim, now)
             write = change if pending is None else pending.merge(change)
             pending = None
+            if not isinstance(action, Send) and calls_done is not None:
+                calls_done()
             await self.store.commit(claim, write)
             apply_transition(delivery, change, own=True)
             if self.guard is not None:
