@@ -326,7 +326,10 @@ async def follow(
 
 def _interrupted(config: Config, policy_file: Path, sent: list[Delivery], as_json: bool) -> None:
     if not sent:
-        err.print("interrupted before the delivery was stored: nothing was sent")
+        err.print(
+            "interrupted before the store answered: the delivery may or may not be stored; "
+            "the same command with the same --idempotency-key finds out without sending twice"
+        )
         return
     delivery_id = sent[0].id
     where = store_label(config.store)
