@@ -219,7 +219,7 @@ async def test_cancel_is_no_lost_lease(caplog: pytest.LogCaptureFixture) -> None
             await clock.advance(2)
             assert (await notifier.get(delivery.id)).status.value == "cancelled"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
-    assert "became cancelled while in hand" in caplog.text
+    assert "was cancelled while in hand" in caplog.text
 
 
 BREAKER_POLICY = """\
