@@ -181,15 +181,22 @@ def test_send_interrupted_says_the_delivery_is_pending_for_the_worker(tmp_path: 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell's background job ignores SIGINT, and a child inherits that: not a user's
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    assert process.stdout is not None
-    started = json.loads(process.stdout.readline())
-    assert started["type"] == "delivery"
-    deadline = time.monotonic() + 20
-    while json.loads(process.stdout.readline())["type"] != "attempt":
-        assert time.monotonic() < deadline
-    process.send_signal(signal.SIGINT)
-    rest, stderr = process.communicate(timeout=20)
+    try:
+        assert process.stdout is not None
+        started = json.loads(process.stdout.readline())
+        assert started["type"] == "delivery"
+        deadline = time.monotonic() + 20
+        while json.loads(process.stdout.readline())["type"] != "attempt":
+            assert time.monotonic() < deadline
+        process.send_signal(signal.SIGINT)
+        rest, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 130, stderr
     assert json.loads(rest.splitlines()[-1]) == {
         "type": "interrupted",
@@ -276,10 +283,15 @@ def test_one_log_format(tmp_path: Path) -> None:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    assert process.stderr is not None
-    first = process.stderr.readline()
-    process.send_signal(signal.SIGTERM)
-    rest = process.communicate(timeout=20)[1]
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=20)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 0, rest
     pattern = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING|ERROR) [\w.]+: \S")
     for line in [first, *rest.splitlines()]:
