@@ -429,8 +429,8 @@ policies:
     ]
     assert found[0].message.startswith("unknown key 'polices'; did you mean 'policies'?")
     assert (
-        "(allowed: store, default_policy, worker, sender_country, providers, policies)"
-        in found[0].message
+        "(allowed: store, default_policy, worker, sender_country, default_region, "
+        "providers, policies)" in found[0].message
     )
     assert found[1].message.endswith("(allowed: attempts, backoff, max_backoff)")
 
@@ -482,7 +482,7 @@ policies: {p: {steps: [{channel: sms, providers: [sms]}]}}
     assert found[2].message.startswith("unknown key 'colour'")
     assert found[2].message.endswith(
         "(allowed: channel, behavior, failures, receipt_delay, "
-        "latency, retry_after, cost, overrides, type, breaker, rate_limit, retry)"
+        "latency, retry_after, cost, overrides, receipts, type, breaker, rate_limit, retry)"
     )
 
 

@@ -127,8 +127,11 @@ def _finish(
     channel: str | None = None,
     keep: Attempt | None = None,
 ) -> Decision:
+    # an attempt this transition already closed (timed out at its deadline) keeps that
+    # outcome and its reason: only those still open end abandoned
+    closed = {a.id for a in change.attempts if a.status not in OPEN_ATTEMPT}
     for attempt in delivery.attempts:
-        if attempt.status in OPEN_ATTEMPT and attempt is not keep:
+        if attempt.status in OPEN_ATTEMPT and attempt is not keep and attempt.id not in closed:
             change.attempts.append(_close(attempt, AttemptStatus.ABANDONED, now, None))
     change.status, change.channel, change.finished_ts, change.wake_ts = status, channel, now, None
     return Decision(change)

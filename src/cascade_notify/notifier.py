@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -18,7 +20,15 @@ from typing import TYPE_CHECKING, Any, Self
 from cascade_notify import webhooks
 from cascade_notify.clock import Clock, SystemClock
 from cascade_notify.engine import Engine
-from cascade_notify.errors import CascadeError, DeliveryNotFound, WaitTimeout
+from cascade_notify.errors import (
+    DeliveryNotFound,
+    IdempotencyConflict,
+    MessageError,
+    NotRunning,
+    RecipientError,
+    UnknownPolicy,
+    WaitTimeout,
+)
 from cascade_notify.events import Event, Listener, emit
 from cascade_notify.models import (
     CHANNEL_KINDS,
@@ -115,7 +125,7 @@ class Notifier:
     @property
     def store(self) -> Store:
         if self._store is None:
-            raise CascadeError("the notifier is not running; use `async with notifier:`")
+            raise NotRunning("the notifier is not running; use `async with notifier:`")
         return self._store
 
     @property
@@ -239,8 +249,7 @@ class Notifier:
         key = name or self.config.default_policy
         found = self.config.policies.get(key)
         if found is None:
-            known = ", ".join(sorted(self.config.policies))
-            raise CascadeError(f"unknown policy {key!r}; this notifier has: {known}")
+            raise UnknownPolicy(key, sorted(self.config.policies))
         return found
 
     async def send(
@@ -254,17 +263,32 @@ class Notifier:
         """Persist a cascade and start it; return at once with its `Delivery`.
 
         The same `idempotency_key` returns the delivery it first made, and sends nothing;
-        a key is a non-empty string of at most 256 characters (else MessageError).
+        with another recipient, message or policy it is an `IdempotencyConflict` naming
+        that delivery. A key is a non-empty string of at most 256 characters (else
+        MessageError). A recipient none of the policy's steps can reach (no address for
+        any of its channels, or only opted-out or known-gone ones) is a `RecipientError`,
+        and nothing is stored. Phone numbers written without a country code are read in
+        the policy file's `default_region`.
         """
         if not isinstance(recipient, Recipient):
-            raise TypeError(f"recipient must be a Recipient, not {type(recipient).__name__}")
+            raise RecipientError(
+                "",
+                f"send() takes a Recipient, not {type(recipient).__name__}: build one with "
+                "Recipient(id=..., sms=...) or Recipient.from_dict(...)",
+            )
         if not isinstance(message, Message):
-            raise TypeError(f"message must be a Message, not {type(message).__name__}")
+            raise MessageError(
+                f"send() takes a Message, not {type(message).__name__}: build one with "
+                "Message(text=...)"
+            )
         check_idempotency_key(idempotency_key)
         chosen = self.policy(policy)
         self._check_overrides(chosen, message)
+        recipient = recipient.localised(self.config.default_region)
         store = self.store
+        fingerprint = _fingerprint(recipient, message, chosen.name) if idempotency_key else None
         recipient, unusable = await self._addresses_known(store, chosen, recipient)
+        _check_reachable(chosen, recipient, unusable)
         now = self.clock.now()
         delivery = Delivery(
             id=new_id(),
@@ -277,12 +301,16 @@ class Notifier:
             wake_ts=now,
             idempotency_key=idempotency_key,
             unusable=unusable,
+            fingerprint=fingerprint,
         )
         stored, created = await store.create(delivery)
         if created:
             if self._listeners:
                 self._emit(Event("created", stored.id, now, detail=chosen.name))
             self._poke()
+        elif stored.fingerprint is not None and stored.fingerprint != fingerprint:
+            assert idempotency_key is not None
+            raise IdempotencyConflict(idempotency_key, stored.id, _differs(stored, delivery))
         return stored
 
     async def _addresses_known(
@@ -489,3 +517,52 @@ class Notifier:
 
 def _noop() -> None:
     return None
+
+
+def _fingerprint(recipient: Recipient, message: Message, policy: str) -> str:
+    """A hash of what a send asked for: equal for the same recipient, message and policy
+    whatever the order their fields were given in."""
+    who = recipient.to_dict()
+    who.pop("region", None)  # how the numbers were read, not who: they are E.164 by now
+    canonical = json.dumps(
+        [policy, who, message.to_dict()],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _differs(stored: Delivery, given: Delivery) -> str:
+    """What of a send differs from the delivery its idempotency key made, for people."""
+    if stored.policy != given.policy:
+        return f"policy ({stored.policy!r}, now {given.policy!r})"
+    if stored.message.to_dict() != given.message.to_dict():
+        return "message"
+    return "recipient"
+
+
+def _check_reachable(policy: Policy, recipient: Recipient, unusable: Mapping[str, str]) -> None:
+    """A RecipientError when no step of `policy` could ever reach `recipient`: it names
+    the channels the policy has and the addresses the recipient has."""
+    why: list[str] = []
+    for step in policy.steps:
+        channel = step.channel
+        if recipient.address(channel) is None:
+            continue
+        if channel in recipient.opted_out:
+            why.append(f"{channel} opted out")
+        elif channel in unusable:
+            why.append(f"{channel}: {unusable[channel]}")
+        else:
+            return
+    has = [c for c in (*CHANNEL_KINDS, *recipient.addresses) if recipient.address(c) is not None]
+    channels = ", ".join(step.channel for step in policy.steps)
+    addresses = ", ".join(has) or "none"
+    reasons = f" ({'; '.join(why)})" if why else ""
+    raise RecipientError(
+        "",
+        f"recipient {recipient.id!r} cannot be reached by policy {policy.name!r}: its steps "
+        f"are on {channels}, and the recipient has addresses on {addresses}{reasons}; "
+        "nothing was stored or sent",
+    )

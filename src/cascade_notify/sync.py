@@ -16,6 +16,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from cascade_notify import webhooks
 from cascade_notify.clock import Clock
+from cascade_notify.errors import NotRunning
 from cascade_notify.models import Delivery, Message, Receipt, Recipient
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config
@@ -76,7 +77,7 @@ class SyncNotifier:
     def notifier(self) -> Notifier:
         """The async notifier underneath (runs in the portal thread)."""
         if self._notifier is None:
-            raise RuntimeError("the notifier is not running; use `with notifier:`")
+            raise NotRunning("the notifier is not running; use `with notifier:`")
         return self._notifier
 
     @property
@@ -85,7 +86,7 @@ class SyncNotifier:
 
     def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         if self._portal is None:
-            raise RuntimeError("the notifier is not running; use `with notifier:`")
+            raise NotRunning("the notifier is not running; use `with notifier:`")
         return self._portal.call(lambda: func(*args, **kwargs))
 
     def start(self) -> None:

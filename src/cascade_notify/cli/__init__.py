@@ -66,11 +66,14 @@ def _load(source: str | Path) -> Config:
 def validate(
     file: Annotated[Path, typer.Argument(help="The policy file to check.")],
 ) -> None:
-    """Check a policy file; print every error with its line and field."""
+    """Check a policy file; print every error and warning with its line and field."""
     if not file.is_file():
         err.print(f"[red]error[/red] {escape(str(file))}: no such file")
         raise typer.Exit(1)
     config = _load(file)
+    for warning in config.warnings:
+        # one line each off a terminal, as the errors
+        err.print(f"[yellow]warning[/yellow] {escape(' '.join(str(warning).split()))}")
     out.print(
         f"[green]ok[/green] {escape(str(file))}: {len(config.providers)} providers, "
         f"{len(config.policies)} {'policy' if len(config.policies) == 1 else 'policies'}"

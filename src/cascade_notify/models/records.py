@@ -287,6 +287,10 @@ class Delivery:
     wake_ts: float | None = None
     idempotency_key: str | None = None
     unusable: dict[str, str] = field(default_factory=dict)
+    #: A hash of the recipient, message and policy it was sent with: the same
+    #: idempotency key with another fingerprint is a conflict. None: made before the
+    #: library kept one (or not by `send`), so not checked.
+    fingerprint: str | None = None
 
     @property
     def created_at(self) -> datetime:
@@ -323,4 +327,5 @@ class Delivery:
             wake_ts=self.wake_ts,
             idempotency_key=self.idempotency_key,
             unusable=dict(self.unusable),
+            fingerprint=self.fingerprint,
         )

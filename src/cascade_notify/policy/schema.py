@@ -12,6 +12,7 @@ from typing import Annotated, Any, Final
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from cascade_notify._duration import Duration
+from cascade_notify.errors import PolicyIssue
 from cascade_notify.models import Step, WaitFor
 from cascade_notify.providers.base import Provider, ProviderSettings
 from cascade_notify.resilience.settings import (
@@ -98,6 +99,7 @@ class _Top(_Strict):
     default_policy: str | None = None
     worker: WorkerSettings = WorkerSettings()
     sender_country: Country | None = None
+    default_region: Country | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +139,7 @@ class Config:
     source: str | None
     worker: WorkerSettings
     sender_country: str | None = None
+    #: Where a phone number written without its country code is read (ISO, e.g. RU).
+    default_region: str | None = None
+    #: What the load found doubtful but not wrong (the file is used as it is).
+    warnings: tuple[PolicyIssue, ...] = ()

@@ -35,6 +35,7 @@ from cascade_notify._text import CODE_LIMIT, ID_LIMIT, TEXT_LIMIT, finite, stora
 from cascade_notify.clock import Clock, SystemClock
 from cascade_notify.errors import (
     MessageError,
+    NotRunning,
     PermanentError,
     ProviderError,
     TransientError,
@@ -253,7 +254,7 @@ class Provider:
     async def emit(self, receipts: Sequence[Receipt] = (), signals: Sequence[Signal] = ()) -> None:
         """Hand receipts and signals learned outside a webhook (a push) to the notifier."""
         if self._sink is None:
-            raise RuntimeError(f"provider {self.name!r} is not attached to a running notifier")
+            raise NotRunning(f"provider {self.name!r} is not attached to a running notifier")
         await self._sink(Inbound(receipts=receipts, signals=signals))
 
     async def start(self) -> None:

@@ -158,6 +158,14 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "WHERE recipient_id IS NOT NULL",
         ),
     ),
+    (
+        5,
+        (
+            # Delivery.fingerprint: a hash of what an idempotency key was first sent with,
+            # so its reuse for another message is refused (NULL on older rows: unchecked)
+            "ALTER TABLE deliveries ADD COLUMN fingerprint text",
+        ),
+    ),
 ]
 
 

@@ -88,7 +88,12 @@ class SQLiteStore:
         """`sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:`,
         with options `?synchronous=NORMAL&commit_window_ms=2`."""
         parts = urlsplit(url)
-        if parts.scheme != "sqlite" or parts.netloc or len(parts.path) < 2:
+        if (
+            parts.scheme != "sqlite"
+            or parts.netloc
+            or not parts.path.startswith("/")
+            or len(parts.path) < 2
+        ):
             raise StoreError(f"store URL {url!r}: write sqlite:///file.db (three slashes)")
         options = url_options(parts.query, _OPTIONS, url)
         try:
