@@ -1,5 +1,7 @@
 """Django (ASGI) with the receipts endpoint under /receipts, all configured in this file.
 
+Needs the extra `server` and Django: `pip install 'cascade-notify[server]' django`.
+
     APP_WEBHOOK_URL=https://app.example.com/hooks/messages \
     APP_WEBHOOK_SECRET=whsec_... \
     uvicorn examples.django_asgi:application

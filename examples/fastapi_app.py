@@ -1,10 +1,22 @@
-"""The receipts endpoint mounted in a FastAPI app, beside a route that sends.
+"""The receipts endpoint mounted in a FastAPI app, beside routes that send and look.
+
+Needs the extra `server` and FastAPI: `pip install 'cascade-notify[server]' fastapi`.
 
     APP_WEBHOOK_URL=https://app.example.com/hooks/messages \
     APP_WEBHOOK_SECRET=whsec_... \
     uvicorn examples.fastapi_app:app
 
+One host, several web processes and a worker beside them, all on the policy's SQLite
+file (the policy names no store: `cascade.db` in the working directory):
+
+    CASCADE_WORKER=off uvicorn examples.fastapi_app:app --workers 2
+    cascade-notify worker --policy examples/app_channel.yaml
+
+With CASCADE_WORKER=off the web processes only send (and take receipts); the
+`cascade-notify worker` advances the cascades. Without it each web process also works.
+
 Receipts: POST /receipts/{provider}; health: GET /receipts/-/health.
+POST /notify sends; GET /notify/{delivery_id} says how the delivery stands.
 """
 
 from __future__ import annotations
@@ -14,10 +26,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from cascade_notify import Message, Notifier, Recipient
+from cascade_notify import DeliveryNotFound, Message, Notifier, Recipient
 from cascade_notify.webhooks import asgi_app
 
 POLICY = os.environ.get("CASCADE_POLICY", str(Path(__file__).with_name("app_channel.yaml")))
@@ -44,12 +56,21 @@ def create_app(notifier: Notifier) -> FastAPI:
     app.mount("/receipts", asgi_app(notifier, prefix=""))
 
     @app.post("/notify")
-    async def notify(notice: Notice) -> dict[str, str]:
+    async def notify(notice: Notice) -> dict[str, str | int]:
         recipient = Recipient(id=notice.user_id, app=notice.app, sms=notice.sms)
         delivery = await notifier.send(recipient, Message(text=notice.text))
-        return {"delivery_id": delivery.id}
+        # pid: which web process answered (several serve under `uvicorn --workers N`)
+        return {"delivery_id": delivery.id, "pid": os.getpid()}
+
+    @app.get("/notify/{delivery_id}")
+    async def status(delivery_id: str) -> dict[str, str | None]:
+        try:
+            delivery = await notifier.get(delivery_id)
+        except DeliveryNotFound:
+            raise HTTPException(404, "no such delivery") from None
+        return {"status": delivery.status.value, "channel": delivery.channel}
 
     return app
 
 
-app = create_app(Notifier.from_yaml(POLICY))
+app = create_app(Notifier.from_yaml(POLICY, worker=os.environ.get("CASCADE_WORKER", "on") != "off"))

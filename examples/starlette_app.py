@@ -1,5 +1,7 @@
 """The receipts endpoint mounted in a Starlette app.
 
+Needs the extra `server` and Starlette: `pip install 'cascade-notify[server]' starlette`.
+
     APP_WEBHOOK_URL=https://app.example.com/hooks/messages \
     APP_WEBHOOK_SECRET=whsec_... \
     uvicorn examples.starlette_app:app

@@ -429,8 +429,15 @@ policies:
     ]
     assert found[0].message.startswith("unknown key 'polices'; did you mean 'policies'?")
     allowed = found[0].message.split("(allowed: ", 1)[1].rstrip(")").split(", ")
-    top = {"store", "default_policy", "worker", "sender_country", "default_region", "links",
-           "providers"}
+    top = {
+        "store",
+        "default_policy",
+        "worker",
+        "sender_country",
+        "default_region",
+        "links",
+        "providers",
+    }
     assert top | {"policies"} <= set(allowed)
     assert found[1].message.endswith("(allowed: attempts, backoff, max_backoff)")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import sys
@@ -101,6 +102,13 @@ async def test_serve_takes_receipts_and_shuts_down_gracefully(
     log = stderr.decode()
     assert "Application shutdown complete" in log
     assert "notifier stopped" in log
+    # at start it says what it serves, in the one log format (uvicorn's lines too)
+    assert f"policy file {policy_file}: policies service (default)" in log  # tmp: no symlinks
+    assert re.search(r"store sqlite:////\S+/cascade\.db; worker on", log), log  # absolute
+    assert "provider app (webhook, app): POST /receipts/app" in log
+    assert "health: GET /receipts/-/health" in log
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z]+ [\w.]+: ", line)
+               for line in log.splitlines()), log  # fmt: skip
     # a clean shutdown exits 0 on either signal, as `cascade-notify worker` does
     assert process.returncode == 0, log
 

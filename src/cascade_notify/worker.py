@@ -22,7 +22,7 @@ from typing import Any, Final
 from cascade_notify.clock import Clock
 from cascade_notify.engine import Engine, LeaseRanOut
 from cascade_notify.errors import CascadeError, LeaseLost
-from cascade_notify.models import Delivery
+from cascade_notify.models import Delivery, DeliveryStatus
 from cascade_notify.stores import Watchable
 from cascade_notify.stores.base import Claim, Store
 
@@ -152,7 +152,7 @@ class Worker:
         except LeaseRanOut as lost:
             log.warning("%s; it is left for the next claim", lost)
         except LeaseLost:
-            log.warning("lease on delivery %s was taken over; stepping back", claim.delivery.id)
+            await self._stepped_back(claim.delivery.id)
         except Exception:
             log.exception(
                 "advancing delivery %s failed; it will be retried when its lease expires",
@@ -167,6 +167,18 @@ class Worker:
         self._busy -= 1
         self._free.set()
         self._poke.set()
+
+    async def _stepped_back(self, delivery_id: str) -> None:
+        """Say why a write was refused: the delivery was cancelled while this worker held
+        it (`cancel` fences the lease too; nothing went wrong), or another worker has it."""
+        try:
+            now = await self.store.get(delivery_id)
+        except CascadeError:
+            now = None
+        if now is not None and now.status is DeliveryStatus.CANCELLED:
+            log.info("delivery %s was cancelled while in hand; stepping back", now.id)
+        else:
+            log.warning("lease on delivery %s was taken over; stepping back", delivery_id)
 
 
 __all__ = ["POLL_INTERVAL", "Worker"]

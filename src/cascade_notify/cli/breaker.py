@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from rich.text import Text
 
 from cascade_notify._duration import parse_duration
+from cascade_notify.cli._output import err, out
 from cascade_notify.errors import CascadeError, PolicyError
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config, load_config
@@ -29,9 +30,6 @@ breaker_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
-
 PolicyOption = Annotated[Path, typer.Option("--policy", "-p", help="The cascade policy YAML.")]
 NameArgument = Annotated[str, typer.Argument(help="The provider's name in the policy file.")]
 
@@ -41,7 +39,7 @@ def _config(path: Path) -> Config:
         return load_config(path)
     except PolicyError as exc:
         for issue in exc.issues:
-            errors.print(f"[red]error[/red] {issue}")
+            err.print(f"[red]error[/red] {escape(str(issue))}")
         raise typer.Exit(1) from None
 
 
@@ -54,12 +52,12 @@ async def _run(
         in_process = config.store.startswith("memory") or not notifier.breakers.shared
         where = config.store.split("?")[0]
         if in_process and verb == "list":
-            errors.print(
+            err.print(
                 f"[yellow]note[/yellow] the store {where} does not share breaker state between "
                 "processes: these are the breakers of this command alone, not of any worker"
             )
         elif in_process:
-            errors.print(
+            err.print(
                 f"[red]error[/red] the store {where} does not share breaker state between "
                 "processes, so a running worker would never see this; use `notifier.breakers` "
                 "inside that process, or a store that shares it"
@@ -85,16 +83,16 @@ def _do(
     try:
         shown = asyncio.run(_run(config, verb, name, seconds, reason))
     except CascadeError as exc:
-        errors.print(f"[red]error[/red] {exc}")
+        err.print(f"[red]error[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
-    table = Table(box=None, pad_edge=False)
-    for column in ("provider", "state", "until", "reason"):
-        table.add_column(column)
+    rows: list[list[str | Text]] = [
+        [Text(c, style="bold") for c in ("provider", "state", "until", "reason")]
+    ]
     for info in shown:
         until = "" if info.until is None else _when(info.until)
         state = f"{info.state} (by hand)" if info.manual else info.state
-        table.add_row(info.provider, state, until, info.reason)
-    console.print(table)
+        rows.append([info.provider, state, until, info.reason])
+    out.rows(rows)
 
 
 def _when(ts: float) -> str:
@@ -118,7 +116,7 @@ def open_breaker(
     try:
         seconds = parse_duration(duration)
     except ValueError as exc:
-        errors.print(f"[red]error[/red] --for: {exc}")
+        err.print(f"[red]error[/red] --for: {exc}")
         raise typer.Exit(2) from None
     _do(policy, "open", name, seconds, reason)
 

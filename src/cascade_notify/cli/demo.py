@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from cascade_notify._duration import format_duration, human_duration
+from cascade_notify.cli._output import aligned
 from cascade_notify.events import Event
-from cascade_notify.models import Delivery, Message, Recipient
+from cascade_notify.models import CHANNELS, Delivery, Message, Recipient
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import DEFAULT_STORE, Config
 from cascade_notify.testing import FakeClock, run_until_final
@@ -71,19 +72,32 @@ def _clock_text(seconds: float) -> str:
     return f"{minutes:02d}:{secs:02d}"
 
 
-def _describe(event: Event, delivery: Delivery) -> Text | None:
+def _retried(events: list[Event], i: int) -> bool:
+    """Whether the transient failure at `events[i]` was tried again on its provider
+    (the next send of the delivery went to the same provider, in the same step)."""
+    failed = events[i]
+    for later in events[i + 1 :]:
+        if later.kind in ("sending", "skipped", "finished"):
+            return later.kind == "sending" and later.provider == failed.provider
+    return False
+
+
+def _describe(event: Event, delivery: Delivery, retried: bool) -> tuple[str, str, Text] | None:
+    """The mark, its style and the words for one event; None for one not shown."""
     if event.kind == "skipped":
-        return Text(f"skip  {event.detail}", style="dim")
-    if event.kind == "sending":
-        return None
+        return "skip", "dim", Text(event.detail or event.status or "", style="dim")
     status = event.status or ""
     mark, style = _MARKS.get(status, ("•", "white"))
     if event.kind == "receipt":
-        line = Text(f"{mark:<3}   {status}", style=style)
+        line = Text(status, style=style)
         if event.detail:
             line.append(f" ({event.detail})", style="dim")
-        return line
-    if event.kind == "outcome":
+        return mark, style, line
+    if event.kind != "outcome":
+        return None
+    if status == "transient" and not retried:
+        mark, style, words = "✗", "red", "failed, no tries left"
+    else:
         words = {
             "accepted": "accepted",
             "transient": "retry",
@@ -93,85 +107,123 @@ def _describe(event: Event, delivery: Delivery) -> Text | None:
             "unreachable": "unreachable",
             "abandoned": "no longer waited for",
         }.get(status, status)
-        line = Text(f"{mark:<3}   {words}", style=style)
-        if event.detail and status not in ("timed_out",):
-            line.append(f": {event.detail}", style="dim")
-        if status == "accepted":
-            step = next((s for s in delivery.steps if s.channel == event.channel), None)
-            if step is not None and step.wait_for.value != "accepted":
-                line.append(
-                    f", waits {format_duration(step.timeout)} for {step.wait_for.value}",
-                    style="dim",
-                )
-        return line
-    return None
+    line = Text(words, style=style)
+    if event.detail and status != "timed_out":
+        line.append(f": {event.detail}", style="dim")
+    if status == "accepted":
+        step = next((s for s in delivery.steps if s.channel == event.channel), None)
+        if step is not None and step.wait_for.value != "accepted":
+            line.append(
+                f", waits {format_duration(step.timeout)} for {step.wait_for.value}",
+                style="dim",
+            )
+    return mark, style, line
 
 
-def run_demo(config: Config, console: Console) -> list[Delivery]:
+def _neutral_title(recipient: Recipient) -> str:
+    """A title that claims nothing about a policy the demo did not write."""
+    channels = [c for c in (*CHANNELS, *recipient.addresses) if recipient.address(c)]
+    if not channels:
+        return recipient.id.title()
+    listed = ", ".join(channels[:-1]) + (" and " if len(channels) > 1 else "") + channels[-1]
+    return f"{recipient.id.title()}, who has {listed}"
+
+
+def run_demo(
+    config: Config, console: Console | None = None, *, stories: bool = True
+) -> list[Delivery]:
     """Run the demo deliveries to their ends and print their timelines.
 
-    A policy that names no store gets the embedded default, SQLite; the demo
-    keeps that database in a temporary folder so that it leaves nothing behind.
+    `stories`: the policy is the bundled one, so each delivery gets the title of its
+    story; another policy plays another scenario, so the titles only say who is who.
+    A policy that names no store gets the embedded default, SQLite, which the demo
+    keeps in a temporary folder and deletes at the end (the closing line says so).
     """
+    console = console or Console(highlight=False, soft_wrap=not sys.stdout.isatty())
     with tempfile.TemporaryDirectory(prefix="cascade-demo-") as folder:
         store = None
         if config.store == DEFAULT_STORE:
             store = f"sqlite:///{Path(folder) / 'demo.db'}"
-        return asyncio.run(_run(config, console, store))
+        return asyncio.run(_run(config, console, store, stories))
 
 
-async def _run(config: Config, console: Console, store: str | None) -> list[Delivery]:
+def _print(console: Console, text: Text | str, style: str = "") -> None:
+    line = text if isinstance(text, Text) else Text(text, style=style)
+    line.rstrip()
+    console.print(line, soft_wrap=True)
+
+
+async def _run(
+    config: Config, console: Console, store: str | None, stories: bool
+) -> list[Delivery]:
     clock = FakeClock()
     events: dict[str, list[Event]] = defaultdict(list)
     notifier = Notifier(config, clock=clock, store=store)
     notifier.subscribe(lambda event: events[event.delivery_id].append(event))
-    console.print(Text("cascade-notify demo", style="bold"))
-    console.print(
-        Text(
-            "Fake providers on simulated time: receipts, retries and deadlines "
-            "play out in full, in a moment.\n",
-            style="dim",
-        )
+    _print(console, "cascade-notify demo", "bold")
+    _print(
+        console,
+        "Fake providers on simulated time: receipts, retries and deadlines play out in full, "
+        "in a moment.",
+        "dim",
     )
+    _print(console, "")
     channels = {name: provider.channel for name, provider in notifier.providers.items()}
     async with notifier:
         started = [await notifier.send(r, m) for r, m, _ in PEOPLE]
         finals = await run_until_final(notifier, clock, [d.id for d in started])
-    for (_, message, title), delivery in zip(PEOPLE, finals, strict=True):
-        console.print(Text(title, style="bold"))
-        console.print(Text(f"  “{message.text}”", style="italic dim"))
-        table = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
-        table.add_column(style="dim", no_wrap=True)
-        table.add_column(no_wrap=True)
-        table.add_column()
-        for event in events[delivery.id]:
-            described = _describe(event, delivery)
+    for (recipient, message, story), delivery in zip(PEOPLE, finals, strict=True):
+        _print(console, story if stories else _neutral_title(recipient), "bold")
+        _print(console, Text(f"  “{message.text}”", style="italic dim"))
+        rows: list[list[str | Text]] = []
+        timeline = events[delivery.id]
+        for i, event in enumerate(timeline):
+            described = _describe(event, delivery, _retried(timeline, i))
             if described is None:
                 continue
+            mark, style, words = described
             channel = event.channel or channels.get(event.provider or "", "")
-            table.add_row("  " + _clock_text(event.ts - delivery.created_ts), channel, described)
-        console.print(table)
+            stamp = _clock_text(event.ts - delivery.created_ts)
+            rows.append([Text("  " + stamp, style="dim"), channel, Text(mark, style=style), words])
+        for line in aligned(rows):
+            _print(console, line)
         took = (delivery.finished_ts or clock.now()) - delivery.created_ts
-        where = f" on [bold]{delivery.channel}[/bold]" if delivery.channel else ""
         style = "green" if delivery.status.value == "delivered" else "red"
+        ending = Text("  ")
+        ending.append(f"⇒ {delivery.status.value}", style=style)
+        if delivery.channel:
+            ending.append(" on ").append(delivery.channel, style="bold")
         calls = len(delivery.attempts)
-        console.print(
-            f"  [{style}]⇒ {delivery.status.value}[/{style}]{where} after "
-            f"{human_duration(took)}, {calls} provider call{'s' if calls != 1 else ''}\n"
-        )
-    summary = Table(title="Outcome", title_justify="left")
-    for column in ("recipient", "status", "channel", "calls", "time"):
-        summary.add_column(column)
+        ending.append(f" after {human_duration(took)}, {calls} provider call")
+        ending.append("s" if calls != 1 else "")
+        _print(console, ending)
+        _print(console, "")
+    _print(console, "Outcome", "bold")
+    summary: list[list[str | Text]] = [
+        [Text(c, style="bold") for c in ("  recipient", "status", "channel", "calls", "time")]
+    ]
     for delivery in finals:
-        summary.add_row(
-            delivery.recipient.id,
-            delivery.status.value,
-            delivery.channel or "–",
-            str(len(delivery.attempts)),
-            human_duration((delivery.finished_ts or 0) - delivery.created_ts),
+        summary.append(
+            [
+                "  " + delivery.recipient.id,
+                delivery.status.value,
+                delivery.channel or "–",
+                str(len(delivery.attempts)),
+                human_duration((delivery.finished_ts or 0) - delivery.created_ts),
+            ]
         )
-    console.print(summary)
-    console.print(
-        Text("Every step above is in the store: `await notifier.get(id)` returns it.", style="dim")
-    )
+    for line in aligned(summary):
+        _print(console, line)
+    _print(console, "")
+    if store is not None:
+        closing = (
+            "The demo kept its store in a temporary SQLite file, deleted now. In your app "
+            "every step above stays in the store: `await notifier.get(id)` returns it."
+        )
+    else:
+        closing = (
+            f"Every step above is in the store {config.store.split('?')[0]}: "
+            "`await notifier.get(id)` returns it."
+        )
+    _print(console, closing, "dim")
     return finals

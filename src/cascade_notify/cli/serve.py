@@ -20,12 +20,38 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cascade_notify.cli._output import setup_logging, store_label
 from cascade_notify.errors import PolicyError
 from cascade_notify.notifier import Notifier
-from cascade_notify.policy import load_config
-from cascade_notify.webhooks import MAX_BODY, asgi_app
+from cascade_notify.policy import Config, load_config
+from cascade_notify.webhooks import HEALTH_PATH, MAX_BODY, asgi_app
 
 _errors = Console(stderr=True, highlight=False)
+
+
+log = logging.getLogger("cascade_notify.serve")
+
+
+def _announce(path: Path, config: Config, notifier: Notifier, prefix: str, worker: bool) -> None:
+    """Say what this server serves: the policy, the store, the providers and the routes."""
+    policies = ", ".join(
+        f"{name} (default)" if name == config.default_policy else name for name in config.policies
+    )
+    log.info("policy file %s: policies %s", path.resolve(), policies)
+    log.info(
+        "store %s; worker %s",
+        store_label(config.store),
+        "on: cascades advance here" if worker else "off: receipts only, workers elsewhere",
+    )
+    for name, provider in notifier.providers.items():
+        kind = config.providers[name].type
+        if provider.accepts_webhooks:
+            methods = "|".join(sorted(provider.webhook_methods))
+            log.info("provider %s (%s, %s): %s %s/%s", name, kind, provider.channel, methods,
+                     prefix, name)  # fmt: skip
+        else:
+            log.info("provider %s (%s, %s): takes no webhooks", name, kind, provider.channel)
+    log.info("health: GET %s%s", prefix, HEALTH_PATH)
 
 
 class _Stopped(Exception):
@@ -76,8 +102,9 @@ def serve(
         for issue in exc.issues:
             _errors.print(f"[red]error[/red] {escape(str(issue))}")
         raise typer.Exit(1) from None
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
+    setup_logging(log_level)
     notifier = Notifier(config, worker=worker)
+    _announce(policy_file, config, notifier, prefix, worker)
     app = asgi_app(notifier, prefix=prefix, max_body=max_body, public_url=public_url)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -86,6 +113,7 @@ def serve(
             port=port,
             lifespan="on",
             log_level=log_level,
+            log_config=None,  # uvicorn's loggers go through ours: one format
             timeout_graceful_shutdown=graceful_timeout,
             server_header=False,
         )

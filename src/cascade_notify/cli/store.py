@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from cascade_notify._duration import format_duration, parse_duration
+from cascade_notify.cli._output import err, out
 from cascade_notify.errors import CascadeError, PolicyError
 from cascade_notify.policy import Config, load_config
 from cascade_notify.stores import MemoryStore, Migratable, Purgeable, Store, open_store
-
-log = logging.getLogger("cascade_notify.worker")
-_out = Console(highlight=False, soft_wrap=True)
-_errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 PolicyOption = Annotated[
     Path, typer.Option("--policy", "-p", help="The cascade policy YAML (its `store:` is used).")
@@ -34,7 +29,7 @@ store_app = typer.Typer(
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    _errors.print(f"[red]error[/red] {escape(message)}")
+    err.print(f"[red]error[/red] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -45,7 +40,7 @@ def _config(policy_file: Path) -> Config:
         return load_config(policy_file)
     except PolicyError as exc:
         for issue in exc.issues:
-            _errors.print(f"[red]error[/red] {escape(str(issue))}")
+            err.print(f"[red]error[/red] {escape(str(issue))}")
         raise typer.Exit(1) from None
 
 
@@ -66,7 +61,7 @@ def migrate(policy_file: PolicyOption) -> None:
     """Bring the store's schema up to this version of cascade_notify (stop workers first)."""
     store = _store(_config(policy_file))
     if not isinstance(store, Migratable):
-        _out.print(f"{_name(store)} keeps nothing between runs: nothing to migrate")
+        out.print(f"{_name(store)} keeps nothing between runs: nothing to migrate")
         return
 
     async def run() -> tuple[int, int]:
@@ -80,11 +75,11 @@ def migrate(policy_file: PolicyOption) -> None:
     except CascadeError as exc:
         raise _fail(str(exc)) from None
     if before == after:
-        _out.print(f"[green]ok[/green] {_name(store)}: schema already at version {after}")
+        out.print(f"[green]ok[/green] {_name(store)}: schema already at version {after}")
     elif before == 0:
-        _out.print(f"[green]ok[/green] {_name(store)}: schema created at version {after}")
+        out.print(f"[green]ok[/green] {_name(store)}: schema created at version {after}")
     else:
-        _out.print(
+        out.print(
             f"[green]ok[/green] {_name(store)}: schema migrated from version {before} to {after}"
         )
 
@@ -120,7 +115,7 @@ def purge(
     except CascadeError as exc:
         raise _fail(str(exc)) from None
     noun = "delivery" if count == 1 else "deliveries"
-    _out.print(
+    out.print(
         f"[green]ok[/green] {_name(store)}: deleted {count} {noun} finished more than "
         f"{format_duration(seconds)} ago"
     )

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cascade_notify._duration import format_duration
+from cascade_notify.cli._output import setup_logging, store_label
 from cascade_notify.cli.store import PolicyOption, _config, _fail
 from cascade_notify.errors import CascadeError
 from cascade_notify.notifier import Notifier
@@ -36,7 +37,7 @@ def worker(
             "sent elsewhere; set store: sqlite:///... or postgresql://...",
             2,
         )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging(log_level)
     try:
         asyncio.run(_work(config))
     except CascadeError as exc:
@@ -62,9 +63,9 @@ async def _work(config: Config) -> None:
     notifier = Notifier(config, worker=True)
     await notifier.start()
     log.info(
-        "worker %d on %r: lease %s, up to %d deliveries at once",
+        "worker %d on %s: lease %s, up to %d deliveries at once",
         os.getpid(),
-        notifier.store,
+        store_label(config.store),
         format_duration(config.worker.lease),
         config.worker.concurrency,
     )

@@ -27,6 +27,7 @@ they live in this process.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from collections import OrderedDict
@@ -89,9 +90,18 @@ class _AttemptNumber:
         self.attempt_number = number
 
 
+# tenacity 9.2 renamed wait_exponential_jitter's `initial` to `multiplier` (the old name
+# warns); the oldest tenacity we support has only `initial`
+_SCALE: Final = (
+    "multiplier" if "multiplier" in inspect.signature(wait_exponential_jitter).parameters
+    else "initial"
+)  # fmt: skip
+
+
 def backoff(step: Step, tries: int) -> float:
     """Exponential backoff with jitter before retry number `tries` (tenacity's strategy)."""
-    wait = wait_exponential_jitter(initial=step.retry_initial, max=step.retry_max)
+    scale: dict[str, float] = {_SCALE: step.retry_initial}
+    wait = wait_exponential_jitter(max=step.retry_max, **scale)
     return float(wait(cast(RetryCallState, _AttemptNumber(tries))))
 
 
@@ -372,11 +382,16 @@ class Protection:
 
     # breakers: reporting and sharing
 
-    def _report(self, circuit: Circuit, changed: bool, now: float) -> None:
+    def _report(
+        self, circuit: Circuit, changed: bool, now: float, level: int = logging.WARNING
+    ) -> None:
+        """Log and emit a breaker's change: a warning when this process's sends moved it;
+        `logging.INFO` for a change by hand, or one learnt from the store (the process
+        that made it warned; a command that only reads it, `breaker list`, says nothing)."""
         if not changed:
             return
         info = circuit.info(now)
-        log.warning("circuit breaker of %s is %s: %s", info.provider, info.state, info.reason)
+        log.log(level, "circuit breaker of %s is %s: %s", info.provider, info.state, info.reason)
         if self._emit is not None:
             self._emit(
                 Event(
@@ -421,7 +436,8 @@ class Protection:
         for key, (version, text) in shared.items():
             circuit = self._circuits.get(key.removeprefix("breaker:"))
             if circuit is not None and version != circuit.version and not circuit.changed:
-                self._report(circuit, circuit.adopt(json.loads(text), version), now)
+                changed = circuit.adopt(json.loads(text), version)
+                self._report(circuit, changed, now, logging.INFO)
 
     async def _manual(self, provider: str, change: Callable[[Circuit, float], None]) -> BreakerInfo:
         circuit = self._circuits.get(provider)
@@ -435,7 +451,7 @@ class Protection:
             change(circuit, now)
             if not self._sharing or await self._publish(circuit, now):
                 break
-        self._report(circuit, True, self.clock.now())
+        self._report(circuit, True, self.clock.now(), logging.INFO)
         return circuit.info(self.clock.now())
 
 
