@@ -5,24 +5,30 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from cascade_notify import Notifier
 from cascade_notify.resilience import SharedState
 from cascade_notify.stores import MemoryStore, Store
+from cascade_notify.stores.sqlite import SQLiteStore
 from cascade_notify.testing import FakeClock, run_until_final
 from test_resilience import ANNA, OUTAGE, PARCEL, fake, state
 
 PG_DSN = os.environ.get("CASCADE_NOTIFY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-@pytest.fixture(params=["memory", "postgres"])
-def stores(request: pytest.FixtureRequest) -> Iterator[tuple[Store, Store]]:
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, Store]]:
     """Two store objects on one backing database, as two worker processes hold them."""
     if request.param == "memory":
         shared = MemoryStore()
         yield shared, shared
+        return
+    if request.param == "sqlite":
+        path = str(tmp_path / "shared.db")
+        yield SQLiteStore(path), SQLiteStore(path)
         return
     psycopg = pytest.importorskip("psycopg")
     from cascade_notify.stores.postgres import PostgresStore

@@ -1,22 +1,31 @@
-"""`SharedState` (what the workers' guards share) on the stores that offer it: memory and
-PostgreSQL. SQLite serves one process, whose guard keeps its state itself."""
+"""`SharedState` (what the workers' guards share) on the stores that offer it: memory,
+SQLite (every process on one file) and PostgreSQL. Breakers shared through them:
+tests/test_resilience_shared.py."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from cascade_notify.resilience import SharedState
 from cascade_notify.stores import MemoryStore
+from cascade_notify.stores.sqlite import SQLiteStore
 
 from .conftest import NOW
 
 
-@pytest.fixture(params=["memory", "postgres"])
-async def shared(request: pytest.FixtureRequest) -> AsyncIterator[SharedState]:
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SharedState]:
     if request.param == "memory":
         yield MemoryStore()
+        return
+    if request.param == "sqlite":
+        sqlite = SQLiteStore(str(tmp_path / "shared.db"))
+        await sqlite.open()
+        yield sqlite
+        await sqlite.close()
         return
     from cascade_notify.stores.postgres import PostgresStore
 
@@ -59,3 +68,22 @@ async def test_get_reads_live_texts_by_prefix(shared: SharedState) -> None:
         "breaker:tg": (1, "closed"),
     }
     assert await shared.shared_get("breaker:", NOW + 11) == {"breaker:wa": (1, "open")}
+
+
+async def test_an_expired_text_reads_as_absent_and_anyone_may_write_it(
+    shared: SharedState,
+) -> None:
+    """A breaker state nobody renewed within its ttl is gone: it is not read, and the next
+    write wins whatever version its writer held (a new process's 0, or an old worker's
+    last), so `breaker open` a month after the last change is not silently lost; the
+    version goes on counting, and once live again the usual check holds."""
+    assert await shared.shared_put("breaker:wa", "open", version=0, now=NOW, ttl=10) == 1
+    assert await shared.shared_put("breaker:tg", "open", version=0, now=NOW, ttl=10) == 1
+    assert await shared.shared_get("breaker:", NOW + 11) == {}
+    assert await shared.shared_put("breaker:wa", "closed", version=0, now=NOW + 11, ttl=10) == 2
+    assert await shared.shared_put("breaker:tg", "closed", version=1, now=NOW + 11, ttl=10) == 2
+    assert await shared.shared_put("breaker:wa", "late", version=0, now=NOW + 12, ttl=10) is None
+    assert await shared.shared_get("breaker:", NOW + 12) == {
+        "breaker:wa": (2, "closed"),
+        "breaker:tg": (2, "closed"),
+    }

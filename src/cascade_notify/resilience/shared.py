@@ -30,8 +30,9 @@ class SharedState(Protocol):
     async def shared_put(
         self, key: str, value: str, *, version: int, now: float, ttl: float
     ) -> int | None:
-        """Write `value` if the key's version is still `version` (0: absent); return the
-        new version, or None when another writer got there first."""
+        """Write `value` if the key's version is still `version` (0: absent), or whatever
+        `version` says if the key expired; return the new version (one past the stored
+        one), or None when another writer got there first."""
         ...
 
 
@@ -70,7 +71,8 @@ class SharedTable:
     ) -> int | None:
         found = self._texts.get(key)
         current = found[0] if found is not None else 0
-        if current != version:
+        expired = found is not None and found[2] <= now
+        if current != version and not expired:
             return None
         self._texts[key] = (current + 1, value, now + ttl)
         return current + 1

@@ -16,15 +16,18 @@ _BUMP = """
         expires_ts = %(expires)s
     RETURNING value
 """
+# an expired text reads as absent, so any writer may take it over (the version goes on)
 _CREATE_TEXT = """
     INSERT INTO shared_texts (key, version, text, expires_ts)
     VALUES (%(key)s, 1, %(text)s, %(expires)s)
-    ON CONFLICT (key) DO NOTHING
+    ON CONFLICT (key) DO UPDATE SET
+        version = shared_texts.version + 1, text = excluded.text, expires_ts = excluded.expires_ts
+    WHERE shared_texts.expires_ts <= %(now)s
     RETURNING version
 """
 _REPLACE_TEXT = """
     UPDATE shared_texts SET version = version + 1, text = %(text)s, expires_ts = %(expires)s
-    WHERE key = %(key)s AND version = %(version)s
+    WHERE key = %(key)s AND (version = %(version)s OR expires_ts <= %(now)s)
     RETURNING version
 """
 SWEEP = "DELETE FROM shared_numbers WHERE expires_ts <= %(now)s"
@@ -52,7 +55,7 @@ async def get(conn: Conn, prefix: str, now: float) -> dict[str, tuple[int, str]]
 
 
 async def put(conn: Conn, key: str, value: str, version: int, now: float, ttl: float) -> int | None:
-    params = {"key": key, "text": value, "version": version, "expires": now + ttl}
+    params = {"key": key, "text": value, "version": version, "now": now, "expires": now + ttl}
     query = _CREATE_TEXT if version == 0 else _REPLACE_TEXT
     row = await (await conn.execute(query, params)).fetchone()
     return None if row is None else int(row[0])

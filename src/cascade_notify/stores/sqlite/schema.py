@@ -137,6 +137,17 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE INDEX link_tokens_ts ON link_tokens (ts)",
         ),
     ),
+    (
+        6,
+        (
+            # what the guards of every process on the file share: rate-limit slots,
+            # brake counts, breaker states (`SharedState`)
+            "CREATE TABLE shared_numbers (key TEXT PRIMARY KEY, value REAL NOT NULL, "
+            "expires_ts REAL NOT NULL) WITHOUT ROWID",
+            "CREATE TABLE shared_texts (key TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+            "text TEXT NOT NULL, expires_ts REAL NOT NULL) WITHOUT ROWID",
+        ),
+    ),
 ]
 
 

@@ -34,7 +34,7 @@ from cascade_notify.stores._codec import Unchanging
 from cascade_notify.stores._common import PURGE_CHUNK, url_options
 from cascade_notify.stores.base import Claim, ReceiptResult, SignalOutcome, Transition
 from cascade_notify.stores.sqlite import addresses as book
-from cascade_notify.stores.sqlite import calls, schema
+from cascade_notify.stores.sqlite import calls, schema, shared
 from cascade_notify.stores.sqlite.lock import FileLock, refuse_network_filesystem
 from cascade_notify.stores.sqlite.watch import Watch
 from cascade_notify.stores.sqlite.writer import Writer
@@ -81,6 +81,7 @@ class SQLiteStore:
         self._lock: FileLock | None = None
         self._watch: Watch | None = None
         self._reader: sqlite3.Connection | None = None  # address lookups (`_read`)
+        self._shared_sweep_ts = 0.0  # when `shared_bump` next forgets expired keys
         self._cookie: int | None = None  # SQLite's schema cookie when our version was checked
         self._unchanging = Unchanging()
 
@@ -260,11 +261,40 @@ class SQLiteStore:
         theirs, and orphan receipts past their time; return how many deliveries went."""
         total = 0
         await self._call(partial(book.purge_spent, before=now - _addresses.SPENT_TTL))
+        await self._call(partial(shared.sweep, now=now))
         while True:  # in chunks, so other writers get the lock in between
             count = await self._call(partial(calls.purge, cutoff=now - older_than, now=now))
             total += count
             if count < PURGE_CHUNK:
                 return total
+
+    # SharedState: what the guards of every process on this file share (`sqlite.shared`)
+
+    async def shared_bump(
+        self, key: str, add: float, *, floor: float, now: float, ttl: float
+    ) -> float:
+        """Set the number at `key` to max(it, floor) + add (absent: floor + add); return it."""
+
+        def work(conn: sqlite3.Connection) -> float:
+            if now >= self._shared_sweep_ts:  # expired keys go once a minute, per process
+                self._shared_sweep_ts = now + 60.0
+                shared.sweep(conn, now)
+            return shared.bump(conn, key, add, floor, now, ttl)
+
+        return await self._call(work)
+
+    async def shared_get(self, prefix: str, now: float) -> dict[str, tuple[int, str]]:
+        """Every live text whose key starts with `prefix`: key -> (version, text)."""
+        return await self._read(partial(shared.get, prefix=prefix, now=now))
+
+    async def shared_put(
+        self, key: str, value: str, *, version: int, now: float, ttl: float
+    ) -> int | None:
+        """Write `value` if the key's version is still `version` (0: absent); return the new
+        version, or None when another writer got there first."""
+        return await self._call(
+            partial(shared.put, key=key, value=value, version=version, now=now, ttl=ttl)
+        )
 
     # AddressBook (the work in `sqlite.addresses`)
 
