@@ -10,15 +10,26 @@ A provider call is bracketed by two writes: the attempt is recorded as `sending`
 before the request, and its outcome after. A crash between the two leaves `sending`
 behind; the next worker reads that as an unknown outcome and does not resend (unless
 the provider declares idempotent sends, then it resends with the same attempt id).
+
+Withdrawal is bracketed the same way. Once a step succeeds, the attempts elsewhere that
+were sent but never confirmed, on providers that can take a message back (a call task
+always; a messenger under `withdraw_superseded`), are written `withdrawing` before the
+delivery finishes; the calls follow, and their outcomes (`withdrawn`, or `abandoned`
+with the reason it could not be done) are written with the finish. A crash in between
+leaves `withdrawing` behind, and the next worker withdraws again: taking back twice is
+harmless (a deleted message is gone, a cancellation carries a stable id), sending twice
+is not, so only the withdrawal is repeated, never a send.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from cascade_notify._text import TEXT_LIMIT, storable
 from cascade_notify.clock import Clock
 from cascade_notify.errors import (
     LeaseLost,
@@ -34,6 +45,7 @@ from cascade_notify.models import (
     AttemptStatus,
     Delivery,
     DeliveryStatus,
+    ReceiptStatus,
     Signal,
     SignalKind,
     SkippedStep,
@@ -42,7 +54,13 @@ from cascade_notify.models import (
     new_id,
 )
 from cascade_notify.outcomes import outcome
-from cascade_notify.providers.base import Provider, SendResult, request_for, send_classified
+from cascade_notify.providers.base import (
+    Provider,
+    SendResult,
+    WithdrawRequest,
+    request_for,
+    send_classified,
+)
 from cascade_notify.resilience import Guard
 from cascade_notify.rules import Defer, Skip, applies, skip_reason
 from cascade_notify.stores.base import Claim, Store, Transition, apply_transition
@@ -59,6 +77,18 @@ _MEETS = {
 _WAITING = frozenset(
     {AttemptStatus.ACCEPTED, AttemptStatus.UNKNOWN, AttemptStatus.DELIVERED, AttemptStatus.READ}
 )
+#: Sent, and possibly still in front of the customer: what a success elsewhere supersedes.
+_UNCONFIRMED = frozenset(
+    {
+        AttemptStatus.ACCEPTED,
+        AttemptStatus.UNKNOWN,
+        AttemptStatus.TIMED_OUT,
+        AttemptStatus.WITHDRAWING,
+    }
+)
+_CONFIRMED = frozenset({ReceiptStatus.DELIVERED, ReceiptStatus.READ, ReceiptStatus.FAILED})
+#: Written by a withdrawal: not a provider call's outcome, so the guard is not told.
+_WITHDRAWAL = frozenset({AttemptStatus.WITHDRAWING, AttemptStatus.WITHDRAWN})
 #: A claim this close to its lease's end is not used for a send: the intent could be
 #: written, and the lease be gone before the call. It is left for the next claim.
 LEASE_MARGIN = 0.25
@@ -77,6 +107,12 @@ class Traits(Protocol):
     @property
     def poll_interval(self) -> float | None: ...
 
+    @property
+    def withdraws(self) -> bool: ...
+
+    @property
+    def withdraw_always(self) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Send:
@@ -94,11 +130,20 @@ class Poll:
     attempt: Attempt
 
 
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """Take these attempts' messages back (each is `withdrawing` in the transition):
+    `winner` succeeded and superseded them."""
+
+    attempts: tuple[Attempt, ...]
+    winner: Attempt
+
+
 class Decision(NamedTuple):
     """What to write, and the one thing to do after writing it (None: nothing)."""
 
     transition: Transition
-    action: Send | Poll | None = None
+    action: Send | Poll | Withdraw | None = None
 
 
 def meets(attempt: Attempt, wait_for: WaitFor) -> bool:
@@ -117,6 +162,29 @@ def _close(attempt: Attempt, status: AttemptStatus, now: float, error: str | Non
     if error is not None:
         closed.error = error
     return closed
+
+
+def superseded(
+    delivery: Delivery, winner: Attempt, providers: Mapping[str, Traits]
+) -> list[Attempt]:
+    """The attempts `winner`'s success makes stale that should be withdrawn: sent (the
+    provider gave an id), never confirmed either way, on a provider that can withdraw,
+    and either always withdrawn (call tasks) or on a `withdraw_superseded` step."""
+    found = []
+    for attempt in delivery.attempts:
+        if (
+            attempt is winner
+            or attempt.status not in _UNCONFIRMED
+            or attempt.provider_message_id is None
+            or any(r.status in _CONFIRMED for r in attempt.receipts)
+        ):
+            continue
+        traits = providers.get(attempt.provider)
+        if traits is None or not traits.withdraws:
+            continue
+        if traits.withdraw_always or delivery.steps[attempt.step].withdraw_superseded:
+            found.append(attempt)
+    return found
 
 
 def _finish(
@@ -171,6 +239,18 @@ def _intent(change: Transition, intent: Attempt, now: float, *, resend: bool) ->
     return Decision(change, Send(intent, resend))
 
 
+def _withdraw(change: Transition, stale: list[Attempt], winner: Attempt, now: float) -> Decision:
+    intents = []
+    for attempt in stale:
+        intent = attempt.copy()
+        intent.status = AttemptStatus.WITHDRAWING
+        change.attempts.append(intent)
+        intents.append(intent)
+    change.wake_ts = now  # due again once the lease lapses, should we die mid-call
+    change.release = False
+    return Decision(change, Withdraw(tuple(intents), winner))
+
+
 def _wait(change: Transition, until: float, poll: Attempt | None = None) -> Decision:
     change.wake_ts = until
     return Decision(change, None if poll is None else Poll(poll))
@@ -190,6 +270,9 @@ def decide(
     change = Transition(step=delivery.step)
     for attempt in delivery.attempts:
         if meets(attempt, steps[attempt.step].wait_for):
+            stale = superseded(delivery, attempt, providers)
+            if stale:
+                return _withdraw(change, stale, attempt, now)
             return _finish(
                 delivery, change, now, DeliveryStatus.DELIVERED, attempt.channel, attempt
             )
@@ -276,6 +359,11 @@ def decide(
 SignalSink = Callable[[Sequence[Signal]], Awaitable[None]]
 
 
+def _callee(action: Send | Withdraw) -> str:
+    attempts = action.attempts if isinstance(action, Withdraw) else (action.attempt,)
+    return ", ".join(sorted({a.provider for a in attempts}))
+
+
 class Engine:
     """Carries out decisions: provider calls and store writes, nothing else."""
 
@@ -313,14 +401,16 @@ class Engine:
             apply_transition(delivery, change, own=True)
             if self.guard is not None:
                 for written in write.attempts:
-                    if written.status is not AttemptStatus.SENDING:
+                    if written.status is not AttemptStatus.SENDING and (
+                        written.status not in _WITHDRAWAL
+                    ):
                         self.guard.observe(written, now)
             if self._listeners:
                 for event in transition_events(delivery.id, write, now):
                     emit(self._listeners, event)
             if isinstance(action, Poll) and self._poll is not None:
                 self._poll(action.attempt)
-            if not isinstance(action, Send):
+            if not isinstance(action, Send | Withdraw):
                 return delivery
             if self.clock.now() >= claim.lease_until:
                 # paused past the lease while writing the intent: a successor may hold the
@@ -328,10 +418,13 @@ class Engine:
                 # could send twice
                 raise LeaseRanOut(
                     f"the lease on delivery {delivery.id} ran out before the call to "
-                    f"{action.attempt.provider}; not sending"
+                    f"{_callee(action)}; not calling"
                 )
-            done = await self._call(delivery, action)
-            pending = Transition(attempts=[done], wake_ts=now, release=False)
+            if isinstance(action, Withdraw):
+                outcomes = await self._withdraw(delivery, action)
+            else:
+                outcomes = [await self._call(delivery, action)]
+            pending = Transition(attempts=outcomes, wake_ts=now, release=False)
             apply_transition(delivery, pending, own=True)
 
     async def _permit(
@@ -354,11 +447,44 @@ class Engine:
         change.wake_ts, change.release = now + delay, True
         return None
 
+    async def _withdraw(self, delivery: Delivery, action: Withdraw) -> list[Attempt]:
+        """Ask each stale attempt's provider to take its message back; their outcomes."""
+        done = []
+        for attempt in action.attempts:
+            provider = self.providers[attempt.provider]
+            request = WithdrawRequest(
+                attempt_id=attempt.id,
+                delivery_id=delivery.id,
+                provider_message_id=attempt.provider_message_id or "",
+                address=delivery.recipient.address(attempt.channel) or "",
+                delivered_on=action.winner.channel,
+            )
+            closed = attempt.copy()
+            closed.finished_ts = self.clock.now()
+            try:
+                withdrawn = await provider.withdraw(request)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("could not withdraw a message of %s: %s", provider.name, exc)
+                closed.status = AttemptStatus.ABANDONED
+                closed.error = storable(f"could not withdraw: {exc}", TEXT_LIMIT)
+            else:
+                closed.status = AttemptStatus.WITHDRAWN
+                closed.error = (
+                    f"withdrawn: delivered on {action.winner.channel}"
+                    if withdrawn
+                    else "withdrawn: the provider no longer had it"
+                )
+            done.append(closed)
+        return done
+
     async def _call(self, delivery: Delivery, action: Send) -> Attempt:
         """Call the provider and turn whatever happens into the attempt's outcome."""
         attempt, step = action.attempt, delivery.steps[action.attempt.step]
         provider = self.providers[attempt.provider]
-        deadline = self.clock.now() + step.timeout
+        # a message is stale once the step gives up on it, or the delivery's TTL passes
+        deadline = min(self.clock.now() + step.timeout, delivery.expires_ts)
         try:
             request = request_for(provider, delivery, attempt, deadline, resend=action.resend)
         except MessageError as exc:  # checked at send(); a policy changed since may refuse
@@ -389,8 +515,10 @@ __all__ = [
     "LeaseRanOut",
     "Poll",
     "Send",
+    "Withdraw",
     "decide",
     "meets",
     "skip_reason",
+    "superseded",
     "tries",
 ]

@@ -26,6 +26,7 @@ from cascade_notify.models import (
     Receipt,
     Recipient,
     Signal,
+    SignalKind,
     check_idempotency_key,
     new_id,
 )
@@ -384,6 +385,17 @@ class Notifier:
         """Take receipts in (from a webhook, a poll, a push, a fake) and wake their
         deliveries: the one door every receipt comes in by."""
         results = await self.store.record_receipts(receipts, self.clock.now())
+        gone = [
+            result
+            for result in results
+            if result.delivery_id is not None
+            and not result.duplicate
+            and result.receipt.code is not None
+            and (provider := self._providers.get(result.receipt.provider)) is not None
+            and result.receipt.code in provider.gone_on
+        ]
+        if gone:
+            await self._gone_addresses(gone)
         woke = False
         for result in results:
             if not result.duplicate:
@@ -410,6 +422,52 @@ class Notifier:
         if woke:
             self._poke()
         return results
+
+    async def _gone_addresses(self, results: Sequence[ReceiptResult]) -> None:
+        """A receipt whose code says the address is gone (a call's wrong number): the
+        attempt's address is unusable on every channel its provider's `gone_on` names."""
+        signals: list[Signal] = []
+        for result in results:
+            receipt = result.receipt
+            code, provider = receipt.code or "", self._providers[receipt.provider]
+            delivery = await self.store.get(result.delivery_id or "")
+            attempt = (
+                None
+                if delivery is None
+                else next(
+                    (
+                        a
+                        for a in delivery.attempts
+                        if (
+                            a.provider == receipt.provider
+                            and receipt.provider_message_id in (a.provider_message_id, a.id)
+                        )
+                        or a.id == receipt.attempt_id
+                    ),
+                    None,
+                )
+            )
+            address = None
+            if delivery is not None and attempt is not None:
+                address = delivery.recipient.address(attempt.channel)
+            if delivery is None or address is None:
+                continue
+            signals += [
+                Signal(
+                    kind=SignalKind.GONE,
+                    channel=channel,
+                    address=address,
+                    provider=receipt.provider,
+                    reason=code,
+                    ts=receipt.ts,
+                    recipient_id=delivery.recipient.id,
+                )
+                for channel in provider.gone_on[code]
+            ]
+        try:
+            await self.record_signals(signals)
+        except Exception:  # the receipt itself is recorded: the signal is the lesser loss
+            log.warning("address signals from %d receipts were lost", len(results), exc_info=True)
 
     async def record_signals(self, signals: Sequence[Signal]) -> None:
         """Take providers' news about addresses in (gone, linked): remembered by a store

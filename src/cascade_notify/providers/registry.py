@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "max_bot": "cascade_notify.providers.max:MaxProvider",
     "vk_community": "cascade_notify.providers.vk:VkProvider",
     "twilio_sms": "cascade_notify.providers.sms.twilio:TwilioSmsProvider",
+    "call_webhook": "cascade_notify.providers.call.webhook:CallWebhookProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}

@@ -26,6 +26,7 @@ from cascade_notify.testing.emulators._serve import (
     running,
     serve,
 )
+from cascade_notify.testing.emulators.call_centre import CallCentreEmulator
 from cascade_notify.testing.emulators.max import MaxEmulator
 from cascade_notify.testing.emulators.telegram import TelegramEmulator
 from cascade_notify.testing.emulators.twilio import TwilioEmulator
@@ -39,6 +40,7 @@ __all__ = [
     "FLOWS",
     "Accepted",
     "Attempt",
+    "CallCentreEmulator",
     "Emulator",
     "Entry",
     "MaxEmulator",
