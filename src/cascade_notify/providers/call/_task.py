@@ -15,13 +15,12 @@ from typing import Any, Final, Literal
 
 from pydantic import Field
 
-from cascade_notify.models import Attempt, AttemptStatus, Delivery, SkippedStep
+from cascade_notify.models import PHONE_CHANNELS, Attempt, AttemptStatus, Delivery, SkippedStep
 from cascade_notify.providers.base import ProviderOverrides, SendRequest
 
-#: The channels one phone number serves: a wrong number is wrong on all of them.
-PHONE_CHANNELS: Final = ("call", "sms", "whatsapp", "viber")
-#: A failed call receipt's code that makes the number unusable on every phone channel.
-GONE_ON: Final = {"wrong_number": PHONE_CHANNELS}
+#: A failed call receipt's code that makes the number unusable on every phone channel
+#: (a wrong number is wrong on all of them).
+GONE_ON: Final = {"wrong_number": tuple(sorted(PHONE_CHANNELS))}
 #: What the task's text ends with, so the task can be found again in the CRM.
 MARKER: Final = "[cascade_notify {task_id}]"
 
@@ -227,7 +226,6 @@ def history(prior: list[Attempt], skipped: list[SkippedStep]) -> list[dict[str, 
 __all__ = [
     "GONE_ON",
     "MARKER",
-    "PHONE_CHANNELS",
     "CallOverrides",
     "CallTask",
     "build_task",
