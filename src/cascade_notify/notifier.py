@@ -15,6 +15,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from cascade_notify import webhooks
+from cascade_notify.calls import Calls
 from cascade_notify.clock import Clock, SystemClock
 from cascade_notify.engine import Engine
 from cascade_notify.errors import CascadeError, DeliveryNotFound, WaitTimeout
@@ -33,9 +34,10 @@ from cascade_notify.models import (
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.polling import Poller
 from cascade_notify.providers.base import Inbound, Provider, WebhookResponse
+from cascade_notify.providers.call.queue import CallQueueProvider
 from cascade_notify.resilience import Breakers, Protection
 from cascade_notify.stores import AddressBook, Settling, open_store
-from cascade_notify.stores.base import ReceiptResult, Store
+from cascade_notify.stores.base import CallQueue, ReceiptResult, Store
 from cascade_notify.worker import POLL_INTERVAL, Worker
 
 if TYPE_CHECKING:
@@ -97,6 +99,8 @@ class Notifier:
         self._poller: Poller | None = None
         self._remove_idle_check = _noop
         self._settling: Settling | None = None
+        #: The call queue of `type: call_queue`: list, claim and close calls.
+        self.calls = Calls(self)
 
     @classmethod
     def from_yaml(
@@ -161,6 +165,8 @@ class Notifier:
         try:
             for provider in self._providers.values():
                 provider.attach(self.take_in)
+                if isinstance(provider, CallQueueProvider):
+                    provider.use_queue(store if isinstance(store, CallQueue) else None)
                 await provider.start()
                 started.append(provider)
         except BaseException:

@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "vk_community": "cascade_notify.providers.vk:VkProvider",
     "twilio_sms": "cascade_notify.providers.sms.twilio:TwilioSmsProvider",
     "call_webhook": "cascade_notify.providers.call.webhook:CallWebhookProvider",
+    "call_queue": "cascade_notify.providers.call.queue:CallQueueProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}
