@@ -37,6 +37,7 @@ ADDRESS = {
     "vk": "123456789",
     "twilio": "+79161234567",
     "call_centre": "+79161234567",
+    "bitrix24": "+79161234567",
 }
 EVENT = {
     "whatsapp": "message",
@@ -46,9 +47,13 @@ EVENT = {
     "vk": "message_allow",
     "twilio": "stop",
     "call_centre": "answered",
+    "bitrix24": "complete",
 }
 #: What an event needs besides its address (the call centre: which task it is about).
-EVENT_DATA: dict[str, dict[str, str]] = {"call_centre": {"task_id": "ct_control"}}
+EVENT_DATA: dict[str, dict[str, object]] = {
+    "call_centre": {"task_id": "ct_control"},
+    "bitrix24": {"create": True},
+}
 
 
 @pytest.fixture(params=list(EMULATORS))
@@ -94,6 +99,7 @@ async def test_control_surface_over_http(
         "vk_community",
         "twilio_sms",
         "call_webhook",
+        "bitrix24_call_task",
     }
     assert (await http.post(f"{control}/reset")).json() == {"ok": True}
     assert emu.requests == []
@@ -160,7 +166,7 @@ def test_emulator_class_by_name() -> None:
     """Names resolve lazily to the classes; an unknown one lists the known."""
     assert emulator_class("whatsapp") is WhatsAppEmulator
     with pytest.raises(
-        ValueError, match="known: whatsapp, telegram, viber, max, vk, twilio, call_centre"
+        ValueError, match="known: whatsapp, telegram, viber, max, vk, twilio, call_centre, bitrix24"
     ):
         emulator_class("pigeon")
 

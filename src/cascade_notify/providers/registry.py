@@ -28,6 +28,7 @@ BUILTIN: dict[str, str] = {
     "twilio_sms": "cascade_notify.providers.sms.twilio:TwilioSmsProvider",
     "call_webhook": "cascade_notify.providers.call.webhook:CallWebhookProvider",
     "call_queue": "cascade_notify.providers.call.queue:CallQueueProvider",
+    "bitrix24_call_task": "cascade_notify.providers.call.bitrix24:Bitrix24CallTaskProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}
