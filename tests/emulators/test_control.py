@@ -38,6 +38,7 @@ ADDRESS = {
     "twilio": "+79161234567",
     "call_centre": "+79161234567",
     "bitrix24": "+79161234567",
+    "amocrm": "+79161234567",
 }
 EVENT = {
     "whatsapp": "message",
@@ -48,11 +49,13 @@ EVENT = {
     "twilio": "stop",
     "call_centre": "answered",
     "bitrix24": "complete",
+    "amocrm": "complete",
 }
 #: What an event needs besides its address (the call centre: which task it is about).
 EVENT_DATA: dict[str, dict[str, object]] = {
     "call_centre": {"task_id": "ct_control"},
     "bitrix24": {"create": True},
+    "amocrm": {"create": True},
 }
 
 
@@ -100,6 +103,7 @@ async def test_control_surface_over_http(
         "twilio_sms",
         "call_webhook",
         "bitrix24_call_task",
+        "amocrm_call_task",
     }
     assert (await http.post(f"{control}/reset")).json() == {"ok": True}
     assert emu.requests == []
@@ -166,7 +170,8 @@ def test_emulator_class_by_name() -> None:
     """Names resolve lazily to the classes; an unknown one lists the known."""
     assert emulator_class("whatsapp") is WhatsAppEmulator
     with pytest.raises(
-        ValueError, match="known: whatsapp, telegram, viber, max, vk, twilio, call_centre, bitrix24"
+        ValueError,
+        match="known: whatsapp, telegram, viber, max, vk, twilio, call_centre, bitrix24, amocrm",
     ):
         emulator_class("pigeon")
 

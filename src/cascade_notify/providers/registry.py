@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "call_webhook": "cascade_notify.providers.call.webhook:CallWebhookProvider",
     "call_queue": "cascade_notify.providers.call.queue:CallQueueProvider",
     "bitrix24_call_task": "cascade_notify.providers.call.bitrix24:Bitrix24CallTaskProvider",
+    "amocrm_call_task": "cascade_notify.providers.call.amocrm:AmoCrmCallTaskProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}

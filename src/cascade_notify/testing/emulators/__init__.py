@@ -26,6 +26,7 @@ from cascade_notify.testing.emulators._serve import (
     running,
     serve,
 )
+from cascade_notify.testing.emulators.amocrm import AmoCrmEmulator
 from cascade_notify.testing.emulators.bitrix24 import Bitrix24Emulator
 from cascade_notify.testing.emulators.call_centre import CallCentreEmulator
 from cascade_notify.testing.emulators.max import MaxEmulator
@@ -40,6 +41,7 @@ __all__ = [
     "EMULATORS",
     "FLOWS",
     "Accepted",
+    "AmoCrmEmulator",
     "Attempt",
     "Bitrix24Emulator",
     "CallCentreEmulator",

@@ -26,6 +26,7 @@ EMULATORS: Final[Mapping[str, str]] = {
     "twilio": "cascade_notify.testing.emulators.twilio:TwilioEmulator",
     "call_centre": "cascade_notify.testing.emulators.call_centre:CallCentreEmulator",
     "bitrix24": "cascade_notify.testing.emulators.bitrix24:Bitrix24Emulator",
+    "amocrm": "cascade_notify.testing.emulators.amocrm:AmoCrmEmulator",
 }
 #: Servers `serve()` also runs that are not HTTP APIs (no control surface, no webhooks).
 SERVICES: Final[Mapping[str, str]] = {
