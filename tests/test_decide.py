@@ -197,3 +197,22 @@ def test_a_crash_during_withdrawal_withdraws_again():
     _, action = decide(_superseding(AttemptStatus.WITHDRAWING), 80, traits)
     assert isinstance(action, Withdraw)
     assert [a.status for a in action.attempts] == [AttemptStatus.WITHDRAWING]
+
+
+def test_an_exhausted_delivery_withdraws_what_is_always_withdrawn():
+    """With no success, only providers that always withdraw (call tasks) are asked, for
+    reason expired; the delivery finishes after."""
+    always = {**TRAITS, "smtp": Traits(withdraws=True, always=True)}
+    mail = Attempt(
+        id="a-smtp", delivery_id="d", step=1, channel="email", provider="smtp",
+        status=AttemptStatus.ACCEPTED, started_ts=70, deadline_ts=80, provider_message_id="m",
+    )  # fmt: skip
+    steps = (STEPS[0], Step(channel="email", providers=("smtp",), wait_for=WaitFor.DELIVERED))
+    late = delivery(attempt(AttemptStatus.FAILED), mail)
+    late.steps = steps
+    change, action = decide(late, 700, always)
+    assert isinstance(action, Withdraw) and action.winner is None and action.reason == "expired"
+    assert [(a.id, a.status) for a in change.attempts] == [("a-smtp", AttemptStatus.WITHDRAWING)]
+    assert change.status is None
+    change, action = decide(late, 700, TRAITS)
+    assert action is None and change.status is not None

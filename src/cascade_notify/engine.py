@@ -11,25 +11,17 @@ before the request, and its outcome after. A crash between the two leaves `sendi
 behind; the next worker reads that as an unknown outcome and does not resend (unless
 the provider declares idempotent sends, then it resends with the same attempt id).
 
-Withdrawal is bracketed the same way. Once a step succeeds, the attempts elsewhere that
-were sent but never confirmed, on providers that can take a message back (a call task
-always; a messenger under `withdraw_superseded`), are written `withdrawing` before the
-delivery finishes; the calls follow, and their outcomes (`withdrawn`, or `abandoned`
-with the reason it could not be done) are written with the finish. A crash in between
-leaves `withdrawing` behind, and the next worker withdraws again: taking back twice is
-harmless (a deleted message is gone, a cancellation carries a stable id), sending twice
-is not, so only the withdrawal is repeated, never a send.
+Before a delivery finishes, the messages it made stale are withdrawn, bracketed the
+same way (`withdrawal.py`: which ones, and the calls).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from cascade_notify._text import TEXT_LIMIT, storable
 from cascade_notify.clock import Clock
 from cascade_notify.errors import (
     LeaseLost,
@@ -45,7 +37,6 @@ from cascade_notify.models import (
     AttemptStatus,
     Delivery,
     DeliveryStatus,
-    ReceiptStatus,
     Signal,
     SignalKind,
     SkippedStep,
@@ -54,16 +45,18 @@ from cascade_notify.models import (
     new_id,
 )
 from cascade_notify.outcomes import outcome
-from cascade_notify.providers.base import (
-    Provider,
-    SendResult,
-    WithdrawRequest,
-    request_for,
-    send_classified,
-)
+from cascade_notify.providers.base import Provider, SendResult, request_for, send_classified
 from cascade_notify.resilience import Guard
 from cascade_notify.rules import Defer, Skip, applies, skip_reason
 from cascade_notify.stores.base import Claim, Store, Transition, apply_transition
+from cascade_notify.withdrawal import (
+    WITHDRAWAL,
+    Withdraw,
+    WithdrawTraits,
+    carry_out,
+    intend,
+    superseded,
+)
 
 log = logging.getLogger("cascade_notify.engine")
 
@@ -77,18 +70,6 @@ _MEETS = {
 _WAITING = frozenset(
     {AttemptStatus.ACCEPTED, AttemptStatus.UNKNOWN, AttemptStatus.DELIVERED, AttemptStatus.READ}
 )
-#: Sent, and possibly still in front of the customer: what a success elsewhere supersedes.
-_UNCONFIRMED = frozenset(
-    {
-        AttemptStatus.ACCEPTED,
-        AttemptStatus.UNKNOWN,
-        AttemptStatus.TIMED_OUT,
-        AttemptStatus.WITHDRAWING,
-    }
-)
-_CONFIRMED = frozenset({ReceiptStatus.DELIVERED, ReceiptStatus.READ, ReceiptStatus.FAILED})
-#: Written by a withdrawal: not a provider call's outcome, so the guard is not told.
-_WITHDRAWAL = frozenset({AttemptStatus.WITHDRAWING, AttemptStatus.WITHDRAWN})
 #: A claim this close to its lease's end is not used for a send: the intent could be
 #: written, and the lease be gone before the call. It is left for the next claim.
 LEASE_MARGIN = 0.25
@@ -98,7 +79,7 @@ class LeaseRanOut(LeaseLost):
     """The claim's lease ended before the call could be made; nobody took it over (yet)."""
 
 
-class Traits(Protocol):
+class Traits(WithdrawTraits, Protocol):
     """What `decide()` reads of a provider: its declared capabilities, no I/O."""
 
     @property
@@ -106,12 +87,6 @@ class Traits(Protocol):
 
     @property
     def poll_interval(self) -> float | None: ...
-
-    @property
-    def withdraws(self) -> bool: ...
-
-    @property
-    def withdraw_always(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,15 +103,6 @@ class Poll:
     """Ask the attempt's provider about it (the poller does, outside the lease)."""
 
     attempt: Attempt
-
-
-@dataclass(frozen=True, slots=True)
-class Withdraw:
-    """Take these attempts' messages back (each is `withdrawing` in the transition):
-    `winner` succeeded and superseded them."""
-
-    attempts: tuple[Attempt, ...]
-    winner: Attempt
 
 
 class Decision(NamedTuple):
@@ -162,29 +128,6 @@ def _close(attempt: Attempt, status: AttemptStatus, now: float, error: str | Non
     if error is not None:
         closed.error = error
     return closed
-
-
-def superseded(
-    delivery: Delivery, winner: Attempt, providers: Mapping[str, Traits]
-) -> list[Attempt]:
-    """The attempts `winner`'s success makes stale that should be withdrawn: sent (the
-    provider gave an id), never confirmed either way, on a provider that can withdraw,
-    and either always withdrawn (call tasks) or on a `withdraw_superseded` step."""
-    found = []
-    for attempt in delivery.attempts:
-        if (
-            attempt is winner
-            or attempt.status not in _UNCONFIRMED
-            or attempt.provider_message_id is None
-            or any(r.status in _CONFIRMED for r in attempt.receipts)
-        ):
-            continue
-        traits = providers.get(attempt.provider)
-        if traits is None or not traits.withdraws:
-            continue
-        if traits.withdraw_always or delivery.steps[attempt.step].withdraw_superseded:
-            found.append(attempt)
-    return found
 
 
 def _finish(
@@ -239,18 +182,6 @@ def _intent(change: Transition, intent: Attempt, now: float, *, resend: bool) ->
     return Decision(change, Send(intent, resend))
 
 
-def _withdraw(change: Transition, stale: list[Attempt], winner: Attempt, now: float) -> Decision:
-    intents = []
-    for attempt in stale:
-        intent = attempt.copy()
-        intent.status = AttemptStatus.WITHDRAWING
-        change.attempts.append(intent)
-        intents.append(intent)
-    change.wake_ts = now  # due again once the lease lapses, should we die mid-call
-    change.release = False
-    return Decision(change, Withdraw(tuple(intents), winner))
-
-
 def _wait(change: Transition, until: float, poll: Attempt | None = None) -> Decision:
     change.wake_ts = until
     return Decision(change, None if poll is None else Poll(poll))
@@ -272,12 +203,12 @@ def decide(
         if meets(attempt, steps[attempt.step].wait_for):
             stale = superseded(delivery, attempt, providers)
             if stale:
-                return _withdraw(change, stale, attempt, now)
+                return Decision(change, intend(change, stale, attempt, now, "delivered_elsewhere"))
             return _finish(
                 delivery, change, now, DeliveryStatus.DELIVERED, attempt.channel, attempt
             )
     if now >= delivery.expires_ts:
-        return _finish(delivery, change, now, DeliveryStatus.EXPIRED)
+        return _end(delivery, change, now, DeliveryStatus.EXPIRED, providers)
 
     index = delivery.step
     while index < len(steps):
@@ -353,7 +284,21 @@ def decide(
         index += 1
 
     change.step = len(steps)
-    return _finish(delivery, change, now, DeliveryStatus.EXHAUSTED)
+    return _end(delivery, change, now, DeliveryStatus.EXHAUSTED, providers)
+
+
+def _end(
+    delivery: Delivery,
+    change: Transition,
+    now: float,
+    status: DeliveryStatus,
+    providers: Mapping[str, Traits],
+) -> Decision:
+    """Finish without a success, once what is always withdrawn (a call task) is."""
+    stale = superseded(delivery, None, providers)
+    if stale:
+        return Decision(change, intend(change, stale, None, now, "expired"))
+    return _finish(delivery, change, now, status)
 
 
 SignalSink = Callable[[Sequence[Signal]], Awaitable[None]]
@@ -402,7 +347,7 @@ class Engine:
             if self.guard is not None:
                 for written in write.attempts:
                     if written.status is not AttemptStatus.SENDING and (
-                        written.status not in _WITHDRAWAL
+                        written.status not in WITHDRAWAL
                     ):
                         self.guard.observe(written, now)
             if self._listeners:
@@ -421,7 +366,7 @@ class Engine:
                     f"{_callee(action)}; not calling"
                 )
             if isinstance(action, Withdraw):
-                outcomes = await self._withdraw(delivery, action)
+                outcomes = await carry_out(self.providers, self.clock, delivery, action)
             else:
                 outcomes = [await self._call(delivery, action)]
             pending = Transition(attempts=outcomes, wake_ts=now, release=False)
@@ -446,38 +391,6 @@ class Engine:
         change.attempts.remove(action.attempt)
         change.wake_ts, change.release = now + delay, True
         return None
-
-    async def _withdraw(self, delivery: Delivery, action: Withdraw) -> list[Attempt]:
-        """Ask each stale attempt's provider to take its message back; their outcomes."""
-        done = []
-        for attempt in action.attempts:
-            provider = self.providers[attempt.provider]
-            request = WithdrawRequest(
-                attempt_id=attempt.id,
-                delivery_id=delivery.id,
-                provider_message_id=attempt.provider_message_id or "",
-                address=delivery.recipient.address(attempt.channel) or "",
-                delivered_on=action.winner.channel,
-            )
-            closed = attempt.copy()
-            closed.finished_ts = self.clock.now()
-            try:
-                withdrawn = await provider.withdraw(request)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("could not withdraw a message of %s: %s", provider.name, exc)
-                closed.status = AttemptStatus.ABANDONED
-                closed.error = storable(f"could not withdraw: {exc}", TEXT_LIMIT)
-            else:
-                closed.status = AttemptStatus.WITHDRAWN
-                closed.error = (
-                    f"withdrawn: delivered on {action.winner.channel}"
-                    if withdrawn
-                    else "withdrawn: the provider no longer had it"
-                )
-            done.append(closed)
-        return done
 
     async def _call(self, delivery: Delivery, action: Send) -> Attempt:
         """Call the provider and turn whatever happens into the attempt's outcome."""

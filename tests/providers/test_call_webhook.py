@@ -491,3 +491,22 @@ policies:
     steps: [{channel: call, providers: [calls], wait_for: read}]
 """
         )
+
+
+async def test_a_task_nobody_closed_by_its_deadline_is_cancelled(
+    centre: CallCentreEmulator, fake_clock: FakeClock
+) -> None:
+    """The step's deadline passes with the task open: the cascade ends exhausted, and the
+    task is withdrawn (`call_task.cancelled`, reason expired) so nobody calls too late."""
+    async with served(policy(centre), fake_clock) as (notifier, receipts):
+        centre.webhook_url = f"{receipts}/calls"
+        centre.script(PHONE, "no_receipt")
+        delivery = await notifier.send(Recipient(id="anna", call=PHONE), Message(text="hi"))
+        await answered(notifier, fake_clock, [delivery.id])
+        [delivery] = await run_until_final(notifier, fake_clock, [delivery.id])
+    assert delivery.status is DeliveryStatus.EXHAUSTED
+    [attempt] = delivery.attempts
+    assert (attempt.status, attempt.error) == (AttemptStatus.WITHDRAWN, "withdrawn: expired")
+    assert centre.cancelled == [attempt.id]
+    cancel = centre.requests[-1].json()["data"]
+    assert cancel == {"task_id": attempt.id, "reason": "expired"}

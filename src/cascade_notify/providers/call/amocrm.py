@@ -201,8 +201,12 @@ class AmoCrmCallTaskProvider(HttpProvider):
 
     async def withdraw(self, request: WithdrawRequest) -> bool:
         """Complete the task with a result that says why; False if it is gone."""
-        where = f" on {request.delivered_on}" if request.delivered_on else " elsewhere"
-        body = {"is_completed": True, "result": {"text": f"{CANCELLED} delivered{where}"}}
+        why = (
+            f"delivered on {request.delivered_on}"
+            if request.delivered_on
+            else f"no longer needed ({request.reason})"
+        )
+        body = {"is_completed": True, "result": {"text": f"{CANCELLED} {why}"}}
         try:
             await self.api("PATCH", f"/api/v4/tasks/{int(request.provider_message_id)}", body)
         except PermanentError as exc:
