@@ -22,9 +22,11 @@ from cascade_notify.errors import CascadeError, DeliveryNotFound, WaitTimeout
 from cascade_notify.events import Event, Listener, emit
 from cascade_notify.models import (
     CHANNEL_KINDS,
+    AttemptStatus,
     Delivery,
     Message,
     Receipt,
+    ReceiptStatus,
     Recipient,
     Signal,
     SignalKind,
@@ -33,7 +35,7 @@ from cascade_notify.models import (
 )
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.polling import Poller
-from cascade_notify.providers.base import Inbound, Provider, WebhookResponse
+from cascade_notify.providers.base import Inbound, Provider, WebhookResponse, WithdrawRequest
 from cascade_notify.providers.call.queue import CallQueueProvider
 from cascade_notify.resilience import Breakers, Protection
 from cascade_notify.stores import AddressBook, Settling, open_store
@@ -377,15 +379,51 @@ class Notifier:
 
     async def cancel(self, delivery_id: str) -> Delivery:
         """End a pending cascade; nothing more is sent for it. A final one is returned as is."""
-        delivery = await self.store.cancel(delivery_id, self.clock.now())
+        now = self.clock.now()
+        delivery = await self.store.cancel(delivery_id, now)
         if delivery is None:
             raise DeliveryNotFound(delivery_id)
+        await self._withdraw_cancelled(delivery, now)
         self._resolve(delivery)
         if self._listeners:
             self._emit(
                 Event("finished", delivery.id, self.clock.now(), status=delivery.status.value)
             )
         return delivery
+
+    async def _withdraw_cancelled(self, delivery: Delivery, now: float) -> None:
+        """The open call tasks this cancel ended are withdrawn too (best effort: the
+        delivery is final, so the outcome is logged and told as an event, not stored)."""
+        for attempt in delivery.attempts:
+            provider = self._providers.get(attempt.provider)
+            if (
+                provider is None
+                or not provider.withdraw_always
+                or attempt.status is not AttemptStatus.ABANDONED
+                or attempt.finished_ts != now  # ended by this cancel, not before
+                or attempt.provider_message_id is None
+                or any(r.status is not ReceiptStatus.SENT for r in attempt.receipts)
+            ):
+                continue
+            request = WithdrawRequest(
+                attempt_id=attempt.id,
+                delivery_id=delivery.id,
+                provider_message_id=attempt.provider_message_id or "",
+                address=delivery.recipient.address(attempt.channel) or "",
+                reason="cancelled",
+            )
+            try:
+                await provider.withdraw(request)
+            except Exception:  # the cancel stands; the task may still be in front of someone
+                log.warning("could not withdraw a call task of %s", provider.name, exc_info=True)
+                continue
+            if self._listeners:
+                self._emit(
+                    Event(
+                        "withdrawn", delivery.id, now, channel=attempt.channel,
+                        provider=provider.name, detail="cancelled",
+                    )
+                )  # fmt: skip
 
     async def record_receipts(self, receipts: Sequence[Receipt]) -> list[ReceiptResult]:
         """Take receipts in (from a webhook, a poll, a push, a fake) and wake their

@@ -510,3 +510,17 @@ async def test_a_task_nobody_closed_by_its_deadline_is_cancelled(
     assert centre.cancelled == [attempt.id]
     cancel = centre.requests[-1].json()["data"]
     assert cancel == {"task_id": attempt.id, "reason": "expired"}
+
+
+async def test_cancelling_the_delivery_cancels_the_task(
+    centre: CallCentreEmulator, fake_clock: FakeClock
+) -> None:
+    """notifier.cancel() with the task open sends call_task.cancelled, reason cancelled."""
+    async with served(policy(centre), fake_clock) as (notifier, _):
+        centre.script(PHONE, "no_receipt")
+        delivery = await notifier.send(Recipient(id="anna", call=PHONE), Message(text="hi"))
+        await answered(notifier, fake_clock, [delivery.id])
+        delivery = await notifier.cancel(delivery.id)
+    assert delivery.status is DeliveryStatus.CANCELLED
+    assert centre.cancelled == [delivery.attempts[0].id]
+    assert centre.requests[-1].json()["data"]["reason"] == "cancelled"

@@ -167,4 +167,19 @@ async def test_a_late_success_cancels_the_queued_call(store_url: str) -> None:
     assert (delivery.status, delivery.channel) == (DeliveryStatus.DELIVERED, "sms")
     assert delivery.attempts[1].status is AttemptStatus.WITHDRAWN
     assert (after.task_id, after.status) == (call.task_id, CallStatus.CANCELLED)
-    assert after.note == "cancelled: delivered_elsewhere (delivered on sms)"
+    assert after.note == "cancelled: delivered on sms"
+
+
+async def test_cancelling_the_delivery_cancels_its_queued_call(
+    notifier: tuple[Notifier, FakeClock],
+) -> None:
+    """notifier.cancel() ends the open call too: nobody works a cancelled delivery's call."""
+    app, clock = notifier
+    delivery_id = await queued(app, clock)
+    [call] = await app.calls.list()
+    cancelled = await app.cancel(delivery_id)
+    assert cancelled.status is DeliveryStatus.CANCELLED
+    [after] = await app.calls.list(None)
+    assert (after.task_id, after.status) == (call.task_id, CallStatus.CANCELLED)
+    assert after.note == "cancelled: the delivery was cancelled"
+    assert await app.calls.list() == []

@@ -27,6 +27,12 @@ from cascade_notify.providers.base import (
 )
 from cascade_notify.providers.call._task import GONE_ON, CallOverrides, build_task
 
+_WHY = {
+    "delivered_elsewhere": "delivered elsewhere",
+    "expired": "the call's time ran out",
+    "cancelled": "the delivery was cancelled",
+}
+
 
 class CallSink(Protocol):
     """What the provider needs of the store's call queue (`stores.base.CallQueue`)."""
@@ -97,8 +103,11 @@ class CallQueueProvider(Provider):
 
     async def withdraw(self, request: WithdrawRequest) -> bool:
         """End the queued call as cancelled; False if it had already ended."""
-        note = f"cancelled: {request.reason}" + (
-            f" (delivered on {request.delivered_on})" if request.delivered_on else ""
+        why = _WHY.get(request.reason, request.reason)
+        note = (
+            f"cancelled: {why}"
+            if request.delivered_on is None
+            else (f"cancelled: delivered on {request.delivered_on}")
         )
         _, changed = await self._calls().close_call(
             request.attempt_id, CallStatus.CANCELLED, self.clock.now(), note
