@@ -12,14 +12,22 @@ from cascade_notify import (
     Step,
     WaitFor,
 )
-from cascade_notify.engine import Poll, Send, decide, tries
+from cascade_notify.engine import Poll, Send, Withdraw, decide, tries
 from cascade_notify.outcomes import outcome
 
 
 class Traits:
-    def __init__(self, idempotent: bool = False, poll: float | None = None) -> None:
+    def __init__(
+        self,
+        idempotent: bool = False,
+        poll: float | None = None,
+        withdraws: bool = False,
+        always: bool = False,
+    ) -> None:
         self.idempotent_sends = idempotent
         self.poll_interval = poll
+        self.withdraws = withdraws
+        self.withdraw_always = always
 
 
 STEPS = (
@@ -176,3 +184,62 @@ def test_decide_does_not_change_its_input():
     before = subject.copy()
     decide(subject, 100, TRAITS)
     assert subject == before
+
+
+def _superseding(first: AttemptStatus, **kw: object) -> Delivery:
+    """An sms attempt left `first`, then e-mail accepted (which meets its step)."""
+    mail = Attempt(
+        id="a-smtp", delivery_id="d", step=1, channel="email", provider="smtp",
+        status=AttemptStatus.ACCEPTED, started_ts=70,
+    )  # fmt: skip
+    return delivery(attempt(first, provider_message_id="m1", **kw), mail)
+
+
+def test_a_success_withdraws_what_it_superseded_before_finishing():
+    """With a provider that always withdraws, the success first writes the stale attempt as
+    `withdrawing` and asks for the withdrawal; the delivery is not finished yet."""
+    traits = {**TRAITS, "gw1": Traits(withdraws=True, always=True)}
+    change, action = decide(_superseding(AttemptStatus.TIMED_OUT), 80, traits)
+    assert isinstance(action, Withdraw) and action.winner.provider == "smtp"
+    [intent] = action.attempts
+    assert (intent.id, intent.status) == ("a-gw1", AttemptStatus.WITHDRAWING)
+    assert change.attempts == [intent] and change.status is None and change.release is False
+
+
+def test_withdrawn_or_confirmed_attempts_are_left_alone():
+    """Once withdrawn, the success finishes the delivery; a provider that cannot withdraw,
+    or a step without withdraw_superseded, is not asked."""
+    always = {**TRAITS, "gw1": Traits(withdraws=True, always=True)}
+    change, action = decide(_superseding(AttemptStatus.WITHDRAWN), 80, always)
+    assert action is None and change.status is not None
+    for traits in (TRAITS, {**TRAITS, "gw1": Traits(withdraws=True)}):
+        change, action = decide(_superseding(AttemptStatus.TIMED_OUT), 80, traits)
+        assert action is None and change.status is not None
+
+
+def test_a_crash_during_withdrawal_withdraws_again():
+    """`withdrawing` left by a dead worker is withdrawn again (taking back twice is
+    harmless), never sent again."""
+    traits = {**TRAITS, "gw1": Traits(withdraws=True, always=True)}
+    _, action = decide(_superseding(AttemptStatus.WITHDRAWING), 80, traits)
+    assert isinstance(action, Withdraw)
+    assert [a.status for a in action.attempts] == [AttemptStatus.WITHDRAWING]
+
+
+def test_an_exhausted_delivery_withdraws_what_is_always_withdrawn():
+    """With no success, only providers that always withdraw (call tasks) are asked, for
+    reason expired; the delivery finishes after."""
+    always = {**TRAITS, "smtp": Traits(withdraws=True, always=True)}
+    mail = Attempt(
+        id="a-smtp", delivery_id="d", step=1, channel="email", provider="smtp",
+        status=AttemptStatus.ACCEPTED, started_ts=70, deadline_ts=80, provider_message_id="m",
+    )  # fmt: skip
+    steps = (STEPS[0], Step(channel="email", providers=("smtp",), wait_for=WaitFor.DELIVERED))
+    late = delivery(attempt(AttemptStatus.FAILED), mail)
+    late.steps = steps
+    change, action = decide(late, 700, always)
+    assert isinstance(action, Withdraw) and action.winner is None and action.reason == "expired"
+    assert [(a.id, a.status) for a in change.attempts] == [("a-smtp", AttemptStatus.WITHDRAWING)]
+    assert change.status is None
+    change, action = decide(late, 700, TRAITS)
+    assert action is None and change.status is not None

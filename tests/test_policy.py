@@ -407,7 +407,7 @@ policies:
     assert (issue.path, issue.line, issue.column) == ("policies.p.steps[0].wiat_for", 10, 9)
     assert issue.message == (
         "unknown key 'wiat_for'; did you mean 'wait_for'? (allowed: channel, providers, "
-        "wait_for, timeout, retry, quiet_hours, categories, options)"
+        "wait_for, timeout, retry, quiet_hours, categories, options, withdraw_superseded)"
     )
 
 

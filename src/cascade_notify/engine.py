@@ -10,6 +10,9 @@ A provider call is bracketed by two writes: the attempt is recorded as `sending`
 before the request, and its outcome after. A crash between the two leaves `sending`
 behind; the next worker reads that as an unknown outcome and does not resend (unless
 the provider declares idempotent sends, then it resends with the same attempt id).
+
+Before a delivery finishes, the messages it made stale are withdrawn, bracketed the
+same way (`withdrawal.py`: which ones, and the calls).
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ from cascade_notify.providers.base import Provider, SendResult, request_for, sen
 from cascade_notify.resilience import Guard
 from cascade_notify.rules import Defer, Skip, applies, skip_reason
 from cascade_notify.stores.base import Claim, Store, Transition, apply_transition
+from cascade_notify.withdrawal import (
+    WITHDRAWAL,
+    Withdraw,
+    WithdrawTraits,
+    carry_out,
+    intend,
+    superseded,
+)
 
 log = logging.getLogger("cascade_notify.engine")
 
@@ -68,7 +79,7 @@ class LeaseRanOut(LeaseLost):
     """The claim's lease ended before the call could be made; nobody took it over (yet)."""
 
 
-class Traits(Protocol):
+class Traits(WithdrawTraits, Protocol):
     """What `decide()` reads of a provider: its declared capabilities, no I/O."""
 
     @property
@@ -98,7 +109,7 @@ class Decision(NamedTuple):
     """What to write, and the one thing to do after writing it (None: nothing)."""
 
     transition: Transition
-    action: Send | Poll | None = None
+    action: Send | Poll | Withdraw | None = None
 
 
 def meets(attempt: Attempt, wait_for: WaitFor) -> bool:
@@ -193,11 +204,14 @@ def decide(
     change = Transition(step=delivery.step)
     for attempt in delivery.attempts:
         if meets(attempt, steps[attempt.step].wait_for):
+            stale = superseded(delivery, attempt, providers)
+            if stale:
+                return Decision(change, intend(change, stale, attempt, now, "delivered_elsewhere"))
             return _finish(
                 delivery, change, now, DeliveryStatus.DELIVERED, attempt.channel, attempt
             )
     if now >= delivery.expires_ts:
-        return _finish(delivery, change, now, DeliveryStatus.EXPIRED)
+        return _end(delivery, change, now, DeliveryStatus.EXPIRED, providers)
 
     index = delivery.step
     while index < len(steps):
@@ -273,10 +287,29 @@ def decide(
         index += 1
 
     change.step = len(steps)
-    return _finish(delivery, change, now, DeliveryStatus.EXHAUSTED)
+    return _end(delivery, change, now, DeliveryStatus.EXHAUSTED, providers)
+
+
+def _end(
+    delivery: Delivery,
+    change: Transition,
+    now: float,
+    status: DeliveryStatus,
+    providers: Mapping[str, Traits],
+) -> Decision:
+    """Finish without a success, once what is always withdrawn (a call task) is."""
+    stale = superseded(delivery, None, providers)
+    if stale:
+        return Decision(change, intend(change, stale, None, now, "expired"))
+    return _finish(delivery, change, now, status)
 
 
 SignalSink = Callable[[Sequence[Signal]], Awaitable[None]]
+
+
+def _callee(action: Send | Withdraw) -> str:
+    attempts = action.attempts if isinstance(action, Withdraw) else (action.attempt,)
+    return ", ".join(sorted({a.provider for a in attempts}))
 
 
 class Engine:
@@ -319,20 +352,22 @@ class Engine:
                 action = await self._permit(delivery, change, action, claim, now)
             write = change if pending is None else pending.merge(change)
             pending = None
-            if not isinstance(action, Send) and calls_done is not None:
+            if not isinstance(action, Send | Withdraw) and calls_done is not None:
                 calls_done()
             await self.store.commit(claim, write)
             apply_transition(delivery, change, own=True)
             if self.guard is not None:
                 for written in write.attempts:
-                    if written.status is not AttemptStatus.SENDING:
+                    if written.status is not AttemptStatus.SENDING and (
+                        written.status not in WITHDRAWAL
+                    ):
                         self.guard.observe(written, now)
             if self._listeners:
                 for event in transition_events(delivery.id, write, now):
                     emit(self._listeners, event)
             if isinstance(action, Poll) and self._poll is not None:
                 self._poll(action.attempt)
-            if not isinstance(action, Send):
+            if not isinstance(action, Send | Withdraw):
                 return delivery
             if self.clock.now() >= claim.lease_until:
                 # paused past the lease while writing the intent: a successor may hold the
@@ -340,10 +375,13 @@ class Engine:
                 # could send twice
                 raise LeaseRanOut(
                     f"the lease on delivery {delivery.id} ran out before the call to "
-                    f"{action.attempt.provider}; not sending"
+                    f"{_callee(action)}; not calling"
                 )
-            done = await self._call(delivery, action)
-            pending = Transition(attempts=[done], wake_ts=now, release=False)
+            if isinstance(action, Withdraw):
+                outcomes = await carry_out(self.providers, self.clock, delivery, action)
+            else:
+                outcomes = [await self._call(delivery, action)]
+            pending = Transition(attempts=outcomes, wake_ts=now, release=False)
             apply_transition(delivery, pending, own=True)
 
     async def _permit(
@@ -370,7 +408,8 @@ class Engine:
         """Call the provider and turn whatever happens into the attempt's outcome."""
         attempt, step = action.attempt, delivery.steps[action.attempt.step]
         provider = self.providers[attempt.provider]
-        deadline = self.clock.now() + step.timeout
+        # a message is stale once the step gives up on it, or the delivery's TTL passes
+        deadline = min(self.clock.now() + step.timeout, delivery.expires_ts)
         try:
             request = request_for(provider, delivery, attempt, deadline, resend=action.resend)
         except MessageError as exc:  # checked at send(); a policy changed since may refuse
@@ -401,8 +440,10 @@ __all__ = [
     "LeaseRanOut",
     "Poll",
     "Send",
+    "Withdraw",
     "decide",
     "meets",
     "skip_reason",
+    "superseded",
     "tries",
 ]

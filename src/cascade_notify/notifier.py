@@ -18,6 +18,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from cascade_notify import linking, webhooks
+from cascade_notify.calls import Calls
 from cascade_notify.clock import Clock, SystemClock
 from cascade_notify.engine import Engine
 from cascade_notify.errors import (
@@ -32,9 +33,11 @@ from cascade_notify.errors import (
 from cascade_notify.events import Event, Listener, emit
 from cascade_notify.models import (
     CHANNEL_KINDS,
+    AttemptStatus,
     Delivery,
     Message,
     Receipt,
+    ReceiptStatus,
     Recipient,
     Signal,
     SignalKind,
@@ -43,10 +46,11 @@ from cascade_notify.models import (
 )
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.polling import Poller
-from cascade_notify.providers.base import Inbound, Provider, WebhookResponse
+from cascade_notify.providers.base import Inbound, Provider, WebhookResponse, WithdrawRequest
+from cascade_notify.providers.call.queue import CallQueueProvider
 from cascade_notify.resilience import Breakers, Protection
 from cascade_notify.stores import AddressBook, Settling, SignalOutcome, open_store
-from cascade_notify.stores.base import ReceiptResult, Store
+from cascade_notify.stores.base import CallQueue, ReceiptResult, Store
 from cascade_notify.worker import POLL_INTERVAL, Worker
 
 if TYPE_CHECKING:
@@ -108,6 +112,8 @@ class Notifier:
         self._poller: Poller | None = None
         self._remove_idle_check = _noop
         self._settling: Settling | None = None
+        #: The call queue of `type: call_queue`: list, claim and close calls.
+        self.calls = Calls(self)
 
     @classmethod
     def from_yaml(
@@ -173,6 +179,8 @@ class Notifier:
             for provider in self._providers.values():
                 provider.attach(self.take_in)
                 started.append(provider)  # a failed start may have opened a session
+                if isinstance(provider, CallQueueProvider):
+                    provider.use_queue(store if isinstance(store, CallQueue) else None)
                 await provider.start()
         except BaseException:
             for provider in started:
@@ -502,9 +510,11 @@ class Notifier:
 
     async def cancel(self, delivery_id: str) -> Delivery:
         """End a pending cascade; nothing more is sent for it. A final one is returned as is."""
-        delivery = await self.store.cancel(delivery_id, self.clock.now())
+        now = self.clock.now()
+        delivery = await self.store.cancel(delivery_id, now)
         if delivery is None:
             raise DeliveryNotFound(delivery_id)
+        await self._withdraw_cancelled(delivery, now)
         self._resolve(delivery)
         if self._listeners:
             self._emit(
@@ -512,10 +522,55 @@ class Notifier:
             )
         return delivery
 
+    async def _withdraw_cancelled(self, delivery: Delivery, now: float) -> None:
+        """The open call tasks this cancel ended are withdrawn too (best effort: the
+        delivery is final, so the outcome is logged and told as an event, not stored)."""
+        for attempt in delivery.attempts:
+            provider = self._providers.get(attempt.provider)
+            if (
+                provider is None
+                or not provider.withdraw_always
+                or attempt.status is not AttemptStatus.ABANDONED
+                or attempt.finished_ts != now  # ended by this cancel, not before
+                or attempt.provider_message_id is None
+                or any(r.status is not ReceiptStatus.SENT for r in attempt.receipts)
+            ):
+                continue
+            request = WithdrawRequest(
+                attempt_id=attempt.id,
+                delivery_id=delivery.id,
+                provider_message_id=attempt.provider_message_id or "",
+                address=delivery.recipient.address(attempt.channel) or "",
+                reason="cancelled",
+            )
+            try:
+                await provider.withdraw(request)
+            except Exception:  # the cancel stands; the task may still be in front of someone
+                log.warning("could not withdraw a call task of %s", provider.name, exc_info=True)
+                continue
+            if self._listeners:
+                self._emit(
+                    Event(
+                        "withdrawn", delivery.id, now, channel=attempt.channel,
+                        provider=provider.name, detail="cancelled",
+                    )
+                )  # fmt: skip
+
     async def record_receipts(self, receipts: Sequence[Receipt]) -> list[ReceiptResult]:
         """Take receipts in (from a webhook, a poll, a push, a fake) and wake their
         deliveries: the one door every receipt comes in by."""
         results = await self.store.record_receipts(receipts, self.clock.now())
+        gone = [
+            result
+            for result in results
+            if result.delivery_id is not None
+            and not result.duplicate
+            and result.receipt.code is not None
+            and (provider := self._providers.get(result.receipt.provider)) is not None
+            and result.receipt.code in provider.gone_on
+        ]
+        if gone:
+            await self._gone_addresses(gone)
         woke = False
         for result in results:
             if not result.duplicate:
@@ -542,6 +597,52 @@ class Notifier:
         if woke:
             self._poke()
         return results
+
+    async def _gone_addresses(self, results: Sequence[ReceiptResult]) -> None:
+        """A receipt whose code says the address is gone (a call's wrong number): the
+        attempt's address is unusable on every channel its provider's `gone_on` names."""
+        signals: list[Signal] = []
+        for result in results:
+            receipt = result.receipt
+            code, provider = receipt.code or "", self._providers[receipt.provider]
+            delivery = await self.store.get(result.delivery_id or "")
+            attempt = (
+                None
+                if delivery is None
+                else next(
+                    (
+                        a
+                        for a in delivery.attempts
+                        if (
+                            a.provider == receipt.provider
+                            and receipt.provider_message_id in (a.provider_message_id, a.id)
+                        )
+                        or a.id == receipt.attempt_id
+                    ),
+                    None,
+                )
+            )
+            address = None
+            if delivery is not None and attempt is not None:
+                address = delivery.recipient.address(attempt.channel)
+            if delivery is None or address is None:
+                continue
+            signals += [
+                Signal(
+                    kind=SignalKind.GONE,
+                    channel=channel,
+                    address=address,
+                    provider=receipt.provider,
+                    reason=code,
+                    ts=receipt.ts,
+                    recipient_id=delivery.recipient.id,
+                )
+                for channel in provider.gone_on[code]
+            ]
+        try:
+            await self.record_signals(signals)
+        except Exception:  # the receipt itself is recorded: the signal is the lesser loss
+            log.warning("address signals from %d receipts were lost", len(results), exc_info=True)
 
     async def record_signals(self, signals: Sequence[Signal]) -> None:
         """Take providers' news about addresses in (gone, linked): remembered by a store

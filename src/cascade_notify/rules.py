@@ -18,6 +18,10 @@ from cascade_notify.models import Delivery, Step
 if TYPE_CHECKING:
     from cascade_notify.resilience import Guard
 
+#: The least time a call task must have between the end of the quiet hours and the
+#: delivery's expiry (seconds): a task nobody can do in time is not created.
+CALL_SLOT = 1800.0
+
 
 @dataclass(frozen=True, slots=True)
 class Skip:
@@ -49,8 +53,11 @@ def applies(
     quiet = quiet_until(step, delivery, now)
     if quiet is not None:
         until, detail = quiet
-        if step.quiet_wait and until < delivery.expires_ts:
+        slot = CALL_SLOT if step.channel == "call" else 0.0
+        if step.quiet_wait and until + slot < delivery.expires_ts:
             return Defer(until, detail)
+        if step.quiet_wait:
+            detail += "; no time is left for it before the delivery expires"
         return Skip("quiet_hours", detail)
     if guard is not None:
         braked = guard.brake(step, delivery, now)
@@ -96,4 +103,4 @@ def quiet_until(step: Step, delivery: Delivery, now: float) -> tuple[float, str]
     return until.timestamp(), f"{local:%H:%M} in {zone.key} is within quiet hours"
 
 
-__all__ = ["Defer", "Skip", "applies", "quiet_until", "skip_reason"]
+__all__ = ["CALL_SLOT", "Defer", "Skip", "applies", "quiet_until", "skip_reason"]

@@ -36,6 +36,9 @@ ADDRESS = {
     "max": "123456789",
     "vk": "123456789",
     "twilio": "+79161234567",
+    "call_centre": "+79161234567",
+    "bitrix24": "+79161234567",
+    "amocrm": "+79161234567",
 }
 EVENT = {
     "whatsapp": "message",
@@ -44,6 +47,15 @@ EVENT = {
     "max": "bot_started",
     "vk": "message_allow",
     "twilio": "stop",
+    "call_centre": "answered",
+    "bitrix24": "complete",
+    "amocrm": "complete",
+}
+#: What an event needs besides its address (the call centre: which task it is about).
+EVENT_DATA: dict[str, dict[str, object]] = {
+    "call_centre": {"task_id": "ct_control"},
+    "bitrix24": {"create": True},
+    "amocrm": {"create": True},
 }
 
 
@@ -66,7 +78,10 @@ async def test_control_surface_over_http(
     resp = await http.post(f"{control}/script", json={"address": address, "script": "no_receipt"})
     assert resp.json()["ok"] is True
     assert emu.requests == []  # control calls are not recorded
-    resp = await http.post(f"{control}/event", json={"event": EVENT[emu.name], "address": address})
+    resp = await http.post(
+        f"{control}/event",
+        json={"event": EVENT[emu.name], "address": address, **EVENT_DATA.get(emu.name, {})},
+    )
     [hook] = resp.json()["webhooks"]
     assert hook["delivered"] is True
     assert receiver.posts()[-1].path == f"/receipts/{emu.name}"
@@ -86,6 +101,9 @@ async def test_control_surface_over_http(
         "max_bot",
         "vk_community",
         "twilio_sms",
+        "call_webhook",
+        "bitrix24_call_task",
+        "amocrm_call_task",
     }
     assert (await http.post(f"{control}/reset")).json() == {"ok": True}
     assert emu.requests == []
@@ -151,7 +169,10 @@ def test_plans() -> None:
 def test_emulator_class_by_name() -> None:
     """Names resolve lazily to the classes; an unknown one lists the known."""
     assert emulator_class("whatsapp") is WhatsAppEmulator
-    with pytest.raises(ValueError, match="known: whatsapp, telegram, viber, max, vk, twilio"):
+    with pytest.raises(
+        ValueError,
+        match="known: whatsapp, telegram, viber, max, vk, twilio, call_centre, bitrix24, amocrm",
+    ):
         emulator_class("pigeon")
 
 
@@ -164,7 +185,7 @@ async def test_running_posts_under_receipts_url(
         assert [e.name for e in emus] == list(EMULATORS)
         for emu in emus:
             assert emu.webhook_url == f"{receiver.url}/{emu.name}"
-            await emu.event(EVENT[emu.name], ADDRESS[emu.name])
+            await emu.event(EVENT[emu.name], ADDRESS[emu.name], **EVENT_DATA.get(emu.name, {}))
         wa = emus[0]
         wa.script("*", {"do": "deliver", "sent": 0, "delivered": 0.05})
         await http.post(

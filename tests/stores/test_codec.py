@@ -54,6 +54,7 @@ def test_steps_and_skips_round_trip_whole() -> None:
         quiet_hours=(1320, 540),
         quiet_wait=True,
         categories=frozenset({"transactional"}),
+        withdraw_superseded=True,
         options={"a": {"template": {"name": "parcel"}}},
     )
     assert set(step_to_dict(step)) == names(Step)

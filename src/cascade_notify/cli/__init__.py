@@ -13,6 +13,7 @@ from cascade_notify._duration import format_duration
 from cascade_notify.cli._output import err, out, setup_logging
 from cascade_notify.cli.bounce import bounce
 from cascade_notify.cli.breaker import breaker_app
+from cascade_notify.cli.calls import calls_app
 from cascade_notify.cli.emulate import emulate
 from cascade_notify.cli.link import link
 from cascade_notify.cli.send import send
@@ -108,6 +109,7 @@ app.command()(link)
 app.command()(worker)
 app.add_typer(store_app, name="store")
 app.add_typer(breaker_app, name="breaker")
+app.add_typer(calls_app, name="calls")
 
 
 def main() -> None:

@@ -32,16 +32,17 @@ def emulate(
     into a policy; their signed webhooks go to --receipts-url. Stop with Ctrl-C."""
     from cascade_notify.testing.emulators import _serve
 
-    unknown = [n for n in names or () if n not in _serve.EMULATORS]
+    known = [*_serve.EMULATORS, *_serve.SERVICES]
+    unknown = [n for n in names or () if n not in known]
     if unknown:
         raise typer.BadParameter(
-            f"unknown emulator {unknown[0]!r}; known: {', '.join(_serve.EMULATORS)}",
+            f"unknown emulator {unknown[0]!r}; known: {', '.join(known)}",
             param_hint="NAMES",
         )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             _run(
-                names or None,
+                names or _serve.everything(),
                 receipts_url or _serve.DEFAULT_RECEIPTS_URL,
                 host,
                 _serve.DEFAULT_BASE_PORT if base_port is None else base_port,
@@ -50,7 +51,7 @@ def emulate(
     typer.echo("emulators stopped")
 
 
-async def _run(names: list[str] | None, receipts_url: str, host: str, base_port: int) -> None:
+async def _run(names: list[str], receipts_url: str, host: str, base_port: int) -> None:
     from cascade_notify.testing.emulators._serve import serve
 
     task = asyncio.current_task()

@@ -14,6 +14,7 @@ from cascade_notify.models._checks import (
     ID_KEY_LIMIT,
     check_idempotency_key,
 )
+from cascade_notify.models.calls import OPEN_CALL, CallStatus, QueuedCall
 from cascade_notify.models.channels import (
     CHANNEL_KINDS,
     CHANNELS,
@@ -50,13 +51,16 @@ __all__ = [
     "CHANNEL_KINDS",
     "ID_KEY_LIMIT",
     "OPEN_ATTEMPT",
+    "OPEN_CALL",
     "PHONE_CHANNELS",
     "AddressKind",
     "Attempt",
     "AttemptStatus",
+    "CallStatus",
     "Delivery",
     "DeliveryStatus",
     "Message",
+    "QueuedCall",
     "Receipt",
     "ReceiptStatus",
     "Recipient",

@@ -53,6 +53,8 @@ class AttemptStatus(StrEnum):
     TRANSIENT = "transient"  # a retryable error; a later attempt retries it
     TIMED_OUT = "timed_out"  # no receipt met the step's `wait_for` by its deadline
     ABANDONED = "abandoned"  # the delivery ended (cancelled, expired) while this was open
+    WITHDRAWING = "withdrawing"  # superseded by a success elsewhere: being withdrawn
+    WITHDRAWN = "withdrawn"  # superseded, and withdrawn at the provider (or already gone there)
 
 
 OPEN_ATTEMPT: Final = frozenset(
@@ -150,6 +152,9 @@ class Step:
     #: True: a step reached within quiet hours waits for their end; False: it is skipped.
     quiet_wait: bool = False
     categories: frozenset[str] | None = None
+    #: True: once another step succeeds, this step's messages that were sent but never
+    #: confirmed are withdrawn where the provider can (call tasks always are).
+    withdraw_superseded: bool = False
     #: The step's options per provider name (a WhatsApp template for this step, ...).
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 

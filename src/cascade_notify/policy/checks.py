@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from collections.abc import Mapping, Sequence
@@ -251,6 +252,7 @@ class Check:
             quiet_wait=quiet is not None and quiet.wait,
             categories=None if step.categories is None else frozenset(step.categories),
             options=options,
+            withdraw_superseded=bool(step.withdraw_superseded),
         )
 
     def _options(self, step: _Step, loc: Loc) -> dict[str, dict[str, Any]] | None:
@@ -340,6 +342,13 @@ class Check:
         steps = [self.step(s, (*loc, "steps", i), channels) for i, s in enumerate(raw_steps)]
         if head is None or None in steps:
             return None
+        if head.withdraw_superseded:  # the policy's default, for steps that do not say
+            steps = [
+                s
+                if s is None or (isinstance(r, Mapping) and "withdraw_superseded" in r)
+                else dataclasses.replace(s, withdraw_superseded=True)
+                for s, r in zip(steps, raw_steps, strict=True)
+            ]
         brakes = head.brakes
         if brakes.allowed_countries is None and home is not None:
             brakes = brakes.model_copy(update={"allowed_countries": [home]})

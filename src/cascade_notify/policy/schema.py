@@ -79,10 +79,12 @@ class _Step(_Refs):
     quiet_hours: _QuietHours | None = None
     categories: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    withdraw_superseded: bool | None = None  # None: the policy's
 
 
 class _Policy(_Strict):
     ttl: Duration = Field(default=86400.0, gt=0)
+    withdraw_superseded: bool = False
     brakes: BrakeSettings = BrakeSettings()
 
 

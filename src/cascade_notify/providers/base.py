@@ -11,13 +11,17 @@ A provider knows its API and nothing of the engine, the store or the policy file
   the provider wants sent back; it raises `BadSignature` or `ValueError` (malformed);
 - `poll(ids)` asks the provider about many messages at once, for APIs with a
   status call (at most `poll_batch` ids per call);
+- `withdraw(request)` takes back a message a later channel's success made stale (a
+  Telegram message deleted, a call task cancelled), for providers that declare
+  `withdraws`;
 - `start()` before the first send, `aclose()` after the last;
 - `emit()` hands news learned outside a webhook (a push) to the notifier, which
   takes it through the same door as a webhook's.
 
 What it can do is class data the policy validator reads: `receipts`,
 `max_length`, `idempotent_sends`, `poll_interval`, `poll_batch`, `webhook_methods`,
-its `Settings` and its `Overrides` (both pydantic models).
+`withdraws`, `withdraw_always`, `gone_on`, its `Settings` and its `Overrides` (both
+pydantic models).
 """
 
 from __future__ import annotations
@@ -102,6 +106,9 @@ class SendRequest:
     options: Mapping[str, Any] = field(default_factory=dict)
     overrides: ProviderOverrides = field(default_factory=ProviderOverrides)
     resend: bool = False
+    #: The delivery as it stands (attempts and skips so far, expiry), for providers that
+    #: hand its history on: a call task tells the operator what failed before.
+    delivery: Delivery | None = None
 
     @property
     def text(self) -> str:
@@ -114,6 +121,19 @@ class SendResult:
 
     provider_message_id: str
     cost: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawRequest:
+    """One sent message to take back: `attempt_id` and `provider_message_id` name it;
+    `reason` says why (`delivered_elsewhere`), `channel` where the success was."""
+
+    attempt_id: str
+    delivery_id: str
+    provider_message_id: str
+    address: str
+    reason: str = "delivered_elsewhere"
+    delivered_on: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +218,15 @@ class Provider:
     #: it makes links to its bot (`deep_link()`) and reports the payload customers open
     #: it with as a `linked` signal's `token`; None: it makes no links.
     link_payload: ClassVar[int | None] = None
+    #: True when `withdraw()` can take a sent message back (delete it, cancel the task).
+    withdraws: ClassVar[bool] = False
+    #: True: its messages are withdrawn whenever another step succeeds, whatever the
+    #: policy says (a call task nobody should act on); False: only under
+    #: `withdraw_superseded: true`.
+    withdraw_always: ClassVar[bool] = False
+    #: A `failed` receipt's code -> the channels on which the attempt's address (the same
+    #: phone number) is gone from then on: `{"wrong_number": ("sms", "whatsapp", ...)}`.
+    gone_on: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     #: HTTP methods its webhook takes (GET for a subscription challenge); empty: none.
     webhook_methods: ClassVar[frozenset[str]] = frozenset()
     Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
@@ -281,6 +310,11 @@ class Provider:
         """
         raise BadSignature(f"provider {self.name!r} takes no webhooks")
 
+    async def withdraw(self, request: WithdrawRequest) -> bool:
+        """Take a sent message back; True if withdrawn, False if the provider no longer
+        had it. Raise a `ProviderError` if it could not be done."""
+        raise NotImplementedError(f"provider {self.name!r} cannot withdraw messages")
+
     async def poll(self, provider_message_ids: Sequence[str]) -> list[Receipt]:
         """Ask the provider about these messages (at most `poll_batch`); their receipts."""
         return []
@@ -314,6 +348,7 @@ def request_for(
         options=options,
         overrides=overrides,
         resend=resend,
+        delivery=delivery,
     )
 
 

@@ -28,7 +28,13 @@ from cascade_notify.errors import (
     UnreachableError,
 )
 from cascade_notify.models import Receipt, ReceiptStatus, WaitFor
-from cascade_notify.providers.base import Provider, ProviderSettings, SendRequest, SendResult
+from cascade_notify.providers.base import (
+    Provider,
+    ProviderSettings,
+    SendRequest,
+    SendResult,
+    WithdrawRequest,
+)
 
 Behavior = Literal[
     "deliver",  # accepted, then a `delivered` receipt
@@ -121,6 +127,7 @@ class FakeProvider(Provider):
     type_name = "fake"
     receipts: ClassVar[frozenset[ReceiptStatus]] = frozenset(ReceiptStatus)
     idempotent_sends = False
+    withdraws = True
     Settings = FakeSettings
     settings: FakeSettings
 
@@ -142,6 +149,8 @@ class FakeProvider(Provider):
         self.behavior: Behavior = self.settings.behavior
         self.overrides: dict[str, Behavior] = dict(self.settings.overrides)
         self.calls: list[FakeCall] = []
+        #: Provider message ids taken back by `withdraw()`, in order.
+        self.withdrawn: list[str] = []
         self._ids = itertools.count(1)
         # unique per instance: two workers (or a restart) on one store must not reuse ids
         self._tag = os.urandom(3).hex()
@@ -174,6 +183,11 @@ class FakeProvider(Provider):
         self.behavior = behavior
         if recipients is not None:
             self.overrides = dict(recipients)
+
+    async def withdraw(self, request: WithdrawRequest) -> bool:
+        """Record the withdrawal; True (a fake always still has the message)."""
+        self.withdrawn.append(request.provider_message_id)
+        return True
 
     async def send(self, request: SendRequest) -> SendResult:
         if self.settings.latency:

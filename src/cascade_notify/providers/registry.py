@@ -26,6 +26,10 @@ BUILTIN: dict[str, str] = {
     "max_bot": "cascade_notify.providers.max:MaxProvider",
     "vk_community": "cascade_notify.providers.vk:VkProvider",
     "twilio_sms": "cascade_notify.providers.sms.twilio:TwilioSmsProvider",
+    "call_webhook": "cascade_notify.providers.call.webhook:CallWebhookProvider",
+    "call_queue": "cascade_notify.providers.call.queue:CallQueueProvider",
+    "bitrix24_call_task": "cascade_notify.providers.call.bitrix24:Bitrix24CallTaskProvider",
+    "amocrm_call_task": "cascade_notify.providers.call.amocrm:AmoCrmCallTaskProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}

@@ -68,6 +68,7 @@ from cascade_notify.providers.base import (
     SendRequest,
     SendResult,
     WebhookRequest,
+    WithdrawRequest,
 )
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ class TelegramProvider(HttpProvider):
     type_name = "telegram_bot"
     default_channel = "telegram"
     receipts: ClassVar[frozenset[ReceiptStatus]] = frozenset({ReceiptStatus.SENT})
+    withdraws = True
     max_length = MAX_TEXT
     webhook_methods = frozenset({"POST"})
     signals: ClassVar[bool] = True
@@ -339,9 +341,11 @@ class TelegramProvider(HttpProvider):
             raise translate(exc, provider=self.name) from None
         return SendResult(f"{message.chat.id}:{message.message_id}")
 
-    async def withdraw(self, provider_message_id: str, chat_id: str | None = None) -> bool:
-        """`deleteMessage`: True if it was deleted, False if Telegram no longer has it (or
-        it is too old to delete: 48 hours in private chats); other errors raise ours."""
+    async def withdraw(self, request: WithdrawRequest | str, chat_id: str | None = None) -> bool:
+        """`deleteMessage` (of a `WithdrawRequest`, or a `chat_id:message_id`): True if it
+        was deleted, False if Telegram no longer has it (or it is too old to delete: 48
+        hours in private chats); other errors raise ours."""
+        provider_message_id = request if isinstance(request, str) else request.provider_message_id
         chat, _, message_id = provider_message_id.rpartition(":")
         chat = chat_id or chat
         if not chat or not message_id.lstrip("-").isdigit():

@@ -113,6 +113,8 @@ def step_to_dict(step: Step) -> dict[str, Any]:
         data["quiet_wait"] = True
     if step.categories is not None:
         data["categories"] = sorted(step.categories)
+    if step.withdraw_superseded:
+        data["withdraw_superseded"] = True
     if step.options:
         data["options"] = {name: dict(value) for name, value in step.options.items()}
     return data
@@ -132,6 +134,7 @@ def step_from_dict(data: dict[str, Any]) -> Step:
         quiet_hours=None if quiet is None else (int(quiet[0]), int(quiet[1])),
         categories=None if categories is None else frozenset(categories),
         quiet_wait=bool(data.get("quiet_wait", False)),
+        withdraw_superseded=bool(data.get("withdraw_superseded", False)),
         options=data.get("options") or {},
     )
 

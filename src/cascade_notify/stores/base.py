@@ -22,8 +22,10 @@ from typing import Protocol, runtime_checkable
 
 from cascade_notify.models import (
     Attempt,
+    CallStatus,
     Delivery,
     DeliveryStatus,
+    QueuedCall,
     Receipt,
     Signal,
     SkippedStep,
@@ -207,4 +209,38 @@ class AddressBook(Protocol):
     async def forget(self, recipient_id: str) -> int:
         """Erase everything remembered about `recipient_id` (a deletion request), and
         the signals about its linked addresses; return how many entries went."""
+        ...
+
+
+@runtime_checkable
+class CallQueue(Protocol):
+    """A store that keeps call tasks for people to work through (`type: call_queue`).
+
+    Calls are keyed by task id; `put_call` of a known one changes nothing. A call is
+    worked once: `claim_call` takes an open one for an operator, `close_call` ends an
+    open or claimed one; a final call stays as it ended.
+    """
+
+    async def put_call(self, call: QueuedCall) -> bool:
+        """Queue `call`; False (and nothing changes) if its task id is known."""
+        ...
+
+    async def calls(
+        self, status: Sequence[CallStatus] | None = None, *, limit: int = 100
+    ) -> list[QueuedCall]:
+        """Calls in these states (all: None), soonest due first, at most `limit`."""
+        ...
+
+    async def claim_call(
+        self, operator: str, now: float, task_id: str | None = None
+    ) -> QueuedCall | None:
+        """Give `operator` the call `task_id` if it is open (or theirs already), or else the
+        open call due soonest whose window has begun; None if there is none."""
+        ...
+
+    async def close_call(
+        self, task_id: str, status: CallStatus, now: float, note: str | None = None
+    ) -> tuple[QueuedCall | None, bool]:
+        """End an open or claimed call as `status` (or reopen it: `open`); the call as it
+        stands and whether this changed it (None: no such call)."""
         ...

@@ -18,14 +18,16 @@ from cascade_notify.errors import LeaseLost
 from cascade_notify.models import (
     OPEN_ATTEMPT,
     AttemptStatus,
+    CallStatus,
     Delivery,
     DeliveryStatus,
+    QueuedCall,
     Receipt,
     Signal,
     SignalKind,
 )
 from cascade_notify.resilience.shared import SharedTable
-from cascade_notify.stores import _addresses
+from cascade_notify.stores import _addresses, _calls
 from cascade_notify.stores.base import (
     Claim,
     ReceiptResult,
@@ -64,6 +66,7 @@ class MemoryStore:
         self._poked: deque[str] = deque()
         self._seq = itertools.count()
         self._shared = SharedTable()
+        self._calls: dict[str, QueuedCall] = {}
         # the address book: (channel, address) -> entry; recipient id -> its entries' keys
         self._book: dict[tuple[str, str], _addresses.Entry] = {}
         self._by_recipient: dict[str, set[tuple[str, str]]] = {}
@@ -369,3 +372,46 @@ class MemoryStore:
         for key in keys:
             self._drop(key)
         return len(keys)
+
+    # CallQueue (the rules in `stores._calls`)
+
+    async def put_call(self, call: QueuedCall) -> bool:
+        if call.task_id in self._calls:
+            return False
+        self._calls[call.task_id] = call.copy()
+        return True
+
+    async def calls(
+        self, status: Sequence[CallStatus] | None = None, *, limit: int = 100
+    ) -> list[QueuedCall]:
+        states = _calls.wanted(status)
+        found = [c for c in self._calls.values() if states is None or c.status.value in states]
+        found.sort(key=lambda c: (c.due_by, c.created_ts, c.task_id))
+        return [c.copy() for c in found[:limit]]
+
+    async def claim_call(
+        self, operator: str, now: float, task_id: str | None = None
+    ) -> QueuedCall | None:
+        if task_id is not None:
+            call = self._calls.get(task_id)
+            candidates = [] if call is None else [call]
+        else:
+            candidates = await self.calls([CallStatus.OPEN], limit=len(self._calls) or 1)
+        for call in candidates:
+            taken = _calls.claimed(call, operator, now, named=task_id is not None)
+            if taken is not None:
+                self._calls[call.task_id] = taken
+                return taken.copy()
+        return None
+
+    async def close_call(
+        self, task_id: str, status: CallStatus, now: float, note: str | None = None
+    ) -> tuple[QueuedCall | None, bool]:
+        call = self._calls.get(task_id)
+        if call is None:
+            return None, False
+        after = _calls.closed(call, status, now, note)
+        if after is None:
+            return call.copy(), False
+        self._calls[task_id] = after
+        return after.copy(), True

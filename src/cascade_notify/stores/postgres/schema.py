@@ -174,6 +174,32 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE INDEX link_tokens_ts ON link_tokens (ts)",
         ),
     ),
+    (
+        7,
+        (
+            # the call queue (CallQueue): call tasks for people, `type: call_queue`
+            """CREATE TABLE calls (
+            task_id text PRIMARY KEY,
+            provider text NOT NULL,
+            delivery_id text NOT NULL,
+            recipient_id text NOT NULL,
+            phone text NOT NULL,
+            text text NOT NULL,
+            summary text NOT NULL,
+            not_before double precision NOT NULL,
+            due_by double precision NOT NULL,
+            created_ts double precision NOT NULL,
+            task jsonb NOT NULL,
+            status text NOT NULL,
+            operator text,
+            claimed_ts double precision,
+            finished_ts double precision,
+            note text
+        )""",
+            "COMMENT ON COLUMN calls.task IS 'the task as call_webhook posts it'",
+            "CREATE INDEX calls_open ON calls (due_by) WHERE status IN ('open', 'claimed')",
+        ),
+    ),
 ]
 
 

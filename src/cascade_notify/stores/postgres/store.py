@@ -37,15 +37,15 @@ from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from cascade_notify.errors import LeaseLost, StoreError
-from cascade_notify.models import Delivery, Receipt, Signal
-from cascade_notify.stores import _addresses
+from cascade_notify.models import CallStatus, Delivery, QueuedCall, Receipt, Signal
+from cascade_notify.stores import _addresses, _calls
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
 from cascade_notify.stores._common import PURGE_CHUNK
 from cascade_notify.stores.base import Claim, ReceiptResult, SignalOutcome, Transition
 from cascade_notify.stores.memory import ORPHAN_TTL
 from cascade_notify.stores.postgres import addresses as book
-from cascade_notify.stores.postgres import calls, rows, shared
+from cascade_notify.stores.postgres import calls, queue, rows, shared
 from cascade_notify.stores.postgres import schema as schema_module
 from cascade_notify.stores.postgres.connection import (
     Refused,
@@ -450,6 +450,27 @@ class PostgresStore:
         if not _addresses.storable(recipient_id):
             return 0
         return await self._run(lambda conn: book.forget(conn, recipient_id))
+
+    # CallQueue (the work in `postgres.queue`)
+
+    async def put_call(self, call: QueuedCall) -> bool:
+        return await self._run(lambda conn: queue.put(conn, call))
+
+    async def calls(
+        self, status: Sequence[CallStatus] | None = None, *, limit: int = 100
+    ) -> list[QueuedCall]:
+        states = _calls.wanted(status)
+        return await self._run(lambda conn: queue.listed(conn, states, limit))
+
+    async def claim_call(
+        self, operator: str, now: float, task_id: str | None = None
+    ) -> QueuedCall | None:
+        return await self._run(lambda conn: queue.claim(conn, operator, now, task_id))
+
+    async def close_call(
+        self, task_id: str, status: CallStatus, now: float, note: str | None = None
+    ) -> tuple[QueuedCall | None, bool]:
+        return await self._run(lambda conn: queue.close(conn, task_id, status, now, note))
 
     # SharedState: what the guards of all workers on this database share
 

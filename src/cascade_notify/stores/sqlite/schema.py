@@ -148,6 +148,31 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "text TEXT NOT NULL, expires_ts REAL NOT NULL) WITHOUT ROWID",
         ),
     ),
+    (
+        7,
+        (
+            # the call queue (CallQueue): call tasks for people, `type: call_queue`
+            """CREATE TABLE calls (
+            task_id TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            delivery_id TEXT NOT NULL,
+            recipient_id TEXT NOT NULL,
+            phone TEXT NOT NULL,
+            text TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            not_before REAL NOT NULL,
+            due_by REAL NOT NULL,
+            created_ts REAL NOT NULL,
+            task TEXT NOT NULL,   -- the task as call_webhook posts it (JSON)
+            status TEXT NOT NULL, -- open, claimed, done, no_answer, wrong_number, cancelled
+            operator TEXT,
+            claimed_ts REAL,
+            finished_ts REAL,
+            note TEXT
+        ) WITHOUT ROWID""",
+            "CREATE INDEX calls_open ON calls (due_by) WHERE status IN ('open', 'claimed')",
+        ),
+    ),
 ]
 
 

@@ -27,14 +27,14 @@ from typing import ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from cascade_notify.errors import StoreError
-from cascade_notify.models import Delivery, Receipt, Signal
-from cascade_notify.stores import _addresses
+from cascade_notify.models import CallStatus, Delivery, QueuedCall, Receipt, Signal
+from cascade_notify.stores import _addresses, _calls
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import Unchanging
 from cascade_notify.stores._common import PURGE_CHUNK, url_options
 from cascade_notify.stores.base import Claim, ReceiptResult, SignalOutcome, Transition
 from cascade_notify.stores.sqlite import addresses as book
-from cascade_notify.stores.sqlite import calls, schema, shared
+from cascade_notify.stores.sqlite import calls, queue, schema, shared
 from cascade_notify.stores.sqlite.lock import FileLock, refuse_network_filesystem
 from cascade_notify.stores.sqlite.watch import Watch
 from cascade_notify.stores.sqlite.writer import Writer
@@ -350,6 +350,29 @@ class SQLiteStore:
         if not _addresses.storable(recipient_id):
             return 0
         return await self._call(partial(book.forget, recipient_id=recipient_id), light=True)
+
+    # CallQueue (the work in `sqlite.queue`)
+
+    async def put_call(self, call: QueuedCall) -> bool:
+        return await self._call(partial(queue.put, call=call), light=True)
+
+    async def calls(
+        self, status: Sequence[CallStatus] | None = None, *, limit: int = 100
+    ) -> list[QueuedCall]:
+        states = _calls.wanted(status)
+        return await self._call(partial(queue.listed, states=states, limit=limit), light=True)
+
+    async def claim_call(
+        self, operator: str, now: float, task_id: str | None = None
+    ) -> QueuedCall | None:
+        work = partial(queue.claim, operator=operator, now=now, task_id=task_id)
+        return await self._call(work, light=True)
+
+    async def close_call(
+        self, task_id: str, status: CallStatus, now: float, note: str | None = None
+    ) -> tuple[QueuedCall | None, bool]:
+        work = partial(queue.close, task_id=task_id, status=status, now=now, note=note)
+        return await self._call(work, light=True)
 
     async def _call(
         self,

@@ -26,6 +26,9 @@ from cascade_notify.testing.emulators._serve import (
     running,
     serve,
 )
+from cascade_notify.testing.emulators.amocrm import AmoCrmEmulator
+from cascade_notify.testing.emulators.bitrix24 import Bitrix24Emulator
+from cascade_notify.testing.emulators.call_centre import CallCentreEmulator
 from cascade_notify.testing.emulators.max import MaxEmulator
 from cascade_notify.testing.emulators.telegram import TelegramEmulator
 from cascade_notify.testing.emulators.twilio import TwilioEmulator
@@ -38,7 +41,10 @@ __all__ = [
     "EMULATORS",
     "FLOWS",
     "Accepted",
+    "AmoCrmEmulator",
     "Attempt",
+    "Bitrix24Emulator",
+    "CallCentreEmulator",
     "Emulator",
     "Entry",
     "MaxEmulator",

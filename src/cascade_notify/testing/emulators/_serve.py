@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -23,17 +24,31 @@ EMULATORS: Final[Mapping[str, str]] = {
     "max": "cascade_notify.testing.emulators.max:MaxEmulator",
     "vk": "cascade_notify.testing.emulators.vk:VkEmulator",
     "twilio": "cascade_notify.testing.emulators.twilio:TwilioEmulator",
+    "call_centre": "cascade_notify.testing.emulators.call_centre:CallCentreEmulator",
+    "bitrix24": "cascade_notify.testing.emulators.bitrix24:Bitrix24Emulator",
+    "amocrm": "cascade_notify.testing.emulators.amocrm:AmoCrmEmulator",
+}
+#: Servers `serve()` also runs that are not HTTP APIs (no control surface, no webhooks).
+SERVICES: Final[Mapping[str, str]] = {
+    "smtp": "cascade_notify.testing.emulators.smtp:SmtpService",
 }
 DEFAULT_RECEIPTS_URL: Final = "http://127.0.0.1:8080/receipts"
 DEFAULT_BASE_PORT: Final = 8710
 
 
+def everything() -> list[str]:
+    """Every emulator and service `cascade-notify emulate` starts by default: the SMTP
+    server only where aiosmtpd (the `dev` extra) is installed."""
+    services = [n for n in SERVICES if n != "smtp" or importlib.util.find_spec("aiosmtpd")]
+    return [*EMULATORS, *services]
+
+
 def emulator_class(name: str) -> type[Emulator]:
     """The emulator class called `name`; ValueError listing the known names."""
-    try:
-        module, _, attr = EMULATORS[name].partition(":")
-    except KeyError:
-        raise ValueError(f"unknown emulator {name!r}; known: {', '.join(EMULATORS)}") from None
+    path = EMULATORS.get(name) or SERVICES.get(name)
+    if path is None:
+        raise ValueError(f"unknown emulator {name!r}; known: {', '.join(EMULATORS)}")
+    module, _, attr = path.partition(":")
     cls: type[Emulator] = getattr(importlib.import_module(module), attr)
     return cls
 
@@ -59,7 +74,7 @@ async def running(
     wanted = list(EMULATORS) if names is None else list(dict.fromkeys(names))
     for name in wanted:
         emulator_class(name)
-    order = list(EMULATORS)
+    order = [*EMULATORS, *SERVICES]
     started: list[Emulator] = []
     try:
         for name in wanted:
@@ -136,8 +151,10 @@ __all__ = [
     "DEFAULT_BASE_PORT",
     "DEFAULT_RECEIPTS_URL",
     "EMULATORS",
+    "SERVICES",
     "banner",
     "emulator_class",
+    "everything",
     "policy_yaml",
     "running",
     "serve",

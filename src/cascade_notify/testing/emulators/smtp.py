@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
+import io
 import ssl
 import sys
 import time
@@ -23,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Any, Final, Literal, TextIO
+from typing import Any, Final, Literal, TextIO, cast
 
 #: What a scripted recipient gets: the phase it is answered in, and the reply (None: the
 #: connection is closed instead of answering).
@@ -292,4 +293,70 @@ class _Handler:
         return reply
 
 
-__all__ = ["ANSWERS", "Command", "Received", "SmtpEmulator"]
+class _Lines(io.TextIOBase):
+    """A text stream handing each finished line to `log`."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self._log, self._buffer = log, ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            self._log(line)
+        return len(text)
+
+
+class SmtpService:
+    """The SMTP emulator in the shape `cascade-notify emulate` runs: it prints one line
+    per message received and the `smtp` settings to paste. SMTP has no webhooks."""
+
+    name = "smtp"
+
+    def __init__(
+        self,
+        *,
+        webhook_url: str | None = None,
+        clock: object = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log: Callable[[str], None] | None = None,
+        **options: Any,
+    ) -> None:
+        self.webhook_url: str | None = None
+        echo: bool | TextIO = True if log is None else cast(TextIO, _Lines(log))
+        self.server = SmtpEmulator(host=host, port=port, echo=echo, **options)
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def api_url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    @property
+    def control_url(self) -> str:
+        return "(none)"
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "type": "smtp",
+            "host": self.host,
+            "port": self.port,
+            "tls": self.server.tls,
+            "from_addr": "shop@example.com",
+        }
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+
+__all__ = ["ANSWERS", "Command", "Received", "SmtpEmulator", "SmtpService"]
