@@ -72,7 +72,7 @@ def _module(kind: str) -> Any:
 
 def insert_old(execute: Execute, kind: str, d: Delivery) -> None:
     """Write `d` as code before `Delivery.unusable` did (due at once, as create makes it)."""
-    columns = [c for c in DELIVERY_COLUMNS if c != "unusable"]
+    columns = [c for c in DELIVERY_COLUMNS if c not in ("unusable", "priority")]
     values = delivery_values(d)[: len(columns)]
     if kind == "sqlite":
         marks, poked = ", ".join("?" * len(columns)), "1"

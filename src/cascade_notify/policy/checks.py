@@ -312,7 +312,14 @@ class Check:
         brakes = head.brakes
         if brakes.allowed_countries is None and home is not None:
             brakes = brakes.model_copy(update={"allowed_countries": [home]})
-        return Policy(name, head.ttl, tuple(s for s in steps if s is not None), brakes)
+        return Policy(
+            name,
+            head.ttl,
+            tuple(s for s in steps if s is not None),
+            brakes,
+            priority=head.priority,
+            respect_quiet_hours=head.respect_quiet_hours,
+        )
 
     def config(self, data: Any, env: Mapping[str, str] | None) -> Config:
         if not isinstance(data, Mapping):

@@ -20,6 +20,7 @@ from cascade_notify.models import (
     Delivery,
     DeliveryStatus,
     Message,
+    Priority,
     Receipt,
     ReceiptStatus,
     Recipient,
@@ -45,6 +46,7 @@ DELIVERY_COLUMNS = (
     "steps",
     "skipped",
     "unusable",
+    "priority",
 )
 #: Columns of `attempts` that `attempt_from_row` reads, in this order.
 ATTEMPT_COLUMNS = (
@@ -213,6 +215,7 @@ def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
         encode_steps(delivery.steps),
         encode_skipped(delivery.skipped),
         encode_unusable(delivery.unusable),
+        delivery.priority.rank,
     )
 
 
@@ -268,6 +271,7 @@ def delivery_from_row(
         steps=steps_from_json(row[12]),
         skipped=decode_skipped(row[13]),
         unusable=decode_unusable(row[14]),
+        priority=Priority.of_rank(int(row[15])),
         attempts=attempts,
     )
 
