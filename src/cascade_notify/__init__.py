@@ -6,7 +6,9 @@ messenger ever loses it.
         delivery = await notifier.send(recipient, message)
 """
 
+from cascade_notify.bulk import Send, SendFailure, SendManyResult
 from cascade_notify.errors import (
+    BatchItemError,
     CascadeError,
     DeliveryNotFound,
     LeaseLost,
@@ -17,6 +19,7 @@ from cascade_notify.errors import (
     ProviderError,
     RecipientError,
     RegistryError,
+    ScheduleError,
     StoreError,
     TransientError,
     UnknownOutcomeError,
@@ -30,6 +33,7 @@ from cascade_notify.models import (
     Delivery,
     DeliveryStatus,
     Message,
+    Priority,
     Receipt,
     ReceiptStatus,
     Recipient,
@@ -47,6 +51,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "Attempt",
     "AttemptStatus",
+    "BatchItemError",
     "CascadeError",
     "Config",
     "Delivery",
@@ -61,6 +66,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PolicyIssue",
+    "Priority",
     "Provider",
     "ProviderError",
     "Receipt",
@@ -68,6 +74,10 @@ __all__ = [
     "Recipient",
     "RecipientError",
     "RegistryError",
+    "ScheduleError",
+    "Send",
+    "SendFailure",
+    "SendManyResult",
     "SendRequest",
     "SendResult",
     "SkippedStep",
