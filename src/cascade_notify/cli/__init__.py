@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,7 @@ from rich.console import Console
 from cascade_notify._duration import format_duration
 from cascade_notify.cli.bounce import bounce
 from cascade_notify.cli.breaker import breaker_app
+from cascade_notify.cli.bulk import AT_HELP, parse_at, send_many
 from cascade_notify.cli.emulate import emulate
 from cascade_notify.cli.serve import serve
 from cascade_notify.cli.store import store_app
@@ -81,10 +83,12 @@ def send(
     app_id: Annotated[str | None, typer.Option("--to-app")] = None,
     subject: Annotated[str | None, typer.Option("--subject")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the outcome.")] = 120.0,
+    at: Annotated[str | None, typer.Option(help=AT_HELP)] = None,
 ) -> None:
     """Send one message by cascade and print what happened."""
     config = _load(policy_file)
     try:
+        start = None if at is None else parse_at(at)
         recipient = Recipient(
             id=recipient_id,
             whatsapp=whatsapp,
@@ -99,21 +103,32 @@ def send(
     except CascadeError as exc:
         errors.print(f"[red]error[/red] {exc}")
         raise typer.Exit(2) from None
-    delivery = asyncio.run(_send(config, recipient, message, policy, timeout))
+    delivery = asyncio.run(_send(config, recipient, message, policy, timeout, start))
+    if start is not None:
+        starts = delivery.scheduled_at or start
+        console.print(f"[bold]scheduled[/bold] for {starts:%Y-%m-%d %H:%M %Z} · {delivery.id}")
+        return
     _print_delivery(delivery, recipient)
     if delivery.status is not DeliveryStatus.DELIVERED:
         raise typer.Exit(1)
 
 
 async def _send(
-    config: Config, recipient: Recipient, message: Message, policy: str | None, timeout: float
+    config: Config,
+    recipient: Recipient,
+    message: Message,
+    policy: str | None,
+    timeout: float,
+    at: datetime | None = None,
 ) -> Delivery:
-    async with Notifier(config) as notifier:
+    async with Notifier(config, worker=at is None) as notifier:
         try:
-            delivery = await notifier.send(recipient, message, policy=policy)
+            delivery = await notifier.send(recipient, message, policy=policy, at=at)
         except CascadeError as exc:
             errors.print(f"[red]error[/red] {exc}")
             raise typer.Exit(2) from None
+        if at is not None:  # a worker (`cascade-notify worker`) starts it at its time
+            return delivery
         try:
             return await notifier.wait(delivery.id, timeout=timeout)
         except TimeoutError:
@@ -154,6 +169,7 @@ app.command()(serve)
 app.command()(emulate)
 app.command()(bounce)
 app.command()(worker)
+app.command("send-many")(send_many)
 app.add_typer(store_app, name="store")
 app.add_typer(breaker_app, name="breaker")
 
