@@ -41,6 +41,7 @@ SECTIONS = (
     "viber",
     "telegram",
     "email",
+    "bulk",
 )
 
 
@@ -73,6 +74,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import email
 
         return email.run
+    if name == "bulk":
+        from benchmarks import bulk
+
+        return bulk.run
     if name == "processes":
         from benchmarks import sqlite_processes
 
