@@ -42,6 +42,7 @@ SECTIONS = (
     "telegram",
     "email",
     "addresses",
+    "bulk",
 )
 
 
@@ -78,6 +79,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import addresses
 
         return addresses.run
+    if name == "bulk":
+        from benchmarks import bulk
+
+        return bulk.run
     if name == "processes":
         from benchmarks import sqlite_processes
 

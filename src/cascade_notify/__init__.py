@@ -6,7 +6,9 @@ messenger ever loses it.
         delivery = await notifier.send(recipient, message)
 """
 
+from cascade_notify.bulk import Send, SendFailure, SendManyResult
 from cascade_notify.errors import (
+    BatchItemError,
     CascadeError,
     DeliveryNotFound,
     IdempotencyConflict,
@@ -19,6 +21,7 @@ from cascade_notify.errors import (
     ProviderError,
     RecipientError,
     RegistryError,
+    ScheduleError,
     StoreError,
     TransientError,
     UnknownOutcomeError,
@@ -33,6 +36,7 @@ from cascade_notify.models import (
     Delivery,
     DeliveryStatus,
     Message,
+    Priority,
     Receipt,
     ReceiptStatus,
     Recipient,
@@ -50,6 +54,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "Attempt",
     "AttemptStatus",
+    "BatchItemError",
     "CascadeError",
     "Config",
     "Delivery",
@@ -66,6 +71,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PolicyIssue",
+    "Priority",
     "Provider",
     "ProviderError",
     "Receipt",
@@ -73,6 +79,10 @@ __all__ = [
     "Recipient",
     "RecipientError",
     "RegistryError",
+    "ScheduleError",
+    "Send",
+    "SendFailure",
+    "SendManyResult",
     "SendRequest",
     "SendResult",
     "SkippedStep",

@@ -13,6 +13,8 @@ CascadeError
 ├── NotRunning               a verb on a notifier that is not started; also RuntimeError
 ├── DeliveryNotFound         no delivery with that id; also KeyError
 ├── WaitTimeout              wait() gave up before the delivery ended; also TimeoutError
+├── ScheduleError            a send time is wrong (naive), or the delivery started already
+├── BatchItemError           an item of send_many() is not a send (names its index)
 ├── StoreError               the store cannot be reached or refused a write
 │   └── LeaseLost            another worker owns this delivery now (fencing)
 └── ProviderError            a provider call failed; carries `provider`, `code`
@@ -131,6 +133,20 @@ class DeliveryNotFound(CascadeError, KeyError):
 
 class WaitTimeout(CascadeError, TimeoutError):
     """`Notifier.wait` timed out; the delivery goes on."""
+
+
+class ScheduleError(CascadeError, ValueError):
+    """A send time cannot be used (a naive datetime, not a time), or the delivery to
+    reschedule is no longer `scheduled`."""
+
+
+class BatchItemError(CascadeError, ValueError):
+    """An item given to `send_many` is not a `Send` or a (recipient, message) pair;
+    `index` is its place in the items (from 0)."""
+
+    def __init__(self, index: int, message: str) -> None:
+        self.index = index
+        super().__init__(f"item {index}: {message}")
 
 
 class StoreError(CascadeError):

@@ -7,17 +7,19 @@ portal) and forwards each call to it: the same engine, not a second one.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from cascade_notify import webhooks
+from cascade_notify import bulk, webhooks
+from cascade_notify.bulk import Send, SendManyResult
 from cascade_notify.clock import Clock
 from cascade_notify.errors import NotRunning
-from cascade_notify.models import Delivery, Message, Receipt, Recipient
+from cascade_notify.models import Delivery, Message, Priority, Receipt, Recipient
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config
 from cascade_notify.providers.base import Provider, WebhookResponse
@@ -131,6 +133,8 @@ class SyncNotifier:
         *,
         policy: str | None = None,
         idempotency_key: str | None = None,
+        at: datetime | None = None,
+        priority: Priority | str | None = None,
     ) -> Delivery:
         result: Delivery = self._call(
             self.notifier.send,
@@ -138,7 +142,36 @@ class SyncNotifier:
             message,
             policy=policy,
             idempotency_key=idempotency_key,
+            at=at,
+            priority=priority,
         )
+        return result
+
+    def send_many(
+        self,
+        items: Iterable[Send | tuple[Recipient, Message]],
+        *,
+        policy: str | None = None,
+        at: datetime | None = None,
+        priority: Priority | str | None = None,
+        batch: int = bulk.BATCH,
+        progress: Callable[[int], None] | None = None,
+    ) -> SendManyResult:
+        """`Notifier.send_many`; the items are read in the portal thread, `progress` is
+        called there too."""
+        result: SendManyResult = self._call(
+            self.notifier.send_many,
+            items,
+            policy=policy,
+            at=at,
+            priority=priority,
+            batch=batch,
+            progress=progress,
+        )
+        return result
+
+    def reschedule(self, delivery_id: str, at: datetime) -> Delivery:
+        result: Delivery = self._call(self.notifier.reschedule, delivery_id, at)
         return result
 
     def wait(self, delivery_id: str, timeout: float | None = None) -> Delivery:

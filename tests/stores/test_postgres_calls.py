@@ -134,11 +134,11 @@ async def test_claims_take_the_longest_due_first_and_read_no_more_than_their_lim
     assert pg._pool is not None
     async with pg._pool.connection() as conn:
         cur = await conn.execute(
-            "EXPLAIN SELECT id FROM deliveries WHERE status = 'pending' AND due_ts <= 1 "
-            "ORDER BY due_ts LIMIT 2 FOR UPDATE SKIP LOCKED"
+            "EXPLAIN SELECT id FROM deliveries WHERE status IN ('pending', 'scheduled') "
+            "AND priority = 1 AND due_ts <= 1 ORDER BY due_ts LIMIT 2 FOR UPDATE SKIP LOCKED"
         )
         plan = "\n".join(row[0] for row in await cur.fetchall())
-    assert "deliveries_due" in plan and "Sort" not in plan, plan
+    assert "deliveries_due_by_priority" in plan and "Sort" not in plan, plan
 
 
 async def test_watchers_hear_of_sends_and_receipts_from_other_processes(

@@ -18,6 +18,7 @@ from cascade_notify import (
     Notifier,
     Recipient,
     RecipientError,
+    Send,
     UnknownPolicy,
 )
 from cascade_notify.models import Signal, SignalKind
@@ -187,6 +188,30 @@ async def test_a_key_reused_for_another_send_is_a_conflict(
         assert first.id in str(caught.value)
         kept = await notifier.get(first.id)
         assert kept.recipient == first.recipient and kept.message == PARCEL
+    finally:
+        await notifier.stop()
+
+
+async def test_send_many_reports_a_reused_key_by_its_index(store_factory: StoreFactory) -> None:
+    """In a batch, a key reused for another message is that item's IdempotencyConflict;
+    the same key with the same content is the first delivery again; the rest are stored."""
+    notifier = await _notifier(store_factory())
+    try:
+        first = await notifier.send(ANNA, PARCEL, idempotency_key="order-1")
+        other = Message(text="Your parcel A-9999 has arrived.")
+        result = await notifier.send_many(
+            [
+                Send(ANNA, other, idempotency_key="order-1"),
+                Send(ANNA, PARCEL, idempotency_key="order-1"),
+                Send(ANNA, other, idempotency_key="order-2"),
+            ]
+        )
+        [failure] = result.failures
+        assert failure.index == 0
+        assert isinstance(failure.error, IdempotencyConflict)
+        assert failure.error.delivery_id == first.id
+        assert result.deliveries[1] is not None and result.deliveries[1].id == first.id
+        assert result.deliveries[2] is not None and result.deliveries[2].message == other
     finally:
         await notifier.stop()
 

@@ -13,6 +13,7 @@ from cascade_notify._duration import format_duration
 from cascade_notify.cli._output import err, out, setup_logging
 from cascade_notify.cli.bounce import bounce
 from cascade_notify.cli.breaker import breaker_app
+from cascade_notify.cli.bulk import send_many
 from cascade_notify.cli.calls import calls_app
 from cascade_notify.cli.emulate import emulate
 from cascade_notify.cli.link import link
@@ -107,6 +108,7 @@ app.command()(emulate)
 app.command()(bounce)
 app.command()(link)
 app.command()(worker)
+app.command("send-many")(send_many)
 app.add_typer(store_app, name="store")
 app.add_typer(breaker_app, name="breaker")
 app.add_typer(calls_app, name="calls")

@@ -18,6 +18,7 @@ import asyncio
 import json
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from cascade_notify.cli._output import aligned, err, out, store_label
+from cascade_notify.cli.bulk import AT_HELP, parse_at
 from cascade_notify.cli.store import _config
 from cascade_notify.errors import CascadeError
 from cascade_notify.events import Event
@@ -147,6 +149,18 @@ class Follower:
                 ))  # fmt: skip
         return lines
 
+    def scheduled(self, delivery: Delivery) -> None:
+        starts = delivery.scheduled_at
+        when = starts.isoformat() if starts is not None else None
+        self._emit(
+            {"type": "scheduled", "delivery_id": delivery.id, "starts_at": when},
+            Text.assemble(
+                ("scheduled", "bold"),
+                f" for {starts:%Y-%m-%d %H:%M %Z}" if starts is not None else "",
+                f" · delivery {delivery.id}: a worker on its store starts it then",
+            ),
+        )
+
     def finished(self, delivery: Delivery, pending_after: float | None = None) -> None:
         record: dict[str, Any] = {
             "type": "result",
@@ -226,11 +240,13 @@ def send(
     timeout: Annotated[
         float, typer.Option(help="Seconds to follow the delivery before leaving it pending.")
     ] = 120.0,
+    at: Annotated[str | None, typer.Option(help=AT_HELP)] = None,
 ) -> None:
     """Send one message by cascade and follow it live: the delivery id at once, then
-    each attempt and receipt as it happens."""
+    each attempt and receipt as it happens. With --at, store it scheduled and return."""
     config = _config(policy_file)
     try:
+        start = None if at is None else parse_at(at)
         recipient = Recipient(
             id=recipient_id,
             whatsapp=whatsapp,
@@ -251,7 +267,9 @@ def send(
     sent: list[Delivery] = []
     try:
         delivery = asyncio.run(
-            _send(config, recipient, message, policy, idempotency_key, timeout, follower, sent)
+            _send(
+                config, recipient, message, policy, idempotency_key, timeout, follower, sent, start
+            )
         )
     except KeyboardInterrupt:
         _interrupted(config, policy_file, sent, as_json)
@@ -259,6 +277,8 @@ def send(
     except CascadeError as exc:  # the store refused (another schema version, say)
         err.print(f"[red]error[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
+    if start is not None:
+        return
     if not delivery.final:
         raise typer.Exit(EXIT_PENDING)
     if delivery.status is not DeliveryStatus.DELIVERED:
@@ -274,14 +294,21 @@ async def _send(
     timeout: float,
     follower: Follower,
     sent: list[Delivery],
+    at: datetime | None = None,
 ) -> Delivery:
-    async with Notifier(config) as notifier:
+    async with Notifier(config, worker=at is None) as notifier:
         try:
-            delivery = await notifier.send(recipient, message, policy=policy, idempotency_key=key)
+            delivery = await notifier.send(
+                recipient, message, policy=policy, idempotency_key=key, at=at
+            )
         except CascadeError as exc:
             err.print(f"[red]error[/red] {escape(str(exc))}")
             raise typer.Exit(2) from None
         sent.append(delivery)
+        if at is not None:  # a worker (`cascade-notify worker`) starts it at its time
+            follower.started(delivery)
+            follower.scheduled(delivery)
+            return delivery
         return await follow(notifier, delivery, follower, timeout)
 
 

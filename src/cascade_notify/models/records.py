@@ -27,8 +27,10 @@ def _datetime(ts: float | None) -> datetime | None:
 
 
 class DeliveryStatus(StrEnum):
-    """Where a cascade stands. Everything but `pending` is final."""
+    """Where a cascade stands. `scheduled` (sent with `at=`, not started yet) and `pending`
+    (running) are not final; everything else is."""
 
+    SCHEDULED = "scheduled"
     PENDING = "pending"
     DELIVERED = "delivered"
     EXHAUSTED = "exhausted"
@@ -37,7 +39,32 @@ class DeliveryStatus(StrEnum):
 
     @property
     def final(self) -> bool:
-        return self is not DeliveryStatus.PENDING
+        return self not in _OPEN_DELIVERY
+
+
+_OPEN_DELIVERY: Final = frozenset({DeliveryStatus.SCHEDULED, DeliveryStatus.PENDING})
+
+
+class Priority(StrEnum):
+    """How soon a worker takes a delivery that is due: `high` ones first, then `normal`,
+    then `bulk` (a one-time code never waits behind a mass mailing)."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    BULK = "bulk"
+
+    @property
+    def rank(self) -> int:
+        """0 for high, 1 for normal, 2 for bulk: the order claims take them in."""
+        return _RANKS[self]
+
+    @classmethod
+    def of_rank(cls, rank: int) -> Priority:
+        return _BY_RANK[rank]
+
+
+_RANKS: Final = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.BULK: 2}
+_BY_RANK: Final = {rank: priority for priority, rank in _RANKS.items()}
 
 
 class AttemptStatus(StrEnum):
@@ -302,6 +329,7 @@ class Delivery:
     #: idempotency key with another fingerprint is a conflict. None: made before the
     #: library kept one (or not by `send`), so not checked.
     fingerprint: str | None = None
+    priority: Priority = Priority.NORMAL
 
     @property
     def created_at(self) -> datetime:
@@ -317,7 +345,14 @@ class Delivery:
 
     @property
     def final(self) -> bool:
-        return self.status is not DeliveryStatus.PENDING
+        return self.status not in _OPEN_DELIVERY
+
+    @property
+    def scheduled_at(self) -> datetime | None:
+        """When a scheduled delivery starts (None once it has started)."""
+        if self.status is not DeliveryStatus.SCHEDULED:
+            return None
+        return _datetime(self.wake_ts)
 
     def copy(self) -> Delivery:
         """A snapshot that later changes in the store do not touch."""
@@ -339,4 +374,5 @@ class Delivery:
             idempotency_key=self.idempotency_key,
             unusable=dict(self.unusable),
             fingerprint=self.fingerprint,
+            priority=self.priority,
         )

@@ -361,7 +361,14 @@ class Check:
                 "to any country; set sender_country: (e.g. RU) or brakes.allowed_countries",
                 key=True,
             )
-        return Policy(name, head.ttl, tuple(s for s in steps if s is not None), brakes)
+        return Policy(
+            name,
+            head.ttl,
+            tuple(s for s in steps if s is not None),
+            brakes,
+            priority=head.priority,
+            respect_quiet_hours=head.respect_quiet_hours,
+        )
 
     def config(self, data: Any, env: Mapping[str, str] | None) -> Config:
         if not isinstance(data, Mapping):

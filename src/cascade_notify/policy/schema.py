@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from cascade_notify._duration import Duration
 from cascade_notify.errors import PolicyIssue
-from cascade_notify.models import Step, WaitFor
+from cascade_notify.models import Priority, Step, WaitFor
 from cascade_notify.providers.base import Provider, ProviderSettings
 from cascade_notify.resilience.settings import (
     DEFAULT_BRAKES,
@@ -86,6 +86,10 @@ class _Policy(_Strict):
     ttl: Duration = Field(default=86400.0, gt=0)
     withdraw_superseded: bool = False
     brakes: BrakeSettings = BrakeSettings()
+    priority: Priority = Priority.NORMAL
+    #: A send scheduled (`at=`) into the quiet hours of the step it would start on
+    #: starts when they end.
+    respect_quiet_hours: bool = False
 
 
 def _as_secrets(value: object) -> object:
@@ -154,13 +158,16 @@ class ProviderConfig:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """A named cascade: its time to live in seconds, its resolved steps, and the brakes
-    on its sms and call steps."""
+    """A named cascade: its time to live in seconds, its resolved steps, the brakes
+    on its sms and call steps, its deliveries' priority, and whether a scheduled send
+    waits out the recipient's quiet hours."""
 
     name: str
     ttl: float
     steps: tuple[Step, ...]
     brakes: BrakeSettings = DEFAULT_BRAKES
+    priority: Priority = Priority.NORMAL
+    respect_quiet_hours: bool = False
 
 
 @dataclass(frozen=True, slots=True)

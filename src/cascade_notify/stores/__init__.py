@@ -4,17 +4,20 @@ Besides the `Store` protocol the engine uses, stores offer capabilities, each
 a small protocol of its own: `Purgeable` (every store), `Migratable` (the
 SQL stores, whose schema has versions), `Watchable` (PostgreSQL and SQLite,
 which tell workers at once when another process makes a delivery due), `Settling`
-(stores that work in a thread: the fake clock waits for them) and
-`AddressBook` (every store: what providers learned about addresses, gone or
-linked to a recipient, for later cascades to skip or fill them).
+(stores that work in a thread: the fake clock waits for them), `Batching` (every
+store: many new deliveries in one transaction), `Rescheduling` (every store: a
+scheduled delivery's start moved) and `AddressBook` (every store: what providers
+learned about addresses, gone or linked to a recipient, for later cascades to skip or
+fill them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from cascade_notify.errors import StoreError
+from cascade_notify.models import Delivery
 from cascade_notify.stores.base import (
     AddressBook,
     Claim,
@@ -35,6 +38,29 @@ class Purgeable(Protocol):
     async def purge(self, older_than: float, now: float) -> int:
         """Delete deliveries final for at least `older_than` seconds at `now`, with their
         attempts and receipts; return how many deliveries were deleted."""
+        ...
+
+
+@runtime_checkable
+class Batching(Protocol):
+    """A store that writes many new deliveries in one transaction (`send_many`)."""
+
+    async def create_many(
+        self, deliveries: Sequence[Delivery]
+    ) -> list[tuple[Delivery, bool] | Exception]:
+        """`Store.create` for each delivery, in order, in one transaction: for each, what
+        `create` returns, or the error that refused that one alone (it wrote nothing of
+        it; the others are written). An error raised means nothing was written."""
+        ...
+
+
+@runtime_checkable
+class Rescheduling(Protocol):
+    """A store that moves the start of a scheduled delivery (`Notifier.reschedule`)."""
+
+    async def reschedule(self, delivery_id: str, start: float) -> Delivery | None:
+        """If the delivery is still `scheduled`, make it start at `start` and move its
+        expiry by as much; leave any other as it is. Return it as it stands, or None."""
         ...
 
 
@@ -100,11 +126,13 @@ def _mask(url: str) -> str:
 
 __all__ = [
     "AddressBook",
+    "Batching",
     "Claim",
     "MemoryStore",
     "Migratable",
     "Purgeable",
     "ReceiptResult",
+    "Rescheduling",
     "Settling",
     "SignalOutcome",
     "Store",

@@ -20,6 +20,7 @@ from cascade_notify.models import (
     Delivery,
     DeliveryStatus,
     Message,
+    Priority,
     Receipt,
     ReceiptStatus,
     Recipient,
@@ -46,6 +47,7 @@ DELIVERY_COLUMNS = (
     "skipped",
     "unusable",
     "fingerprint",
+    "priority",
 )
 #: Columns of `attempts` that `attempt_from_row` reads, in this order.
 ATTEMPT_COLUMNS = (
@@ -218,6 +220,7 @@ def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
         encode_skipped(delivery.skipped),
         encode_unusable(delivery.unusable),
         delivery.fingerprint,
+        delivery.priority.rank,
     )
 
 
@@ -274,6 +277,7 @@ def delivery_from_row(
         skipped=decode_skipped(row[13]),
         unusable=decode_unusable(row[14]),
         fingerprint=row[15],
+        priority=Priority.of_rank(int(row[16])),
         attempts=attempts,
     )
 

@@ -62,8 +62,9 @@ class MemoryStore:
         self._by_message: dict[tuple[str, str], str] = {}
         self._by_attempt: dict[str, str] = {}
         self._orphans: OrderedDict[tuple[str, str], tuple[float, list[Receipt]]] = OrderedDict()
-        self._timers: list[tuple[float, int, str]] = []
-        self._poked: deque[str] = deque()
+        # per priority rank (high first): timers, and deliveries poked (sent, receipts)
+        self._timers: tuple[list[tuple[float, int, str]], ...] = ([], [], [])
+        self._poked: tuple[deque[str], ...] = (deque(), deque(), deque())
         self._seq = itertools.count()
         self._shared = SharedTable()
         self._calls: dict[str, QueuedCall] = {}
@@ -87,11 +88,33 @@ class MemoryStore:
         if key is not None and (existing := self._by_key.get(key)) is not None:
             return self._rows[existing].delivery.copy(), False
         # the caller's object is returned as the snapshot: the row holds a copy of its own
-        self._rows[delivery.id] = _Row(delivery.copy(), poked=True)
+        scheduled = delivery.status is DeliveryStatus.SCHEDULED
+        self._rows[delivery.id] = _Row(delivery.copy(), poked=not scheduled)
         if key is not None:
             self._by_key[key] = delivery.id
-        self._poked.append(delivery.id)
+        rank = delivery.priority.rank
+        if scheduled and delivery.wake_ts is not None:
+            heapq.heappush(self._timers[rank], (delivery.wake_ts, next(self._seq), delivery.id))
+        else:
+            self._poked[rank].append(delivery.id)
         return delivery, True
+
+    async def create_many(
+        self, deliveries: Sequence[Delivery]
+    ) -> list[tuple[Delivery, bool] | Exception]:
+        return [await self.create(delivery) for delivery in deliveries]
+
+    async def reschedule(self, delivery_id: str, start: float) -> Delivery | None:
+        row = self._rows.get(delivery_id)
+        if row is None:
+            return None
+        delivery = row.delivery
+        if delivery.status is DeliveryStatus.SCHEDULED and delivery.wake_ts is not None:
+            delivery.expires_ts += start - delivery.wake_ts
+            delivery.wake_ts = start
+            timers = self._timers[delivery.priority.rank]
+            heapq.heappush(timers, (start, next(self._seq), delivery_id))
+        return delivery.copy()
 
     async def get(self, delivery_id: str) -> Delivery | None:
         row = self._rows.get(delivery_id)
@@ -99,6 +122,8 @@ class MemoryStore:
 
     def _due(self, row: _Row, now: float) -> bool:
         delivery = row.delivery
+        if delivery.status is DeliveryStatus.SCHEDULED:
+            return delivery.wake_ts is not None and delivery.wake_ts <= now
         if delivery.status is not DeliveryStatus.PENDING or row.lease_until > now:
             return False
         # a lease that ran out makes it due whatever else it waits for: its worker died
@@ -121,13 +146,16 @@ class MemoryStore:
             row.token += 1
             row.lease_until = now + lease
             row.poked = False
-            heapq.heappush(self._timers, (row.lease_until, next(self._seq), delivery_id))
+            row.delivery.status = DeliveryStatus.PENDING  # a scheduled one starts
+            timers = self._timers[row.delivery.priority.rank]
+            heapq.heappush(timers, (row.lease_until, next(self._seq), delivery_id))
             claims.append(Claim(row.delivery.copy(), row.token, row.lease_until))
 
-        while self._poked and len(claims) < limit:
-            take(self._poked.popleft())
-        while self._timers and self._timers[0][0] <= now and len(claims) < limit:
-            take(heapq.heappop(self._timers)[2])
+        for poked, timers in zip(self._poked, self._timers, strict=True):
+            while poked and len(claims) < limit:
+                take(poked.popleft())
+            while timers and timers[0][0] <= now and len(claims) < limit:
+                take(heapq.heappop(timers)[2])
         return claims
 
     async def commit(self, claim: Claim, transition: Transition) -> None:
@@ -146,12 +174,13 @@ class MemoryStore:
                     self._by_attempt.setdefault(attempt.id, delivery.id)
                     if self._attach_orphans(key, delivery, attempt.id):
                         row.poked = True
+        rank = delivery.priority.rank
         if transition.release:
             row.lease_until = 0.0
             if row.poked:
-                self._poked.append(delivery.id)
+                self._poked[rank].append(delivery.id)
         if delivery.wake_ts is not None and delivery.status is DeliveryStatus.PENDING:
-            heapq.heappush(self._timers, (delivery.wake_ts, next(self._seq), delivery.id))
+            heapq.heappush(self._timers[rank], (delivery.wake_ts, next(self._seq), delivery.id))
 
     def _attach_orphans(self, key: tuple[str, str], delivery: Delivery, attempt_id: str) -> bool:
         entry = self._orphans.pop(key, None)
@@ -182,7 +211,7 @@ class MemoryStore:
             if fresh and row.delivery.status is DeliveryStatus.PENDING and not row.poked:
                 row.poked = True
                 if row.lease_until <= now:
-                    self._poked.append(delivery_id)
+                    self._poked[row.delivery.priority.rank].append(delivery_id)
             results.append(ReceiptResult(receipt, delivery_id, not fresh))
         return results
 
@@ -217,7 +246,7 @@ class MemoryStore:
         if row is None:
             return None
         delivery = row.delivery
-        if delivery.status is DeliveryStatus.PENDING:
+        if not delivery.final:
             row.token += 1
             row.lease_until = 0.0
             closed = []
@@ -234,26 +263,35 @@ class MemoryStore:
         return delivery.copy()
 
     async def next_wake(self) -> float | None:
-        if self._poked:
+        if any(self._poked):
             return 0.0
-        while self._timers:
-            when, _, delivery_id = self._timers[0]
+        return min(
+            (when for timers in self._timers if (when := self._first(timers)) is not None),
+            default=None,
+        )
+
+    def _first(self, timers: list[tuple[float, int, str]]) -> float | None:
+        """The earliest of `timers` still in force (those that are not are dropped)."""
+        while timers:
+            when, _, delivery_id = timers[0]
             row = self._rows.get(delivery_id)
-            if (
-                row is not None
-                and row.delivery.status is DeliveryStatus.PENDING
-                and (
-                    row.lease_until == when
-                    or (
-                        row.lease_until == 0.0
-                        and row.delivery.wake_ts is not None
-                        and row.delivery.wake_ts <= when
+            if row is not None and (
+                (row.delivery.status is DeliveryStatus.SCHEDULED and row.delivery.wake_ts == when)
+                or (
+                    row.delivery.status is DeliveryStatus.PENDING
+                    and (
+                        row.lease_until == when
+                        or (
+                            row.lease_until == 0.0
+                            and row.delivery.wake_ts is not None
+                            and row.delivery.wake_ts <= when
+                        )
+                        or row.poked
                     )
-                    or row.poked
                 )
             ):
                 return when
-            heapq.heappop(self._timers)
+            heapq.heappop(timers)
         return None
 
     # state the workers' guards share (cascade_notify.resilience.SharedState)

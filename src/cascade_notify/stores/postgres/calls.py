@@ -378,18 +378,33 @@ SESSION_FUNCTIONS = (_STATUS_AFTER, _WRITE_FUNCTION, _COMMIT_FUNCTION, _RECORD_F
 _D = ", ".join(
     f"c.{c}::text" if c == "steps" else f"c.{c}" for c in DELIVERY_COLUMNS
 )  # steps as text: one policy's text decodes once (see `_codec.steps_from_json`)
-CLAIM = f"""
-    WITH due AS (
-        SELECT id FROM deliveries
-        WHERE status = 'pending' AND due_ts <= %(now)s::float8
+
+
+def _due_rank(rank: int, before: str) -> str:
+    return f"""
+        SELECT id, {rank} AS rank, due_ts FROM deliveries
+        WHERE status IN ('pending', 'scheduled') AND priority = {rank}
+            AND due_ts <= %(now)s::float8
         ORDER BY due_ts
-        LIMIT %(limit)s::integer
-        FOR UPDATE SKIP LOCKED
-    ), c AS (
+        LIMIT %(limit)s::integer{before}
+        FOR UPDATE SKIP LOCKED"""  # noqa: S608 - constant text
+
+
+#: The deliveries a claim leases, as CTEs ending in `due`: each priority's due rows
+#: (a scheduled one's start among them) from its own range of one index, highest
+#: first, each taking what the higher ones left of the limit.
+DUE = f"""
+    WITH due_0 AS ({_due_rank(0, "")}
+    ), due_1 AS ({_due_rank(1, " - (SELECT count(*) FROM due_0)")}
+    ), due_2 AS ({_due_rank(2, " - (SELECT count(*) FROM due_0) - (SELECT count(*) FROM due_1)")}
+    ), due AS (
+        SELECT * FROM due_0 UNION ALL SELECT * FROM due_1 UNION ALL SELECT * FROM due_2
+    )"""  # noqa: S608 - constant text
+CLAIM = f"""{DUE}, c AS (
         UPDATE deliveries d SET token = d.token + 1, lease_until = %(until)s::float8,
-            poked = false
+            poked = false, status = 'pending'
         FROM due WHERE d.id = due.id
-        RETURNING d.*
+        RETURNING d.*, due.rank AS due_rank, due.due_ts AS due_was
     )
     SELECT c.token, {_D},
         (SELECT json_agg(json_build_array({", ".join("a." + c for c in ATTEMPT_COLUMNS)},
@@ -400,7 +415,7 @@ CLAIM = f"""
                  FROM receipts r WHERE r.attempt_id = a.id))
             ORDER BY a.seq)
          FROM attempts a WHERE a.delivery_id = c.id)
-    FROM c
+    FROM c ORDER BY c.due_rank, c.due_was
 """  # noqa: S608 - constant columns
 #: The `deliveries` columns of type jsonb (sent as JSON text).
 JSONB_COLUMNS = frozenset({"recipient", "message", "steps", "skipped", "unusable"})
@@ -419,11 +434,11 @@ CREATE = f"""
         else f"(x->>{i})::float8"
         if c in _FLOAT
         else f"(x->>{i})::integer"
-        if c == "step"
+        if c in ("step", "priority")
         else f"x->>{i}"
         for i, c in enumerate(DELIVERY_COLUMNS)
     )
-}, true
+}, (x->>2) = 'pending'
     FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY e(x, n)
     ORDER BY n
     ON CONFLICT (idempotency_key) DO NOTHING
@@ -431,6 +446,11 @@ CREATE = f"""
     )
     SELECT id, pg_notify({_CHANNEL}, '') FROM made
 """  # noqa: S608 - constant columns
+#: Move a scheduled delivery's start, and its expiry by as much.
+RESCHEDULE = (
+    "UPDATE deliveries SET expires_ts = expires_ts + (%(start)s::float8 - wake_ts), "
+    "wake_ts = %(start)s::float8 WHERE id = %(id)s AND status = 'scheduled'"
+)
 _COMMIT = "SELECT pg_temp.cn_commit(%s::jsonb)"
 _RECORD = (
     "SELECT r_delivery, r_duplicate "

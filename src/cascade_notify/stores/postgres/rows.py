@@ -14,7 +14,6 @@ from cascade_notify.models import (
     Attempt,
     AttemptStatus,
     Delivery,
-    DeliveryStatus,
     Receipt,
     status_after,
 )
@@ -312,7 +311,7 @@ async def cancel(conn: Conn, delivery_id: str, now: float) -> Delivery | None:
         if await cur.fetchone() is None:
             return None
         delivery = (await load(conn, [delivery_id]))[delivery_id]
-        if delivery.status is not DeliveryStatus.PENDING:
+        if delivery.final:
             return delivery
         transition = cancel_transition(delivery, now)
         apply_transition(delivery, transition)

@@ -200,6 +200,19 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE INDEX calls_open ON calls (due_by) WHERE status IN ('open', 'claimed')",
         ),
     ),
+    (
+        8,
+        (
+            # priorities (Priority.rank: 0 high, 1 normal, 2 bulk) and scheduled sends
+            # (status 'scheduled', due at wake_ts, which is their due_ts): a claim reads
+            # each priority's due rows through its own range of one index, highest first
+            "ALTER TABLE deliveries ADD COLUMN priority smallint NOT NULL DEFAULT 1",
+            "COMMENT ON COLUMN deliveries.priority IS '0 high, 1 normal, 2 bulk'",
+            "CREATE INDEX deliveries_due_by_priority ON deliveries (priority, due_ts) "
+            "WHERE status IN ('pending', 'scheduled')",
+            "DROP INDEX deliveries_due",
+        ),
+    ),
 ]
 
 

@@ -37,7 +37,7 @@ from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from cascade_notify.errors import LeaseLost, StoreError
-from cascade_notify.models import CallStatus, Delivery, QueuedCall, Receipt, Signal
+from cascade_notify.models import CallStatus, Delivery, DeliveryStatus, QueuedCall, Receipt, Signal
 from cascade_notify.stores import _addresses, _calls
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
@@ -70,21 +70,24 @@ _RETRIES = 3  # a deadlock or serialization failure is retried this many times i
 _INSERT_DELIVERY = (
     f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}, poked) VALUES ("  # noqa: S608
     + ", ".join("%s::jsonb" if c in calls.JSONB_COLUMNS else "%s" for c in DELIVERY_COLUMNS)
-    + ", true) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+    + ", %s) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
 )
-_CLAIM = """
-    WITH due AS (
-        SELECT id FROM deliveries
-        WHERE status = 'pending' AND due_ts <= %(now)s
-        ORDER BY due_ts
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE deliveries d SET token = d.token + 1, lease_until = %(until)s, poked = false
+_CLAIM = f"""{calls.DUE}
+    UPDATE deliveries d SET token = d.token + 1, lease_until = %(until)s, poked = false,
+        status = 'pending'
     FROM due WHERE d.id = due.id
     RETURNING d.id, d.token
-"""
-_NEXT_WAKE = "SELECT min(due_ts) FROM deliveries WHERE status = 'pending'"
+"""  # noqa: S608 - constant text
+# each priority's earliest, through its range of the index
+_NEXT_WAKE = (
+    "SELECT least("
+    "(SELECT min(due_ts) FROM deliveries "
+    "WHERE status IN ('pending', 'scheduled') AND priority = 0), "
+    "(SELECT min(due_ts) FROM deliveries "
+    "WHERE status IN ('pending', 'scheduled') AND priority = 1), "
+    "(SELECT min(due_ts) FROM deliveries "
+    "WHERE status IN ('pending', 'scheduled') AND priority = 2))"
+)
 
 
 class PostgresStore:
@@ -317,7 +320,10 @@ class PostgresStore:
         async def work(conn: Conn) -> tuple[Delivery, bool]:
             # without attempts (as send() makes it) one statement is the whole transaction
             async with conn.transaction() if delivery.attempts else _autocommit():
-                cur = await conn.execute(_INSERT_DELIVERY, delivery_values(delivery))
+                cur = await conn.execute(
+                    _INSERT_DELIVERY,
+                    (*delivery_values(delivery), delivery.status is DeliveryStatus.PENDING),
+                )
                 if await cur.fetchone() is not None:
                     await upsert_attempts(conn, delivery.attempts)
                     return delivery.copy(), True
@@ -342,6 +348,45 @@ class PostgresStore:
             result = await self._run(work)
         failpoints.hit("send.after")
         return result
+
+    async def create_many(
+        self, deliveries: Sequence[Delivery]
+    ) -> list[tuple[Delivery, bool] | Exception]:
+        """`create` for each, in one statement (one transaction); when the server refuses
+        one, each is written alone, so only that one gets its error. (`Batching`)"""
+        if not deliveries:
+            return []
+        failpoints.hit("send.before")
+        news: list[tuple[Delivery, str]] = []
+        answers: list[tuple[Delivery, bool] | Exception | None] = []
+        for delivery in deliveries:
+            try:
+                news.append((delivery, calls.delivery_json(delivery)))
+                answers.append(None)
+            except StoreError as exc:  # a value JSON cannot hold: this item's alone
+                answers.append(exc)
+        try:
+            made: list[tuple[Delivery, bool] | Exception] = list(await self._create_group(news))
+        except Refused:
+            made = []
+            for item in news:
+                try:
+                    made.extend(await self._create_group([item]))
+                except Refused as exc:
+                    made.append(exc)
+        failpoints.hit("send.after")
+        found = iter(made)
+        return [next(found) if answer is None else answer for answer in answers]
+
+    async def reschedule(self, delivery_id: str, start: float) -> Delivery | None:
+        """Move a scheduled delivery's start to `start`, its expiry by as much; a delivery
+        that started is left as it is. Return it as it stands, or None. (`Rescheduling`)"""
+
+        async def work(conn: Conn) -> Delivery | None:
+            await conn.execute(calls.RESCHEDULE, {"start": start, "id": delivery_id})
+            return (await load(conn, [delivery_id])).get(delivery_id)
+
+        return await self._run(work)
 
     async def _create_group(
         self, news: Sequence[tuple[Delivery, str]]

@@ -7,12 +7,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from cascade_notify.errors import LeaseLost
+from cascade_notify.errors import CascadeError, LeaseLost, StoreError
 from cascade_notify.models import (
     Attempt,
     AttemptStatus,
     Delivery,
-    DeliveryStatus,
     Receipt,
     status_after,
 )
@@ -51,11 +50,13 @@ _SELECT_STORED = (
     "FROM attempts a LEFT JOIN receipts r ON r.attempt_id = a.id WHERE a.id = ? ORDER BY r.seq"
 )
 _CLAIM = (
-    "UPDATE deliveries SET token = token + 1, lease_until = ?, poked = 0 "  # noqa: S608
+    "UPDATE deliveries SET token = token + 1, lease_until = ?, poked = 0, status = 'pending' "  # noqa: S608
     f"WHERE id IN ({{marks}}) RETURNING token, {_D}"
 )
+# poked (due at once) unless scheduled: `?3` is the status
 _INSERT_DELIVERY = (
-    f"INSERT INTO deliveries ({_D}, poked) VALUES ({', '.join('?' * len(DELIVERY_COLUMNS))}, 1)"  # noqa: S608
+    f"INSERT INTO deliveries ({_D}, poked) VALUES ({', '.join('?' * len(DELIVERY_COLUMNS))}, "  # noqa: S608
+    "?3 = 'pending')"
 )
 # a message id learned from a receipt (by attempt id) outlives a writer's copy without one
 _SET = {
@@ -80,14 +81,20 @@ _INSERT_ORPHAN = (
     f"VALUES ({', '.join('?' * len(RECEIPT_COLUMNS))}, ?) "
     "ON CONFLICT (provider, provider_message_id, receipt_id) DO NOTHING"
 )
-# The three ways a delivery is due; each query is served by its own partial index.
-_DUE = (
-    "SELECT id FROM deliveries WHERE status = 'pending' AND poked = 1 AND lease_until <= ? LIMIT ?",
+# The three ways a delivery is due, each query served by its own partial index: a lease
+# that ran out (any priority: a worker died), then per priority, highest first, poked
+# (by a send or a receipt) and timer passed (a scheduled one's start among them).
+_LAPSED = (
     "SELECT id FROM deliveries WHERE status = 'pending' AND lease_until > 0 "
-    "AND lease_until <= ? ORDER BY lease_until LIMIT ?",
-    "SELECT id FROM deliveries WHERE status = 'pending' AND wake_ts <= ?1 AND lease_until <= ?1 "
-    "ORDER BY wake_ts LIMIT ?2",
+    "AND lease_until <= ?1 ORDER BY lease_until LIMIT ?2"
 )
+_DUE = (
+    "SELECT id FROM deliveries WHERE status = 'pending' AND poked = 1 AND priority = ?3 "
+    "AND lease_until <= ?1 LIMIT ?2",
+    "SELECT id FROM deliveries WHERE status IN ('pending', 'scheduled') AND priority = ?3 "
+    "AND wake_ts <= ?1 AND lease_until <= ?1 ORDER BY wake_ts LIMIT ?2",
+)
+_RANKS = (0, 1, 2)
 _COMMIT_DELIVERY = (
     "UPDATE deliveries SET step = coalesce(?, step), status = coalesce(?, status), "
     "channel = CASE WHEN ? THEN ? ELSE channel END, "
@@ -174,19 +181,22 @@ def create(
 def claim(
     conn: sqlite3.Connection, *, now: float, limit: int, lease: float, unchanging: Unchanging
 ) -> list[Claim]:
-    ids: dict[str, None] = {}
-    for query in _DUE:
-        if len(ids) >= limit:
-            break
-        for (delivery_id,) in conn.execute(query, (now, limit)):
-            ids[delivery_id] = None
+    ids: dict[str, None] = dict.fromkeys(row[0] for row in conn.execute(_LAPSED, (now, limit)))
+    for rank in _RANKS:
+        for query in _DUE:
+            if len(ids) >= limit:
+                break
+            for (delivery_id,) in conn.execute(query, (now, limit - len(ids), rank)):
+                ids[delivery_id] = None
     if not ids:
         return []
     chosen = list(ids)[:limit]
     until = now + lease
-    rows = conn.execute(
+    returned = conn.execute(
         _CLAIM.format(marks=", ".join("?" * len(chosen))), (until, *chosen)
     ).fetchall()
+    order = {delivery_id: index for index, delivery_id in enumerate(chosen)}
+    rows = sorted(returned, key=lambda row: order[row[1]])  # in the order chosen: highest first
     deliveries = _with_attempts(conn, [row[1:] for row in rows], unchanging)
     claims = [Claim(d, int(row[0]), until) for d, row in zip(deliveries, rows, strict=True)]
     failpoints.hit("claim.before")  # leased in a transaction that never commits
@@ -354,7 +364,7 @@ def _keep_orphan(conn: sqlite3.Connection, receipt: Receipt, now: float) -> bool
 
 def cancel(conn: sqlite3.Connection, *, delivery_id: str, now: float) -> Delivery | None:
     delivery = load(conn, delivery_id=delivery_id)
-    if delivery is None or delivery.status is not DeliveryStatus.PENDING:
+    if delivery is None or delivery.final:
         return delivery
     transition = cancel_transition(delivery, now)
     apply_transition(delivery, transition)
@@ -370,11 +380,15 @@ def next_wake(conn: sqlite3.Connection) -> float | None:
     ).fetchone():
         return 0.0
     times: list[Any] = [
-        conn.execute(
-            "SELECT wake_ts FROM deliveries WHERE status = 'pending' "
-            "AND wake_ts IS NOT NULL AND lease_until = 0 "
-            "ORDER BY wake_ts LIMIT 1"
-        ).fetchone(),
+        *(
+            conn.execute(
+                "SELECT wake_ts FROM deliveries WHERE status IN ('pending', 'scheduled') "
+                "AND priority = ? AND wake_ts IS NOT NULL AND lease_until = 0 "
+                "ORDER BY wake_ts LIMIT 1",
+                (rank,),
+            ).fetchone()
+            for rank in _RANKS
+        ),
         conn.execute(
             "SELECT min(lease_until) FROM deliveries WHERE status = 'pending' AND lease_until > 0"
         ).fetchone(),
@@ -390,3 +404,34 @@ def purge(conn: sqlite3.Connection, *, cutoff: float, now: float) -> int:
         "WHERE status <> 'pending' AND finished_ts <= ? LIMIT ?)",
         (cutoff, PURGE_CHUNK),
     ).rowcount
+
+
+def create_many(
+    conn: sqlite3.Connection, *, deliveries: Sequence[Delivery], unchanging: Unchanging
+) -> list[tuple[Delivery, bool] | Exception]:
+    """`create` for each delivery, in order, in the open transaction; each in a savepoint of
+    its own, so one the database refuses is answered with its error and writes nothing,
+    and the others are written."""
+    answers: list[tuple[Delivery, bool] | Exception] = []
+    for delivery in deliveries:
+        conn.execute("SAVEPOINT item")
+        try:
+            answers.append(create(conn, delivery=delivery, unchanging=unchanging))
+        except (sqlite3.Error, CascadeError) as exc:
+            conn.execute("ROLLBACK TO item")
+            answers.append(
+                StoreError(f"SQLite refused it: {exc}") if isinstance(exc, sqlite3.Error) else exc
+            )
+        conn.execute("RELEASE item")
+    return answers
+
+
+def reschedule(conn: sqlite3.Connection, *, delivery_id: str, start: float) -> Delivery | None:
+    """Move a scheduled delivery's start (and its expiry with it); any other is left as
+    it is. The delivery as it stands, or None."""
+    conn.execute(
+        "UPDATE deliveries SET expires_ts = expires_ts + (?1 - wake_ts), wake_ts = ?1 "
+        "WHERE id = ?2 AND status = 'scheduled'",
+        (start, delivery_id),
+    )
+    return load(conn, delivery_id=delivery_id)

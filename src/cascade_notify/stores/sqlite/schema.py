@@ -173,6 +173,21 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE INDEX calls_open ON calls (due_by) WHERE status IN ('open', 'claimed')",
         ),
     ),
+    (
+        8,
+        (
+            # priorities (Priority.rank: 0 high, 1 normal, 2 bulk) and scheduled sends
+            # (status 'scheduled', due at wake_ts): a claim reads each priority's due rows
+            # through its own range of these indexes, highest first
+            "ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 1",
+            "DROP INDEX deliveries_poked",
+            """CREATE INDEX deliveries_poked_by_priority ON deliveries (priority, lease_until)
+            WHERE status = 'pending' AND poked = 1""",
+            "DROP INDEX deliveries_wake",
+            """CREATE INDEX deliveries_wake_by_priority ON deliveries (priority, wake_ts)
+            WHERE status IN ('pending', 'scheduled')""",
+        ),
+    ),
 ]
 
 

@@ -222,6 +222,29 @@ class SQLiteStore:
         failpoints.hit("send.after")
         return result
 
+    async def create_many(
+        self, deliveries: Sequence[Delivery]
+    ) -> list[tuple[Delivery, bool] | Exception]:
+        """`create` for each, in one transaction; an item refused alone gets its error.
+        (`Batching`)"""
+        if not deliveries:
+            return []
+        failpoints.hit("send.before")
+        result = await self._call(
+            partial(calls.create_many, deliveries=deliveries, unchanging=self._unchanging),
+            light=True,
+            notify=True,
+        )
+        failpoints.hit("send.after")
+        return result
+
+    async def reschedule(self, delivery_id: str, start: float) -> Delivery | None:
+        """Move a scheduled delivery's start to `start`, its expiry by as much; a delivery
+        that started is left as it is. Return it as it stands, or None. (`Rescheduling`)"""
+        return await self._call(
+            partial(calls.reschedule, delivery_id=delivery_id, start=start), light=True, notify=True
+        )
+
     async def get(self, delivery_id: str) -> Delivery | None:
         return await self._call(
             partial(calls.load, delivery_id=delivery_id, unchanging=self._unchanging), light=True
