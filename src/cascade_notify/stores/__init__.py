@@ -11,12 +11,15 @@ linked to a recipient, for later cascades to skip or fill them).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from cascade_notify.errors import StoreError
 from cascade_notify.stores.base import AddressBook, Claim, ReceiptResult, Store, Transition
 from cascade_notify.stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
 
 SCHEMES = ("memory://", "sqlite:///", "postgresql://", "postgres://")
 
@@ -62,6 +65,23 @@ class Watchable(Protocol):
         ...
 
 
+@runtime_checkable
+class Observable(Protocol):
+    """A store that answers the read-only views: `cascade-notify deliveries` and `stats`
+    (every bundled store; the SQL ones aggregate in the database)."""
+
+    async def list_deliveries(
+        self, query: DeliveryQuery, *, cursor: str | None = None, limit: int = 50
+    ) -> DeliveryPage:
+        """Deliveries matching `query`, newest first: `limit` of them after `cursor`
+        (the `cursor` of the page before; QueryError if it is not one)."""
+        ...
+
+    async def stats(self, since: float, until: float, by: Sequence[Dimension]) -> Stats:
+        """Statistics of the deliveries created in `[since, until)`, grouped `by`."""
+        ...
+
+
 def open_store(url: str) -> Store:
     """The store a `store:` URL names (not yet opened)."""
     if url in ("memory://", "memory"):
@@ -96,6 +116,7 @@ __all__ = [
     "Claim",
     "MemoryStore",
     "Migratable",
+    "Observable",
     "Purgeable",
     "ReceiptResult",
     "Settling",

@@ -158,6 +158,16 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "WHERE recipient_id IS NOT NULL",
         ),
     ),
+    (
+        5,
+        (
+            # the read-only views (`cascade-notify deliveries`, `stats`): the deliveries
+            # of a time window, and a recipient's newest first (the expression is the
+            # one `stores._observe.POSTGRES.recipient_id` queries by)
+            "CREATE INDEX deliveries_created ON deliveries (created_ts)",
+            "CREATE INDEX deliveries_recipient ON deliveries ((recipient->>'id'), created_ts)",
+        ),
+    ),
 ]
 
 

@@ -121,6 +121,17 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "WHERE recipient_id IS NOT NULL",
         ),
     ),
+    (
+        4,
+        (
+            # the read-only views (`cascade-notify deliveries`, `stats`): the deliveries
+            # of a time window, and a recipient's newest first (the expression is the
+            # one `stores._observe.SQLITE.recipient_id` queries by)
+            "CREATE INDEX deliveries_created ON deliveries (created_ts)",
+            "CREATE INDEX deliveries_recipient ON deliveries "
+            "(json_extract(recipient, '$.id'), created_ts)",
+        ),
+    ),
 ]
 
 
