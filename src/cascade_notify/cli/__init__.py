@@ -14,6 +14,7 @@ from cascade_notify._duration import format_duration
 from cascade_notify.cli.bounce import bounce
 from cascade_notify.cli.breaker import breaker_app
 from cascade_notify.cli.emulate import emulate
+from cascade_notify.cli.observe import deliveries, stats, status
 from cascade_notify.cli.serve import serve
 from cascade_notify.cli.store import store_app
 from cascade_notify.cli.worker import worker
@@ -154,6 +155,9 @@ app.command()(serve)
 app.command()(emulate)
 app.command()(bounce)
 app.command()(worker)
+app.command()(status)
+app.command()(deliveries)
+app.command()(stats)
 app.add_typer(store_app, name="store")
 app.add_typer(breaker_app, name="breaker")
 
