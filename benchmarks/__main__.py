@@ -41,6 +41,7 @@ SECTIONS = (
     "viber",
     "telegram",
     "email",
+    "stats",
 )
 
 
@@ -73,6 +74,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import email
 
         return email.run
+    if name == "stats":
+        from benchmarks import observe
+
+        return observe.run
     if name == "processes":
         from benchmarks import sqlite_processes
 

@@ -141,7 +141,8 @@ def won_sql(by: Sequence[Dimension], dialect: Dialect) -> str:
     dims = _dims(by, dialect, channel="a.channel", step="a.step")
     keys = [f"k{i}" for i in range(len(dims))]
     winners = (
-        "WITH w AS (SELECT d.id, d.policy, d.created_ts, d.finished_ts - d.created_ts AS took, "
+        "WITH w AS MATERIALIZED (SELECT d.id, d.policy, d.created_ts, "
+        "d.finished_ts - d.created_ts AS took, "
         "(SELECT x.seq FROM attempts x WHERE x.delivery_id = d.id AND x.channel = d.channel "
         f"AND x.status IN {_in(WINNING)} ORDER BY x.seq DESC LIMIT 1) AS win, "
         "(SELECT min(x.step) FROM attempts x WHERE x.delivery_id = d.id) AS first_step "
@@ -162,9 +163,11 @@ def won_sql(by: Sequence[Dimension], dialect: Dialect) -> str:
     picks = " OR ".join(
         f"rn = CAST({p} * (n - 1) AS INTEGER) + {step}" for p in PERCENTILES for step in (1, 2)
     )
+    # one window, so one sort: the whole partition for the counts, ranks by time
+    whole = f"({partition} ORDER BY took ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"
     return (
-        f"{winners}, r AS (SELECT g.*, row_number() OVER ({partition} ORDER BY took) AS rn, "
-        f"count(*) OVER ({partition}) AS n, sum(rescue) OVER ({partition}) AS rescues FROM g) "
+        f"{winners}, r AS (SELECT g.*, row_number() OVER {whole} AS rn, "
+        f"count(*) OVER {whole} AS n, sum(rescue) OVER {whole} AS rescues FROM g) "
         f"SELECT {''.join(k + ', ' for k in keys)}n, rescues, rn, took FROM r WHERE {picks}"
     )
 

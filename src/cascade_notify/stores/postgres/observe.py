@@ -24,6 +24,8 @@ async def stats(conn: Conn, since: float, until: float, by: Sequence[Dimension])
     # one snapshot for the four queries, read-only
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        # compiling these plans (JIT) takes longer than running them
+        await conn.execute("SET LOCAL jit = off")
         cur = await conn.execute(q.attempts_sql(by, q.POSTGRES), window)
         q.add_attempts(rows, by, await cur.fetchall())
         skipped = q.skipped_sql(by, q.POSTGRES)
