@@ -92,12 +92,19 @@ _READ = _count("a.status = 'read'")
 _WINDOW = "d.created_ts >= {p} AND d.created_ts < {p}"
 
 
-def _dims(by: Sequence[Dimension], dialect: Dialect, *, channel: str, step: str) -> list[str]:
-    """The SQL of each dimension, attempts being `a` (or skipped steps, by `channel` and
-    `step`), deliveries `d`."""
+def _dims(
+    by: Sequence[Dimension],
+    dialect: Dialect,
+    *,
+    channel: str,
+    step: str,
+    provider: str = "a.provider",
+) -> list[str]:
+    """The SQL of each dimension, attempts being `a` (or skipped steps, or winners, by
+    `channel`, `step` and `provider`), deliveries `d`."""
     exprs = {
         "channel": channel,
-        "provider": "a.provider",
+        "provider": provider,
         "step": step,
         "policy": "d.policy",
         "day": dialect.day.format("d.created_ts"),
@@ -138,19 +145,26 @@ def skipped_sql(by: Sequence[Dimension], dialect: Dialect) -> str | None:
 
 
 def won_sql(by: Sequence[Dimension], dialect: Dialect) -> str:
-    dims = _dims(by, dialect, channel="a.channel", step="a.step")
+    # the winner is on the channel the delivery was delivered on (`d.channel`): its step,
+    # and its provider when grouped by it, are looked up in the covering attempt index,
+    # never in the attempts' rows
+    dims = _dims(by, dialect, channel="d.channel", step="d.win_step", provider="d.win_provider")
     keys = [f"k{i}" for i in range(len(dims))]
+    winner = (
+        "(SELECT x.{} FROM attempts x WHERE x.delivery_id = d.id AND x.channel = d.channel "
+        f"AND x.status IN {_in(WINNING)} ORDER BY x.seq DESC LIMIT 1)"
+    )
+    provider = winner.format("provider") if "provider" in by else "NULL"
     winners = (
-        "WITH w AS MATERIALIZED (SELECT d.id, d.policy, d.created_ts, "
-        "d.finished_ts - d.created_ts AS took, "
-        "(SELECT x.seq FROM attempts x WHERE x.delivery_id = d.id AND x.channel = d.channel "
-        f"AND x.status IN {_in(WINNING)} ORDER BY x.seq DESC LIMIT 1) AS win, "
+        "WITH w AS MATERIALIZED (SELECT d.id, d.policy, d.created_ts, d.channel, "
+        f"d.finished_ts - d.created_ts AS took, {winner.format('step')} AS win_step, "
+        f"{provider} AS win_provider, "
         "(SELECT min(x.step) FROM attempts x WHERE x.delivery_id = d.id) AS first_step "
         f"FROM deliveries d WHERE d.status = '{DeliveryStatus.DELIVERED.value}' "
         f"AND d.finished_ts IS NOT NULL AND {_WINDOW.format(p=dialect.param)}), "
         f"g AS (SELECT {_select(dims)}d.took AS took, "
-        "CASE WHEN a.step > d.first_step THEN 1 ELSE 0 END AS rescue "
-        "FROM w d JOIN attempts a ON a.seq = d.win) "
+        "CASE WHEN d.win_step > d.first_step THEN 1 ELSE 0 END AS rescue "
+        "FROM w d WHERE d.win_step IS NOT NULL) "
     )
     group = f" GROUP BY {', '.join(keys)}" if keys else ""
     if dialect.percentiles_in_sql:
