@@ -38,6 +38,7 @@ from cascade_notify.models import (
     WaitFor,
 )
 from cascade_notify.notifier import Notifier
+from cascade_notify.observe import DeliveryQuery, QueryError, Stats, StatsRow
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.providers.base import Provider, SendRequest, SendResult
 from cascade_notify.sync import SyncNotifier
@@ -51,6 +52,7 @@ __all__ = [
     "Config",
     "Delivery",
     "DeliveryNotFound",
+    "DeliveryQuery",
     "DeliveryStatus",
     "Event",
     "LeaseLost",
@@ -63,6 +65,7 @@ __all__ = [
     "PolicyIssue",
     "Provider",
     "ProviderError",
+    "QueryError",
     "Receipt",
     "ReceiptStatus",
     "Recipient",
@@ -71,6 +74,8 @@ __all__ = [
     "SendRequest",
     "SendResult",
     "SkippedStep",
+    "Stats",
+    "StatsRow",
     "Step",
     "StoreError",
     "SyncNotifier",
