@@ -155,13 +155,32 @@ def won_sql(by: Sequence[Dimension], dialect: Dialect) -> str:
         f"AND x.status IN {_in(WINNING)} ORDER BY x.seq DESC LIMIT 1)"
     )
     provider = winner.format("provider") if "provider" in by else "NULL"
+    delivered = (
+        f"d.status = '{DeliveryStatus.DELIVERED.value}' AND d.finished_ts IS NOT NULL "
+        f"AND {_WINDOW.format(p=dialect.param)}"
+    )
+    if dialect.percentiles_in_sql:
+        # PostgreSQL: one grouped join (hash join, parallel) instead of subqueries per row
+        won = f"a.channel = d.channel AND a.status IN {_in(WINNING)}"
+        last = "(array_agg(a.{} ORDER BY a.seq DESC) FILTER (WHERE " + won + "))[1]"
+        provider = last.format("provider") if "provider" in by else "NULL"
+        w = (
+            "SELECT d.id, d.policy, d.created_ts, d.channel, "
+            f"d.finished_ts - d.created_ts AS took, {last.format('step')} AS win_step, "
+            f"{provider} AS win_provider, min(a.step) AS first_step "
+            f"FROM deliveries d JOIN attempts a ON a.delivery_id = d.id WHERE {delivered} "
+            "GROUP BY d.id"
+        )
+    else:
+        w = (
+            "SELECT d.id, d.policy, d.created_ts, d.channel, "
+            f"d.finished_ts - d.created_ts AS took, {winner.format('step')} AS win_step, "
+            f"{provider} AS win_provider, "
+            "(SELECT min(x.step) FROM attempts x WHERE x.delivery_id = d.id) AS first_step "
+            f"FROM deliveries d WHERE {delivered}"
+        )
     winners = (
-        "WITH w AS MATERIALIZED (SELECT d.id, d.policy, d.created_ts, d.channel, "
-        f"d.finished_ts - d.created_ts AS took, {winner.format('step')} AS win_step, "
-        f"{provider} AS win_provider, "
-        "(SELECT min(x.step) FROM attempts x WHERE x.delivery_id = d.id) AS first_step "
-        f"FROM deliveries d WHERE d.status = '{DeliveryStatus.DELIVERED.value}' "
-        f"AND d.finished_ts IS NOT NULL AND {_WINDOW.format(p=dialect.param)}), "
+        f"WITH w AS MATERIALIZED ({w}), "
         f"g AS (SELECT {_select(dims)}d.took AS took, "
         "CASE WHEN d.win_step > d.first_step THEN 1 ELSE 0 END AS rescue "
         "FROM w d WHERE d.win_step IS NOT NULL) "
