@@ -6,7 +6,8 @@ SQL stores, whose schema has versions), `Watchable` (PostgreSQL and SQLite,
 which tell workers at once when another process makes a delivery due), `Settling`
 (stores that work in a thread: the fake clock waits for them) and
 `AddressBook` (every store: what providers learned about addresses, gone or
-linked to a recipient, for later cascades to skip or fill them).
+linked to a recipient, for later cascades to skip or fill them) and `Observable`
+(every store: the read-only `deliveries` and `stats` views, docs/observability.md).
 """
 
 from __future__ import annotations
