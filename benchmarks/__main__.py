@@ -43,6 +43,7 @@ SECTIONS = (
     "email",
     "addresses",
     "bulk",
+    "stats",
 )
 
 
@@ -83,6 +84,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import bulk
 
         return bulk.run
+    if name == "stats":
+        from benchmarks import observe
+
+        return observe.run
     if name == "processes":
         from benchmarks import sqlite_processes
 

@@ -45,6 +45,7 @@ from cascade_notify.models import (
     WaitFor,
 )
 from cascade_notify.notifier import Notifier
+from cascade_notify.observe import DeliveryQuery, QueryError, Stats, StatsRow
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.providers.base import Provider, SendRequest, SendResult
 from cascade_notify.sync import SyncNotifier
@@ -59,6 +60,7 @@ __all__ = [
     "Config",
     "Delivery",
     "DeliveryNotFound",
+    "DeliveryQuery",
     "DeliveryStatus",
     "Event",
     "IdempotencyConflict",
@@ -74,6 +76,7 @@ __all__ = [
     "Priority",
     "Provider",
     "ProviderError",
+    "QueryError",
     "Receipt",
     "ReceiptStatus",
     "Recipient",
@@ -86,6 +89,8 @@ __all__ = [
     "SendRequest",
     "SendResult",
     "SkippedStep",
+    "Stats",
+    "StatsRow",
     "Step",
     "StoreError",
     "SyncNotifier",

@@ -50,6 +50,8 @@ from cascade_notify.models import (
     check_idempotency_key,
     new_id,
 )
+from cascade_notify.observe import api as views
+from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.polling import Poller
 from cascade_notify.providers.base import Inbound, Provider, WebhookResponse, WithdrawRequest
@@ -582,6 +584,25 @@ class Notifier:
         if found is None:
             raise DeliveryNotFound(delivery_id)
         return found
+
+    async def stats(
+        self,
+        *,
+        since: views.Moment,
+        until: views.Moment | None = None,
+        by: Dimension | Sequence[Dimension] = "channel",
+    ) -> Stats:
+        """Statistics of the deliveries created from `since` to `until` (default now),
+        grouped `by` one dimension or several: POSIX seconds, aware datetimes, or
+        timedeltas before now (see docs/observability.md for each figure)."""
+        return await views.stats(self.store, self.clock.now(), since=since, until=until, by=by)
+
+    async def deliveries(
+        self, query: DeliveryQuery | None = None, *, cursor: str | None = None, limit: int = 50
+    ) -> DeliveryPage:
+        """Deliveries matching `query`, newest first: a page of `limit`, and the cursor
+        that gives the next one."""
+        return await views.deliveries(self.store, query, cursor=cursor, limit=limit)
 
     async def wait(self, delivery_id: str, timeout: float | None = None) -> Delivery:
         """Return the delivery once it is final; raise WaitTimeout after `timeout` seconds."""

@@ -17,6 +17,7 @@ from cascade_notify.cli.bulk import send_many
 from cascade_notify.cli.calls import calls_app
 from cascade_notify.cli.emulate import emulate
 from cascade_notify.cli.link import link
+from cascade_notify.cli.observe import deliveries, stats, status
 from cascade_notify.cli.send import send
 from cascade_notify.cli.serve import serve
 from cascade_notify.cli.store import store_app
@@ -109,6 +110,9 @@ app.command()(bounce)
 app.command()(link)
 app.command()(worker)
 app.command("send-many")(send_many)
+app.command()(status)
+app.command()(deliveries)
+app.command()(stats)
 app.add_typer(store_app, name="store")
 app.add_typer(breaker_app, name="breaker")
 app.add_typer(calls_app, name="calls")

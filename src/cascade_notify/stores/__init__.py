@@ -6,15 +6,16 @@ SQL stores, whose schema has versions), `Watchable` (PostgreSQL and SQLite,
 which tell workers at once when another process makes a delivery due), `Settling`
 (stores that work in a thread: the fake clock waits for them), `Batching` (every
 store: many new deliveries in one transaction), `Rescheduling` (every store: a
-scheduled delivery's start moved) and `AddressBook` (every store: what providers
+scheduled delivery's start moved), `AddressBook` (every store: what providers
 learned about addresses, gone or linked to a recipient, for later cascades to skip or
-fill them).
+fill them) and `Observable` (every store: the read-only `deliveries` and `stats`
+views, docs/observability.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from cascade_notify.errors import StoreError
 from cascade_notify.models import Delivery
@@ -27,6 +28,9 @@ from cascade_notify.stores.base import (
     Transition,
 )
 from cascade_notify.stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
 
 SCHEMES = ("memory://", "sqlite:///", "postgresql://", "postgres://")
 
@@ -95,6 +99,23 @@ class Watchable(Protocol):
         ...
 
 
+@runtime_checkable
+class Observable(Protocol):
+    """A store that answers the read-only views: `cascade-notify deliveries` and `stats`
+    (every bundled store; the SQL ones aggregate in the database)."""
+
+    async def list_deliveries(
+        self, query: DeliveryQuery, *, cursor: str | None = None, limit: int = 50
+    ) -> DeliveryPage:
+        """Deliveries matching `query`, newest first: `limit` of them after `cursor`
+        (the `cursor` of the page before; QueryError if it is not one)."""
+        ...
+
+    async def stats(self, since: float, until: float, by: Sequence[Dimension]) -> Stats:
+        """Statistics of the deliveries created in `[since, until)`, grouped `by`."""
+        ...
+
+
 def open_store(url: str) -> Store:
     """The store a `store:` URL names (not yet opened)."""
     if url in ("memory://", "memory"):
@@ -130,6 +151,7 @@ __all__ = [
     "Claim",
     "MemoryStore",
     "Migratable",
+    "Observable",
     "Purgeable",
     "ReceiptResult",
     "Rescheduling",

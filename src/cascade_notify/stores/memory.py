@@ -26,6 +26,8 @@ from cascade_notify.models import (
     Signal,
     SignalKind,
 )
+from cascade_notify.observe import compute
+from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
 from cascade_notify.resilience.shared import SharedTable
 from cascade_notify.stores import _addresses, _calls
 from cascade_notify.stores.base import (
@@ -337,6 +339,18 @@ class MemoryStore:
             if ts < now - _addresses.SPENT_TTL:
                 del self._spent[spent]
         return len(gone)
+
+    # Observable: the read-only views
+
+    async def list_deliveries(
+        self, query: DeliveryQuery, *, cursor: str | None = None, limit: int = 50
+    ) -> DeliveryPage:
+        """Deliveries matching `query`, newest first, `limit` a page after `cursor`."""
+        return compute.page((row.delivery for row in self._rows.values()), query, cursor, limit)
+
+    async def stats(self, since: float, until: float, by: Sequence[Dimension]) -> Stats:
+        """Statistics of the deliveries created in `[since, until)`, grouped `by`."""
+        return compute.stats((row.delivery for row in self._rows.values()), since, until, by)
 
     # AddressBook
 

@@ -213,6 +213,21 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "DROP INDEX deliveries_due",
         ),
     ),
+    (
+        9,
+        (
+            # the read-only views (`cascade-notify deliveries`, `stats`): the deliveries
+            # of a time window, and a recipient's newest first (the expression is the
+            # one `stores._observe.POSTGRES.recipient_id` queries by)
+            # covering: `stats` reads these columns only (index-only scans), never the
+            # wide rows (recipient, message, steps)
+            "CREATE INDEX deliveries_created ON deliveries (created_ts) "
+            "INCLUDE (status, policy, channel, finished_ts, skipped)",
+            "CREATE INDEX attempts_views ON attempts (delivery_id, seq) "
+            "INCLUDE (step, channel, provider, status, cost)",
+            "CREATE INDEX deliveries_recipient ON deliveries ((recipient->>'id'), created_ts)",
+        ),
+    ),
 ]
 
 

@@ -38,6 +38,16 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from cascade_notify.errors import LeaseLost, StoreError
 from cascade_notify.models import CallStatus, Delivery, DeliveryStatus, QueuedCall, Receipt, Signal
+from cascade_notify.observe.compute import check_limit
+from cascade_notify.observe.types import (
+    DeliveryPage,
+    DeliveryQuery,
+    Dimension,
+    Stats,
+    check_by,
+    check_window,
+    decode_cursor,
+)
 from cascade_notify.stores import _addresses, _calls
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
@@ -46,6 +56,7 @@ from cascade_notify.stores.base import Claim, ReceiptResult, SignalOutcome, Tran
 from cascade_notify.stores.memory import ORPHAN_TTL
 from cascade_notify.stores.postgres import addresses as book
 from cascade_notify.stores.postgres import calls, queue, rows, shared
+from cascade_notify.stores.postgres import observe as views
 from cascade_notify.stores.postgres import schema as schema_module
 from cascade_notify.stores.postgres.connection import (
     Refused,
@@ -466,6 +477,22 @@ class PostgresStore:
             return None if row is None or row[0] is None else float(row[0])
 
         return await self._run(work)
+
+    # Observable: the read-only views (the work in `postgres.observe`)
+
+    async def list_deliveries(
+        self, query: DeliveryQuery, *, cursor: str | None = None, limit: int = 50
+    ) -> DeliveryPage:
+        """Deliveries matching `query`, newest first, `limit` a page after `cursor`."""
+        check_limit(limit)
+        after = decode_cursor(cursor) if cursor is not None else None
+        return await self._run(lambda conn: views.list_deliveries(conn, query, after, limit))
+
+    async def stats(self, since: float, until: float, by: Sequence[Dimension]) -> Stats:
+        """Statistics of the deliveries created in `[since, until)`, grouped `by`."""
+        dims = check_by(by)
+        check_window(since, until)
+        return await self._run(lambda conn: views.stats(conn, since, until, dims))
 
     # AddressBook (the work in `postgres.addresses`)
 

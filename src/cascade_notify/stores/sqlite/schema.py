@@ -188,6 +188,23 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             WHERE status IN ('pending', 'scheduled')""",
         ),
     ),
+    (
+        9,
+        (
+            # the read-only views (`cascade-notify deliveries`, `stats`): the deliveries
+            # of a time window, and a recipient's newest first (the expression is the
+            # one `stores._observe.SQLITE.recipient_id` queries by)
+            # covering: `stats` reads these columns only, never the wide rows (recipient,
+            # message, steps), so a month of deliveries is a scan of a narrow index
+            "CREATE INDEX deliveries_created ON deliveries "
+            "(created_ts, id, status, policy, channel, finished_ts, skipped)",
+            "CREATE INDEX deliveries_recipient ON deliveries "
+            "(json_extract(recipient, '$.id'), created_ts)",
+            # covering, for the attempts of each delivery `stats` reads
+            "CREATE INDEX attempts_views ON attempts "
+            "(delivery_id, seq, step, channel, provider, status, cost)",
+        ),
+    ),
 ]
 
 

@@ -19,15 +19,27 @@ needs, so memory does not grow with the number of deliveries pending.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from cascade_notify.errors import StoreError
 from cascade_notify.models import CallStatus, Delivery, QueuedCall, Receipt, Signal
+from cascade_notify.observe.compute import check_limit
+from cascade_notify.observe.types import (
+    DeliveryPage,
+    DeliveryQuery,
+    Dimension,
+    Stats,
+    check_by,
+    check_window,
+    decode_cursor,
+)
 from cascade_notify.stores import _addresses, _calls
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import Unchanging
@@ -35,6 +47,7 @@ from cascade_notify.stores._common import PURGE_CHUNK, url_options
 from cascade_notify.stores.base import Claim, ReceiptResult, SignalOutcome, Transition
 from cascade_notify.stores.sqlite import addresses as book
 from cascade_notify.stores.sqlite import calls, queue, schema, shared
+from cascade_notify.stores.sqlite import observe as views
 from cascade_notify.stores.sqlite.lock import FileLock, refuse_network_filesystem
 from cascade_notify.stores.sqlite.watch import Watch
 from cascade_notify.stores.sqlite.writer import Writer
@@ -318,6 +331,48 @@ class SQLiteStore:
         return await self._call(
             partial(shared.put, key=key, value=value, version=version, now=now, ttl=ttl)
         )
+
+    # Observable: the read-only views (the work in `sqlite.observe`)
+
+    async def list_deliveries(
+        self, query: DeliveryQuery, *, cursor: str | None = None, limit: int = 50
+    ) -> DeliveryPage:
+        """Deliveries matching `query`, newest first, `limit` a page after `cursor`."""
+        check_limit(limit)
+        after = decode_cursor(cursor) if cursor is not None else None
+        return await self._read_snapshot(
+            partial(views.list_deliveries, query=query, after=after, limit=limit)
+        )
+
+    async def stats(self, since: float, until: float, by: Sequence[Dimension]) -> Stats:
+        """Statistics of the deliveries created in `[since, until)`, grouped `by`."""
+        dims = check_by(by)
+        check_window(since, until)
+        return await self._read_snapshot(partial(views.stats, since=since, until=until, by=dims))
+
+    async def _read_snapshot(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run a read-only `work` on a connection of its own in a thread (a snapshot of
+        the file: no write lock held, the event loop free meanwhile)."""
+        if self._writer is None:
+            raise StoreError("the SQLite store is not open")
+        if self.path == ":memory:":  # one connection sees that database
+            return await self._call(work, light=True)
+        return await asyncio.to_thread(self._read_now, work)
+
+    def _read_now(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the SQLite database {self.path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("BEGIN")  # one snapshot for every query of `work`
+            return work(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"reading the SQLite database {self.path} failed: {exc}") from exc
+        finally:
+            conn.close()
 
     # AddressBook (the work in `sqlite.addresses`)
 
