@@ -26,6 +26,8 @@ BUILTIN: dict[str, str] = {
     "max_bot": "cascade_notify.providers.max:MaxProvider",
     "vk_community": "cascade_notify.providers.vk:VkProvider",
     "twilio_sms": "cascade_notify.providers.sms.twilio:TwilioSmsProvider",
+    "smsru": "cascade_notify.providers.sms.smsru:SmsRuProvider",
+    "smsc": "cascade_notify.providers.sms.smsc:SmscProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}

@@ -27,6 +27,8 @@ from cascade_notify.testing.emulators._serve import (
     serve,
 )
 from cascade_notify.testing.emulators.max import MaxEmulator
+from cascade_notify.testing.emulators.smsc import SmscEmulator
+from cascade_notify.testing.emulators.smsru import SmsRuEmulator
 from cascade_notify.testing.emulators.telegram import TelegramEmulator
 from cascade_notify.testing.emulators.twilio import TwilioEmulator
 from cascade_notify.testing.emulators.viber import ViberEmulator
@@ -43,6 +45,8 @@ __all__ = [
     "Entry",
     "MaxEmulator",
     "RecordedRequest",
+    "SmsRuEmulator",
+    "SmscEmulator",
     "TelegramEmulator",
     "TwilioEmulator",
     "ViberEmulator",

@@ -23,6 +23,8 @@ EMULATORS: Final[Mapping[str, str]] = {
     "max": "cascade_notify.testing.emulators.max:MaxEmulator",
     "vk": "cascade_notify.testing.emulators.vk:VkEmulator",
     "twilio": "cascade_notify.testing.emulators.twilio:TwilioEmulator",
+    "smsru": "cascade_notify.testing.emulators.smsru:SmsRuEmulator",
+    "smsc": "cascade_notify.testing.emulators.smsc:SmscEmulator",
 }
 DEFAULT_RECEIPTS_URL: Final = "http://127.0.0.1:8080/receipts"
 DEFAULT_BASE_PORT: Final = 8710
