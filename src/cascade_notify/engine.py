@@ -238,7 +238,9 @@ def decide(
                 wake = min(deadline, delivery.expires_ts)
                 interval = providers[last.provider].poll_interval
                 if interval and last.provider_message_id is not None:
-                    due = now >= last.started_ts + interval
+                    # a receipt just heard (by a poll or a webhook) answers for a while
+                    heard = max((r.ts for r in last.receipts), default=last.started_ts)
+                    due = now >= max(last.started_ts, heard) + interval
                     return _wait(change, min(wake, now + interval), last if due else None)
                 return _wait(change, wake)
             change.attempts.append(

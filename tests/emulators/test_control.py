@@ -158,7 +158,8 @@ def test_plans() -> None:
 def test_emulator_class_by_name() -> None:
     """Names resolve lazily to the classes; an unknown one lists the known."""
     assert emulator_class("whatsapp") is WhatsAppEmulator
-    with pytest.raises(ValueError, match="known: whatsapp, telegram, viber, max, vk, twilio, smsru, smsc"):
+    known = "known: whatsapp, telegram, viber, max, vk, twilio, smsru, smsc"
+    with pytest.raises(ValueError, match=known):
         emulator_class("pigeon")
 
 
