@@ -59,6 +59,10 @@ _MEETS = {
 _WAITING = frozenset(
     {AttemptStatus.ACCEPTED, AttemptStatus.UNKNOWN, AttemptStatus.DELIVERED, AttemptStatus.READ}
 )
+#: Codes of transient errors that mean the provider could not be reached at all: the
+#: connection was refused or never made (the HTTP base's `connect`, the fake's `down`).
+#: Within a step listing several providers, the next one is tried at once.
+PROVIDER_DOWN = frozenset({"connect", "fake_down"})
 #: A claim this close to its lease's end is not used for a send: the intent could be
 #: written, and the lease be gone before the call. It is left for the next claim.
 LEASE_MARGIN = 0.25
@@ -141,6 +145,16 @@ def _next_provider(
         if guard is None or guard.available(provider, now, holder):
             return provider
     return None
+
+
+def _fails_over(step: Step, last: Attempt, guard: Guard | None, now: float, holder: str) -> bool:
+    """Whether a transient failure moves to the step's next provider at once instead of
+    retrying this one: the provider could not be reached at all (nothing was sent) and
+    another one of the step is available (two SMS gateways)."""
+    if last.code not in PROVIDER_DOWN or last.provider not in step.providers:
+        return False
+    position = step.providers.index(last.provider) + 1
+    return _next_provider(step, position, guard, now, holder) is not None
 
 
 def _send(
@@ -252,7 +266,8 @@ def decide(
             retry_ts = last.retry_ts if last.retry_ts is not None else now
             waited = retry_ts - (last.finished_ts or last.started_ts)
             if (
-                tries(delivery, index, last.provider) < step.retry_attempts
+                not _fails_over(step, last, guard, now, delivery.id)
+                and tries(delivery, index, last.provider) < step.retry_attempts
                 and waited <= step.timeout
                 and retry_ts < delivery.expires_ts
                 and (guard is None or guard.available(last.provider, now, delivery.id))
@@ -386,6 +401,7 @@ class Engine:
 
 
 __all__ = [
+    "PROVIDER_DOWN",
     "Decision",
     "Engine",
     "LeaseRanOut",

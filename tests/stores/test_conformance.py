@@ -273,6 +273,30 @@ async def test_commit_upserts_attempts_by_id(store: Store) -> None:
     assert after is not None and after.attempts == [done, second]
 
 
+async def test_sms_billing_round_trips(store: Store) -> None:
+    """An attempt's segments, encoding, cost and currency are stored and read back; the
+    delivery's cost is the sum of its attempts' (0 with none billed)."""
+    d, _ = await store.create(delivery())
+    claim = await claim_one(store)
+    free = attempt(d, provider="gw1", status=AttemptStatus.TRANSIENT)
+    billed = attempt(d, provider="gw2", status=AttemptStatus.ACCEPTED)
+    billed.provider_message_id, billed.cost, billed.currency = "m-1", 0.15, "EUR"
+    billed.segments, billed.encoding = 3, "UCS-2"
+    await store.commit(claim, Transition(attempts=[free], step=0, wake_ts=NOW, release=False))
+    before = await store.get(d.id)
+    assert before is not None and before.cost == 0
+    await store.commit(claim, Transition(attempts=[billed], step=0, wake_ts=NOW + 60))
+    after = await store.get(d.id)
+    assert after is not None
+    assert after.attempts == [free, billed]
+    stored = after.attempts[1]
+    assert (stored.segments, stored.encoding, stored.cost, stored.currency) == (
+        3, "UCS-2", 0.15, "EUR",
+    )  # fmt: skip
+    assert after.attempts[0].segments is None and after.attempts[0].currency is None
+    assert after.cost == pytest.approx(0.15)
+
+
 async def test_commit_writes_steps_skips_and_the_end(store: Store) -> None:
     """Skipped steps are appended; status, channel and finish time are written together."""
     d, _ = await store.create(delivery())

@@ -152,6 +152,13 @@ class Step:
     categories: frozenset[str] | None = None
     #: The step's options per provider name (a WhatsApp template for this step, ...).
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    #: What a text longer than the step's limit does: `skip` the step (reason `too_long`),
+    #: `truncate` it to the limit, or `split` it into several messages within the limit.
+    on_too_long: str = "skip"
+    #: On sms: the most segments a text may be billed as (the limit `on_too_long` keeps).
+    max_segments: int | None = None
+    #: Write Cyrillic in Latin letters first (on sms: GSM-7, up to 2.3x cheaper).
+    transliterate: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -171,8 +178,15 @@ class Attempt:
     error: str | None = None
     code: str | None = None
     retry_ts: float | None = None  # after a transient error: not before this time
+    #: What the provider bills for it: segments x price on SMS, or the price it reported.
     cost: float | None = None
     receipts: list[Receipt] = field(default_factory=list)
+    #: On the sms channel: the segments the text was billed as, and their encoding
+    #: (`"GSM-7"` or `"UCS-2"`); None on other channels.
+    segments: int | None = None
+    encoding: str | None = None
+    #: ISO 4217 code of `cost` (the provider's `currency` setting), None when not billed.
+    currency: str | None = None
 
     @property
     def started_at(self) -> datetime:
@@ -216,6 +230,9 @@ class Attempt:
             retry_ts=self.retry_ts,
             cost=self.cost,
             receipts=list(self.receipts),
+            segments=self.segments,
+            encoding=self.encoding,
+            currency=self.currency,
         )
 
 
@@ -303,6 +320,12 @@ class Delivery:
     @property
     def final(self) -> bool:
         return self.status is not DeliveryStatus.PENDING
+
+    @property
+    def cost(self) -> float:
+        """What the cascade cost: the sum of its attempts' costs, 0 when nothing was billed
+        (the attempts' `currency` says in what)."""
+        return sum(a.cost for a in self.attempts if a.cost is not None)
 
     def copy(self) -> Delivery:
         """A snapshot that later changes in the store do not touch."""

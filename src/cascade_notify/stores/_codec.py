@@ -62,6 +62,9 @@ ATTEMPT_COLUMNS = (
     "code",
     "retry_ts",
     "cost",
+    "segments",
+    "encoding",
+    "currency",
 )
 #: Columns of `receipts` (and of orphan receipts) that `receipt_from_row` reads.
 #: `echoed_attempt_id` is `Receipt.attempt_id`: the attempt id the provider echoed, if any.
@@ -114,6 +117,12 @@ def step_to_dict(step: Step) -> dict[str, Any]:
         data["categories"] = sorted(step.categories)
     if step.options:
         data["options"] = {name: dict(value) for name, value in step.options.items()}
+    if step.on_too_long != "skip":
+        data["on_too_long"] = step.on_too_long
+    if step.max_segments is not None:
+        data["max_segments"] = step.max_segments
+    if step.transliterate:
+        data["transliterate"] = True
     return data
 
 
@@ -132,6 +141,9 @@ def step_from_dict(data: dict[str, Any]) -> Step:
         categories=None if categories is None else frozenset(categories),
         quiet_wait=bool(data.get("quiet_wait", False)),
         options=data.get("options") or {},
+        on_too_long=str(data.get("on_too_long", "skip")),
+        max_segments=None if data.get("max_segments") is None else int(data["max_segments"]),
+        transliterate=bool(data.get("transliterate", False)),
     )
 
 
@@ -289,6 +301,9 @@ def attempt_values(attempt: Attempt) -> tuple[Any, ...]:
         attempt.code,
         attempt.retry_ts,
         attempt.cost,
+        attempt.segments,
+        attempt.encoding,
+        attempt.currency,
     )
 
 
@@ -309,6 +324,9 @@ def attempt_from_row(row: Row, receipts: list[Receipt]) -> Attempt:
         retry_ts=_float(row[12]),
         cost=_float(row[13]),
         receipts=receipts,
+        segments=None if row[14] is None else int(row[14]),
+        encoding=row[15],
+        currency=row[16],
     )
 
 

@@ -158,6 +158,16 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "WHERE recipient_id IS NOT NULL",
         ),
     ),
+    (
+        5,
+        (
+            # Attempt.segments, .encoding and .currency: what an SMS was billed as (nullable,
+            # no default: no table rewrite)
+            "ALTER TABLE attempts ADD COLUMN segments integer",
+            "ALTER TABLE attempts ADD COLUMN encoding text",
+            "ALTER TABLE attempts ADD COLUMN currency text",
+        ),
+    ),
 ]
 
 

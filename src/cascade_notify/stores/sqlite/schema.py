@@ -121,6 +121,16 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "WHERE recipient_id IS NOT NULL",
         ),
     ),
+    (
+        4,
+        (
+            # Attempt.segments, .encoding and .currency: what an SMS was billed as (nullable,
+            # no default: no table rewrite)
+            "ALTER TABLE attempts ADD COLUMN segments INTEGER",
+            "ALTER TABLE attempts ADD COLUMN encoding TEXT",
+            "ALTER TABLE attempts ADD COLUMN currency TEXT",
+        ),
+    ),
 ]
 
 
