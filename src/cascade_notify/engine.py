@@ -42,9 +42,19 @@ from cascade_notify.models import (
     new_id,
 )
 from cascade_notify.outcomes import outcome
-from cascade_notify.providers.base import Provider, SendResult, request_for, send_classified
+from cascade_notify.providers.base import Provider, SendResult, request_for, send_parts
+from cascade_notify.providers.sms import segments
 from cascade_notify.resilience import Guard
-from cascade_notify.rules import Defer, Skip, applies, skip_reason
+from cascade_notify.rules import (
+    Defer,
+    Skip,
+    applies,
+    fit,
+    skip_reason,
+    step_limit,
+    step_text,
+    too_long,
+)
 from cascade_notify.stores.base import Claim, Store, Transition, apply_transition
 
 log = logging.getLogger("cascade_notify.engine")
@@ -217,6 +227,9 @@ def decide(
         last = next((a for a in reversed(delivery.attempts) if a.step == index), None)
         if last is None:
             rule = applies(step, delivery, now, guard)
+            if rule is None:
+                limit = step_limit(step, (providers[n] for n in step.providers if n in providers))
+                rule = too_long(step, delivery.message, limit)
             first = _next_provider(step, 0, guard, now, delivery.id) if rule is None else None
             if rule is None and first is None:
                 rule = Skip("circuit_open", f"every {step.channel} provider's circuit is open")
@@ -376,6 +389,7 @@ class Engine:
         attempt, step = action.attempt, delivery.steps[action.attempt.step]
         provider = self.providers[attempt.provider]
         deadline = self.clock.now() + step.timeout
+        parts: list[str] = []
         try:
             request = request_for(provider, delivery, attempt, deadline, resend=action.resend)
         except MessageError as exc:  # checked at send(); a policy changed since may refuse
@@ -383,7 +397,9 @@ class Engine:
                 str(exc), provider=provider.name, code="overrides"
             )
         else:
-            result = await send_classified(provider, request)
+            limit = step_limit(step, (self.providers[n] for n in step.providers))
+            parts = fit(step, step_text(step, delivery.message, request.text), limit)
+            result = await send_parts(provider, request, parts)
         now = self.clock.now()
         if isinstance(result, ProviderError) and self.guard is not None:
             self.guard.refused(provider.name, result, now)
@@ -397,7 +413,26 @@ class Engine:
                 await self._signals([gone])
             except Exception:  # the outcome must be written whatever became of the signal
                 log.warning("an address signal of %s was lost", provider.name, exc_info=True)
-        return outcome(attempt, result, step, tries(delivery, attempt.step, attempt.provider), now)
+        done = outcome(attempt, result, step, tries(delivery, attempt.step, attempt.provider), now)
+        if isinstance(result, SendResult):
+            _bill(done, provider, parts)
+        return done
+
+
+def _bill(attempt: Attempt, provider: Provider, parts: Sequence[str]) -> None:
+    """What an accepted send costs: on sms, the segments its parts were billed as; the cost
+    the provider reported, else segments x its `price_per_segment`; in its `currency`."""
+    settings = provider.settings
+    if attempt.channel == "sms" and parts:
+        billed = [segments.count(part) for part in parts]
+        attempt.segments = sum(b.segments for b in billed)
+        attempt.encoding = "UCS-2" if any(b.encoding == "UCS-2" for b in billed) else "GSM-7"
+        price = getattr(settings, "price_per_segment", None)
+        if attempt.cost is None and isinstance(price, int | float):
+            attempt.cost = attempt.segments * price
+    if attempt.cost is not None:
+        currency = getattr(settings, "currency", None)
+        attempt.currency = currency if isinstance(currency, str) else "USD"
 
 
 __all__ = [

@@ -223,6 +223,9 @@ class Check:
         options = self._options(step, loc)
         if options is None:
             return None
+        if step.max_segments is not None and step.channel != "sms":
+            self.add((*loc, "max_segments"), f"applies to sms steps only, not {step.channel}")
+            return None
         quiet = step.quiet_hours
         return Step(
             channel=step.channel,
@@ -236,6 +239,9 @@ class Check:
             quiet_wait=quiet is not None and quiet.wait,
             categories=None if step.categories is None else frozenset(step.categories),
             options=options,
+            on_too_long=step.on_too_long,
+            max_segments=step.max_segments,
+            transliterate=step.transliterate,
         )
 
     def _options(self, step: _Step, loc: Loc) -> dict[str, dict[str, Any]] | None:
