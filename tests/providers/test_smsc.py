@@ -271,3 +271,66 @@ async def test_cascade_by_polling_alone(emu: SmscEmulator, fake_clock: FakeClock
     polls = [r.at for r in emu.requests if r.path == "/sys/status.php"]
     assert len(polls) == 2  # at 60 s (sent) and 120 s (delivered)
     assert emu.webhooks and all(h.url is None for h in emu.webhooks)
+
+
+async def test_end_to_end_messengers_fail_gateway_one_down_gateway_two_delivers(
+    emu: SmscEmulator, fake_clock: FakeClock
+) -> None:
+    """WhatsApp, Telegram and Viber fail (fakes); SMS.ru refuses connections (nothing
+    listens on its port) and the step fails over at once to SMSC, which delivers. The
+    delivery's cost is SMSC's, and the attempts show both gateways."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    policy = {
+        "providers": {
+            "wa": {"type": "fake", "channel": "whatsapp", "behavior": "unreachable"},
+            "tg": {"type": "fake", "channel": "telegram", "behavior": "fail"},
+            "vb": {"type": "fake", "channel": "viber", "behavior": "fail_receipt"},
+            "smsru": {
+                "type": "smsru",
+                "api_id": "key",
+                "api_url": f"http://127.0.0.1:{closed}",
+                "price_per_segment": 0.5,
+                "currency": "RUB",
+            },
+            "smsc": {**emu.settings(), "poll_interval": "30s", "currency": "RUB"},
+        },
+        "policies": {
+            "p": {
+                "steps": [
+                    {"channel": "whatsapp", "providers": ["wa"]},
+                    {"channel": "telegram", "providers": ["tg"]},
+                    {"channel": "viber", "providers": ["vb"]},
+                    {"channel": "sms", "providers": ["smsru", "smsc"], "timeout": "10m"},
+                ]
+            }
+        },
+    }
+    notifier = Notifier.from_yaml(json.dumps(policy), clock=fake_clock, store="memory://")
+    who = Recipient(
+        id="anna", whatsapp=PHONE, telegram="123456789", viber="01234567890A=", sms=PHONE
+    )
+    start = fake_clock.now()
+    async with notifier:
+        delivery = await notifier.send(who, Message(text="Ваша посылка прибыла."))
+        [delivery] = await run_until_final(notifier, fake_clock, [delivery.id])
+    assert delivery.status is DeliveryStatus.DELIVERED
+    assert delivery.channel == "sms"
+    assert [(a.provider, a.status.value) for a in delivery.attempts] == [
+        ("wa", "unreachable"),
+        ("tg", "failed"),
+        ("vb", "failed"),
+        ("smsru", "transient"),
+        ("smsc", "delivered"),
+    ]
+    down, sent = delivery.attempts[3:]
+    assert down.code == "connect"
+    assert sent.started_ts == down.finished_ts  # at once, not after retries or the deadline
+    assert sent.started_ts - start < 5
+    assert (sent.segments, sent.encoding, sent.currency) == (1, "UCS-2", "RUB")
+    assert sent.cost == pytest.approx(1.9)  # what SMSC reported
+    assert delivery.cost == pytest.approx(1.9)
+    assert down.cost is None
