@@ -334,3 +334,28 @@ async def test_end_to_end_messengers_fail_gateway_one_down_gateway_two_delivers(
     assert sent.cost == pytest.approx(1.9)  # what SMSC reported
     assert delivery.cost == pytest.approx(1.9)
     assert down.cost is None
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (-3, None),
+        (-1, None),
+        (0, ReceiptStatus.SENT),
+        (2, ReceiptStatus.READ),
+        (4, ReceiptStatus.READ),
+    ],
+)
+def test_statuses_the_emulator_does_not_script(status: int, expected: ReceiptStatus | None) -> None:
+    """Not found and waiting report nothing; read (2) and link clicked (4) are `read`."""
+    provider = SmscProvider("smsc", SmscSettings(login="l", password="p"))
+    receipt = provider.receipt("1:79161234567", {"status": status, "err": 0})
+    assert (receipt.status if receipt else None) is expected
+
+
+def test_unknown_error_code_is_permanent() -> None:
+    """An error_code nobody classified fails safe: permanent, SMSC's words kept."""
+    provider = SmscProvider("smsc", SmscSettings(login="l", password="p"))
+    error = provider.refused(99, "new error")
+    assert type(error) is PermanentError
+    assert "new error" in str(error)

@@ -23,7 +23,7 @@ from cascade_notify.models import ReceiptStatus
 from cascade_notify.providers import registry
 from cascade_notify.providers._signing import BadSignature
 from cascade_notify.providers.base import SendRequest, WebhookRequest
-from cascade_notify.providers.sms.smsru import SmsRuProvider, SmsRuSettings, callback_hash
+from cascade_notify.providers.sms.smsru import CODES, SmsRuProvider, SmsRuSettings, callback_hash
 from cascade_notify.testing import FakeClock, run_until_final
 from cascade_notify.testing.emulators import SmsRuEmulator
 from webhook_harness import serve
@@ -334,3 +334,67 @@ async def test_cascade_callback_and_poll_meet_in_one_receipt(
     assert [r.status for r in attempt.receipts] == [ReceiptStatus.SENT, ReceiptStatus.DELIVERED]
     assert any(r.path == "/sms/status" for r in emu.requests)  # polled at 30 s
     assert attempt.cost == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("code", sorted(CODES))
+async def test_every_code_of_the_table(make: Make, code: int) -> None:
+    """Every code of section 5.3 (those the emulator cannot be scripted to give as well)
+    has the class CODES names, with SMS.ru's words in the message."""
+    provider = await make()
+    error = provider.refused(code, "слова SMS.ru")
+    kind = CODES[code].kind
+    expected = {
+        "transient": TransientError,
+        "unreachable": UnreachableError,
+        "move_on": UnreachableError,
+        "unsubscribed": UnreachableError,
+        "permanent": PermanentError,
+        "account": PermanentError,
+    }[kind]
+    assert type(error) is expected
+    assert error.code == str(code)
+    assert "слова SMS.ru" in str(error)
+    if isinstance(error, PermanentError):
+        assert error.account is (kind == "account")
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (104, ReceiptStatus.FAILED),
+        (105, ReceiptStatus.FAILED),
+        (106, ReceiptStatus.FAILED),
+        (107, ReceiptStatus.FAILED),
+        (108, ReceiptStatus.FAILED),
+        (150, ReceiptStatus.FAILED),
+    ],
+)
+async def test_every_failure_receipt_by_callback_and_poll(
+    make: Make, emu: SmsRuEmulator, fake_clock: FakeClock, code: int, status: ReceiptStatus
+) -> None:
+    """Each failure code the emulator reports comes the same by its signed callback and by
+    `sms/status`, with the same receipt id (recorded once)."""
+    provider = await make()
+    emu.script(PHONE, {"do": "fail_receipt", "code": code})
+    sms_id = (await provider.send(request())).provider_message_id
+    await fake_clock.advance(5)
+    hook = emu.webhooks[-1]
+    inbound = await provider.receive(
+        WebhookRequest(
+            "POST", "http://x/", {k.lower(): v for k, v in hook.headers.items()}, hook.body
+        )
+    )
+    [by_callback] = inbound.receipts
+    [by_poll] = await provider.poll([sms_id])
+    for receipt in (by_callback, by_poll):
+        assert (receipt.status, receipt.code) == (status, str(code))
+    assert by_callback.receipt_id == by_poll.receipt_id == f"{sms_id}:{code}"
+
+
+def test_unknown_code_is_permanent_with_the_words() -> None:
+    """A code nobody classified fails safe: permanent, SMS.ru's words kept."""
+    provider = SmsRuProvider("smsru", SmsRuSettings(api_id="k"))
+    error = provider.refused(777, "что-то новое")
+    assert type(error) is PermanentError
+    assert (error.code, error.account) == ("777", False)
+    assert "что-то новое" in str(error)
