@@ -430,7 +430,7 @@ def _bill(attempt: Attempt, provider: Provider, parts: Sequence[str]) -> None:
         price = getattr(settings, "price_per_segment", None)
         if attempt.cost is None and isinstance(price, int | float):
             attempt.cost = attempt.segments * price
-    if attempt.cost is not None:
+    if attempt.cost is not None or attempt.channel == "sms":  # a receipt may bring a price
         currency = getattr(settings, "currency", None)
         attempt.currency = currency if isinstance(currency, str) else "USD"
 

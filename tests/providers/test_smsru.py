@@ -398,3 +398,25 @@ def test_unknown_code_is_permanent_with_the_words() -> None:
     assert type(error) is PermanentError
     assert (error.code, error.account) == ("777", False)
     assert "что-то новое" in str(error)
+
+
+async def test_the_price_a_status_answer_reports_becomes_the_cost(
+    emu: SmsRuEmulator, fake_clock: FakeClock
+) -> None:
+    """Polling only (no callback URL): the `cost` of the sms/status answer travels on the
+    receipt and wins over segments x price_per_segment."""
+    settings = {**emu.settings(), "poll_interval": "30s", "price_per_segment": 0.5}
+    policy = {
+        "providers": {"smsru": {**settings, "currency": "RUB"}},
+        "policies": {"p": {"steps": [{"channel": "sms", "providers": ["smsru"]}]}},
+    }
+    emu.price = 0.7
+    notifier = Notifier.from_yaml(json.dumps(policy), clock=fake_clock, store="memory://")
+    async with notifier:
+        delivery = await notifier.send(Recipient(id="anna", sms=PHONE), Message(text="Hi"))
+        await answered(notifier, delivery.id)
+        assert (await notifier.get(delivery.id)).attempts[0].cost == 0.5  # the estimate
+        [delivery] = await run_until_final(notifier, fake_clock, [delivery.id])
+    [attempt] = delivery.attempts
+    assert (attempt.cost, attempt.currency) == (0.7, "RUB")
+    assert delivery.cost == pytest.approx(0.7)

@@ -116,12 +116,17 @@ class Receipt:
     error: str | None = None
     receipt_id: str = ""
     attempt_id: str | None = None
+    #: The price the provider reports for the message with this status (SMS.ru's
+    #: `sms/status`); it becomes the attempt's `cost`, over any estimate.
+    cost: float | None = None
 
     def __post_init__(self) -> None:
         # every field but `provider` and `status` is the provider's text: made storable here
         # (see `_text`), so a receipt from anywhere can be recorded on any store
         if not math.isfinite(self.ts):
             raise ValueError(f"Receipt.ts: must be a finite number, got {self.ts!r}")
+        if self.cost is not None and not (math.isfinite(self.cost) and self.cost >= 0):
+            object.__setattr__(self, "cost", None)  # the provider's number: never trusted
         message_id = storable(self.provider_message_id, ID_LIMIT)
         object.__setattr__(self, "provider_message_id", message_id)
         object.__setattr__(self, "code", storable(self.code, CODE_LIMIT))
@@ -211,6 +216,8 @@ class Attempt:
                 return False
         self.receipts.append(receipt)
         self.status = status_after(self.status, receipt.status)
+        if receipt.cost is not None:  # the price the gateway reports wins
+            self.cost = receipt.cost
         return True
 
     def copy(self) -> Attempt:

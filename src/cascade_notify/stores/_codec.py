@@ -77,6 +77,7 @@ RECEIPT_COLUMNS = (
     "error",
     "receipt_id",
     "echoed_attempt_id",
+    "cost",
 )
 
 Row = Sequence[Any]
@@ -308,6 +309,9 @@ def attempt_values(attempt: Attempt) -> tuple[Any, ...]:
 
 
 def attempt_from_row(row: Row, receipts: list[Receipt]) -> Attempt:
+    # the price a receipt reported wins over the cost written with the attempt (a
+    # writer's copy may predate the receipt), the last one heard over earlier ones
+    reported = [r.cost for r in receipts if r.cost is not None]
     return Attempt(
         id=row[0],
         delivery_id=row[1],
@@ -322,7 +326,7 @@ def attempt_from_row(row: Row, receipts: list[Receipt]) -> Attempt:
         error=row[10],
         code=row[11],
         retry_ts=_float(row[12]),
-        cost=_float(row[13]),
+        cost=reported[-1] if reported else _float(row[13]),
         receipts=receipts,
         segments=None if row[14] is None else int(row[14]),
         encoding=row[15],
@@ -341,6 +345,7 @@ def receipt_values(receipt: Receipt) -> tuple[Any, ...]:
         receipt.error,
         receipt.receipt_id,
         receipt.attempt_id,
+        receipt.cost,
     )
 
 
@@ -354,6 +359,7 @@ def receipt_from_row(row: Row) -> Receipt:
         error=row[5],
         receipt_id=row[6],
         attempt_id=row[7],
+        cost=_float(row[8]),
     )
 
 

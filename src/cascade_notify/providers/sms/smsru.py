@@ -16,8 +16,8 @@ In, two ways, both ending in the same receipts:
   alone) with up to `poll_batch` ids per call.
 
 A receipt's id is `<sms_id>:<status_code>`, so a status learned by both ways is recorded
-once. The price SMS.ru reports in a status answer is not recorded (only segments times
-`price_per_segment` is): see docs/providers/smsru.md.
+once. The price a status answer reports (`cost`) travels on its receipt and becomes the
+attempt's cost, over segments times `price_per_segment`.
 """
 
 from __future__ import annotations
@@ -249,13 +249,15 @@ class SmsRuProvider(HttpProvider):
         for sms_id in ids:
             entry = found.get(sms_id) if isinstance(found, dict) else None
             code = entry.get("status_code") if isinstance(entry, dict) else None
-            receipt = self.receipt(sms_id, code)
+            cost = entry.get("cost") if isinstance(entry, dict) else None
+            receipt = self.receipt(sms_id, code, cost)
             if receipt is not None:
                 receipts.append(receipt)
         return receipts
 
-    def receipt(self, sms_id: str, code: object) -> Receipt | None:
-        """The receipt an SMS.ru delivery status code reports, or None for its own steps."""
+    def receipt(self, sms_id: str, code: object, cost: object = None) -> Receipt | None:
+        """The receipt an SMS.ru delivery status code reports (with the price SMS.ru says
+        the message cost, where a status answer gives it), or None for its own steps."""
         if isinstance(code, str) and code.lstrip("-").isdigit():
             code = int(code)
         if not isinstance(code, int) or isinstance(code, bool) or code not in STATUSES:
@@ -269,6 +271,9 @@ class SmsRuProvider(HttpProvider):
             code=str(code) if status is ReceiptStatus.FAILED else None,
             error=error,
             receipt_id=f"{sms_id}:{code}",
+            cost=float(cost)
+            if isinstance(cost, int | float) and not isinstance(cost, bool)
+            else None,
         )
 
     # in: the callback

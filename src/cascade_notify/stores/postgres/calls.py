@@ -68,7 +68,7 @@ $$"""
 _A = ", ".join(ATTEMPT_COLUMNS)
 _R = ", ".join(RECEIPT_COLUMNS)
 _R_FROM_JSON = ", ".join(
-    f"({{x}}->>{i})::float8 AS {c}" if c == "ts" else f"{{x}}->>{i} AS {c}"
+    f"({{x}}->>{i})::float8 AS {c}" if c in ("ts", "cost") else f"{{x}}->>{i} AS {c}"
     for i, c in enumerate(RECEIPT_COLUMNS)
 )
 _A_SET = ", ".join(

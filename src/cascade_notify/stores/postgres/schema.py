@@ -161,11 +161,14 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (
         5,
         (
-            # Attempt.segments, .encoding and .currency: what an SMS was billed as (nullable,
-            # no default: no table rewrite)
+            # Attempt.segments, .encoding and .currency: what an SMS was billed as, and the
+            # price a receipt reported (nullable, no default: no table rewrite)
             "ALTER TABLE attempts ADD COLUMN segments integer",
             "ALTER TABLE attempts ADD COLUMN encoding text",
             "ALTER TABLE attempts ADD COLUMN currency text",
+            # Receipt.cost: the price a gateway reported with a status
+            "ALTER TABLE receipts ADD COLUMN cost double precision",
+            "ALTER TABLE orphan_receipts ADD COLUMN cost double precision",
         ),
     ),
 ]

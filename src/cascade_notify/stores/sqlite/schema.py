@@ -124,11 +124,14 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (
         4,
         (
-            # Attempt.segments, .encoding and .currency: what an SMS was billed as (nullable,
-            # no default: no table rewrite)
+            # Attempt.segments, .encoding and .currency: what an SMS was billed as, and the
+            # price a receipt reported (nullable, no default: no table rewrite)
             "ALTER TABLE attempts ADD COLUMN segments INTEGER",
             "ALTER TABLE attempts ADD COLUMN encoding TEXT",
             "ALTER TABLE attempts ADD COLUMN currency TEXT",
+            # Receipt.cost: the price a gateway reported with a status
+            "ALTER TABLE receipts ADD COLUMN cost REAL",
+            "ALTER TABLE orphan_receipts ADD COLUMN cost REAL",
         ),
     ),
 ]
