@@ -41,9 +41,8 @@ from cascade_notify.models import (
     WaitFor,
     new_id,
 )
-from cascade_notify.outcomes import outcome
+from cascade_notify.outcomes import bill, outcome
 from cascade_notify.providers.base import Provider, SendResult, request_for, send_parts
-from cascade_notify.providers.sms import segments
 from cascade_notify.resilience import Guard
 from cascade_notify.rules import (
     Defer,
@@ -415,24 +414,8 @@ class Engine:
                 log.warning("an address signal of %s was lost", provider.name, exc_info=True)
         done = outcome(attempt, result, step, tries(delivery, attempt.step, attempt.provider), now)
         if isinstance(result, SendResult):
-            _bill(done, provider, parts)
+            bill(done, provider.settings, parts)
         return done
-
-
-def _bill(attempt: Attempt, provider: Provider, parts: Sequence[str]) -> None:
-    """What an accepted send costs: on sms, the segments its parts were billed as; the cost
-    the provider reported, else segments x its `price_per_segment`; in its `currency`."""
-    settings = provider.settings
-    if attempt.channel == "sms" and parts:
-        billed = [segments.count(part) for part in parts]
-        attempt.segments = sum(b.segments for b in billed)
-        attempt.encoding = "UCS-2" if any(b.encoding == "UCS-2" for b in billed) else "GSM-7"
-        price = getattr(settings, "price_per_segment", None)
-        if attempt.cost is None and isinstance(price, int | float):
-            attempt.cost = attempt.segments * price
-    if attempt.cost is not None or attempt.channel == "sms":  # a receipt may bring a price
-        currency = getattr(settings, "currency", None)
-        attempt.currency = currency if isinstance(currency, str) else "USD"
 
 
 __all__ = [
