@@ -1,7 +1,7 @@
 """`python -m benchmarks`: every section, one table each, then the targets.
 
     python -m benchmarks [--quick]
-                         [--only engine,http,pending,fallback,receipts,SECTION...]
+                         [--only engine,http,pending,fallback,receipts,addresses,SECTION...]
                          [--runs 5] [--stores memory,sqlite,postgres] [--pg DSN]
                          [--sizes 10000,100000,1000000] [--concurrency 8,32,64]
 
@@ -45,6 +45,7 @@ SECTIONS = (
     "smsru",
     "smsc",
     "polling",
+    "addresses",
 )
 
 
@@ -81,6 +82,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import email
 
         return email.run
+    if name == "addresses":
+        from benchmarks import addresses
+
+        return addresses.run
     if name == "processes":
         from benchmarks import sqlite_processes
 

@@ -8,6 +8,8 @@ requests in flight:
 - `library`: `Notifier` (memory store, `worker.concurrency` = in flight) sending
   deliveries whose one step is the `webhook` provider posting to the sink
   (`wait_for: accepted`), default transport; send → HTTP POST → final;
+- `library sqlite`: the same on the default embedded store, a SQLite file in a fresh
+  temporary directory (WAL, synchronous=FULL): what most users run;
 - `httpx`: a bare pooled `httpx.AsyncClient()` (default transport, httpcore)
   posting the same bodies with the same headers, prepared beforehand: the floor;
 - `httpx+aiohttp`: the same loop on `httpx_aiohttp.HttpxAiohttpClient`, the
@@ -35,11 +37,13 @@ from typing import Any
 
 from benchmarks._common import Child, Options, Result, Spread, Table, Target, num, ratio, say
 
-KINDS = ("library", "httpx", "httpx+aiohttp", "apprise", "raw asyncio")
+KINDS = ("library", "library sqlite", "httpx", "httpx+aiohttp", "apprise", "raw asyncio")
 SECRET = "whsec_" + base64.b64encode(b"benchmark-secret-key-32-bytes!!!").decode()
+#: The default store's targets (issue 13): times the bare httpx floor, by requests in flight.
+SQLITE_TARGETS = {8: 2.0, 64: 6.0}
 WARM = 20  # requests each client makes before its clock starts (connections, imports)
 POLICY = """
-store: memory://
+store: {store}
 worker: {{concurrency: {in_flight}, batch: 100}}
 providers:
   app: {{type: webhook, url: "{url}", secret: "{secret}"}}
@@ -57,10 +61,13 @@ def text(tag: str, index: int) -> str:
 # the clients (in their own processes)
 
 
-async def library(url: str, count: int, in_flight: int, tag: str) -> tuple[float, int]:
+async def library(
+    url: str, count: int, in_flight: int, tag: str, store: str = "memory://"
+) -> tuple[float, int]:
     from cascade_notify import Message, Notifier, Recipient, load_config
 
-    notifier = Notifier(load_config(POLICY.format(in_flight=in_flight, url=url, secret=SECRET)))
+    policy = POLICY.format(store=store, in_flight=in_flight, url=url, secret=SECRET)
+    notifier = Notifier(load_config(policy))
     recipient = Recipient(id="u1", app="device-1")
     finished: dict[str, int] = defaultdict(int)
     done = asyncio.Event()
@@ -231,6 +238,12 @@ def client_main(argv: list[str]) -> None:
 
     if kind == "library":
         seconds, failures = asyncio.run(bounded(library(url, n, c, tag)))
+    elif kind == "library sqlite":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            store = f"sqlite:///{tmp}/bench.db"
+            seconds, failures = asyncio.run(bounded(library(url, n, c, tag, store)))
     elif kind in ("httpx", "httpx+aiohttp"):
         seconds, failures = asyncio.run(
             bounded(httpx_client(url, n, c, tag, aiohttp=kind == "httpx+aiohttp"))
@@ -323,6 +336,17 @@ def run(options: Options) -> Result:
                 ours.median >= need * floor,
             )
         )
+        if in_flight in SQLITE_TARGETS:
+            embedded = Spread.of(rates[in_flight, "library sqlite"]).median
+            need = SQLITE_TARGETS[in_flight]
+            targets.append(
+                Target(
+                    "http",
+                    f"library on SQLite ≥ {need:g}× bare httpx at {in_flight} in flight",
+                    ratio(embedded, floor),
+                    embedded >= need * floor,
+                )
+            )
         if "apprise" in kinds:
             theirs = Spread.of(rates[in_flight, "apprise"]).median
             targets.append(

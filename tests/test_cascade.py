@@ -432,6 +432,22 @@ async def test_exhausted_when_every_step_fails(
     assert [s.channel for s in delivery.skipped] == ["call"]
 
 
+async def test_the_last_steps_deadline_is_a_timeout_with_its_reason(
+    notifier_factory: NotifierFactory, fake_clock, parcel
+):
+    """No receipt by the last step's deadline: its attempt is `timed_out` with the
+    reason, as an earlier step's is, and the cascade ends `exhausted`."""
+    notifier = await notifier_factory(chain(wa="no_receipt", sms="no_receipt"))
+    cid = Recipient(id="cid", whatsapp="+79161234567", sms="+79161234567")
+    delivery = await run(notifier, fake_clock, cid, parcel)
+    assert delivery.status is DeliveryStatus.EXHAUSTED
+    assert [(a.provider, a.status.value, a.error) for a in delivery.attempts] == [
+        ("wa", "timed_out", "no delivered receipt in time"),
+        ("sms", "timed_out", "no delivered receipt in time"),
+    ]
+    assert delivery.finished_ts == delivery.created_ts + 120 + 300
+
+
 async def test_wait_returns_final_or_times_out(
     notifier_factory: NotifierFactory, fake_clock, anna, parcel
 ):

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from cascade_notify import Attempt, AttemptStatus, Delivery, Message, Recipient, Step, WaitFor
+from cascade_notify import (
+    Attempt,
+    AttemptStatus,
+    Delivery,
+    DeliveryStatus,
+    Message,
+    Recipient,
+    Step,
+    WaitFor,
+)
 from cascade_notify.engine import Poll, Send, decide, tries
 from cascade_notify.outcomes import outcome
 
@@ -69,6 +78,24 @@ def test_deadline_passed_times_out_and_tries_next_provider():
     assert isinstance(action, Send) and action.attempt.provider == "gw2"
     assert [u.status for u in change.attempts if u is not action.attempt] == [
         AttemptStatus.TIMED_OUT
+    ]
+
+
+def test_last_steps_deadline_is_timed_out_not_abandoned():
+    """The last step's plain deadline closes its attempt `timed_out` with the reason, as
+    earlier steps' deadlines do; the cascade ends exhausted."""
+    last = Attempt(
+        id="a-smtp", delivery_id="d", step=1, channel="email", provider="smtp",
+        status=AttemptStatus.ACCEPTED, started_ts=0, deadline_ts=60,
+    )  # fmt: skip
+    steps = (STEPS[0], Step(channel="email", providers=("smtp",), timeout=60))
+    pending = delivery(attempt(AttemptStatus.FAILED, finished_ts=1), last)
+    pending.steps = steps
+    change, action = decide(pending, 60, TRAITS)
+    assert action is None and change.status is DeliveryStatus.EXHAUSTED
+    closed = [u for u in change.attempts if u.id == "a-smtp"]
+    assert [(u.status, u.error) for u in closed] == [
+        (AttemptStatus.TIMED_OUT, "no delivered receipt in time")
     ]
 
 

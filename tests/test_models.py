@@ -18,10 +18,20 @@ def test_phone_numbers_are_normalised_to_e164():
 
 
 def test_national_number_needs_a_region():
-    """A number without a country code is read in `region`, and refused without one."""
+    """A number without a country code is read in `region`; without one it is kept as
+    given until send() reads it in the policy's default_region, or refuses it."""
     assert Recipient(id="r", call="8 916 123-45-67", region="RU").call == "+79161234567"
-    with pytest.raises(RecipientError, match=r"Recipient\.call: .*international form"):
-        Recipient(id="r", call="8 916 123-45-67")
+    kept = Recipient(id="r", call="8 916 123-45-67")
+    assert kept.call == "8 916 123-45-67"
+    assert kept.localised("RU").call == "+79161234567"
+    with pytest.raises(RecipientError, match=r"Recipient\.call: .*E\.164.*default_region"):
+        kept.localised(None)
+
+
+def test_text_that_is_no_number_is_refused_at_once():
+    """Only a number lacking its country code waits for a region: letters never do."""
+    with pytest.raises(RecipientError, match=r"Recipient\.sms: 'call me' is not a phone number"):
+        Recipient(id="r", sms="call me")
 
 
 @pytest.mark.parametrize("field", ["whatsapp", "sms", "call"])

@@ -26,7 +26,7 @@ policies:
     brakes: {sms_per_prefix_per_hour: 50, prefix_digits: 6, cost_per_hour: 25.5}
     steps:
       - {channel: whatsapp, providers: [wa]}
-      - {channel: telegram, providers: [tg], retry: {attempts: 2}}
+      - {channel: telegram, providers: [tg], retry: {attempts: 2}, wait_for: accepted}
       - {channel: sms, providers: [sms], retry: {attempts: 4}}
   abroad:
     brakes: {allowed_countries: [ru, kz], calls_per_recipient_per_hour: null}

@@ -285,6 +285,6 @@ providers:
 policies:
   p:
     steps:
-      - {channel: telegram, providers: [tg], max_segments: 2}
+      - {channel: telegram, providers: [tg], wait_for: accepted, max_segments: 2}
 """
         )

@@ -140,8 +140,11 @@ def _finish(
     channel: str | None = None,
     keep: Attempt | None = None,
 ) -> Decision:
+    # an attempt this transition already closed (timed out at its deadline) keeps that
+    # outcome and its reason: only those still open end abandoned
+    closed = {a.id for a in change.attempts if a.status not in OPEN_ATTEMPT}
     for attempt in delivery.attempts:
-        if attempt.status in OPEN_ATTEMPT and attempt is not keep:
+        if attempt.status in OPEN_ATTEMPT and attempt is not keep and attempt.id not in closed:
             change.attempts.append(_close(attempt, AttemptStatus.ABANDONED, now, None))
     change.status, change.channel, change.finished_ts, change.wake_ts = status, channel, now, None
     return Decision(change)
@@ -327,8 +330,15 @@ class Engine:
         self._poll = poll
         self._signals = signals
 
-    async def advance(self, claim: Claim) -> Delivery:
-        """Run `claim`'s delivery until it must wait or is finished; return its state."""
+    async def advance(
+        self, claim: Claim, *, calls_done: Callable[[], None] | None = None
+    ) -> Delivery:
+        """Run `claim`'s delivery until it must wait or is finished; return its state.
+
+        `calls_done` is called once no provider call is left to make, before the last
+        write is committed: a worker can claim the next delivery while this one's outcome
+        is on its way to disk, and the two writes share a commit.
+        """
         delivery = claim.delivery
         pending: Transition | None = None  # a call's outcome, already applied to `delivery`
         while True:
@@ -338,6 +348,8 @@ class Engine:
                 action = await self._permit(delivery, change, action, claim, now)
             write = change if pending is None else pending.merge(change)
             pending = None
+            if not isinstance(action, Send) and calls_done is not None:
+                calls_done()
             await self.store.commit(claim, write)
             apply_transition(delivery, change, own=True)
             if self.guard is not None:

@@ -3,9 +3,14 @@
 ```
 CascadeError
 ├── PolicyError              a policy file or mapping is wrong (carries every issue found)
-├── RecipientError           a recipient's address is invalid (names the field); also ValueError
+├── RecipientError           a recipient is invalid (names the field), or no step of the
+│                            policy can reach it; also ValueError
 ├── MessageError             a message cannot be sent as given; also ValueError
+├── IdempotencyConflict      an idempotency key reused for another recipient, message or
+│                            policy (names the delivery that holds it); also ValueError
 ├── RegistryError            unknown provider type, or two plugins claim one name
+├── UnknownPolicy            no policy of that name (names the known ones); also KeyError
+├── NotRunning               a verb on a notifier that is not started; also RuntimeError
 ├── DeliveryNotFound         no delivery with that id; also KeyError
 ├── WaitTimeout              wait() gave up before the delivery ended; also TimeoutError
 ├── StoreError               the store cannot be reached or refused a write
@@ -62,11 +67,12 @@ class PolicyError(CascadeError):
 
 
 class RecipientError(CascadeError, ValueError):
-    """A recipient field holds an invalid value; `field` names it."""
+    """A recipient field holds an invalid value; `field` names it. `field` empty: the
+    recipient as a whole is at fault (no step of the policy can reach it)."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
-        super().__init__(f"Recipient.{field}: {message}")
+        super().__init__(f"Recipient.{field}: {message}" if field else message)
 
 
 class MessageError(CascadeError, ValueError):
@@ -75,6 +81,37 @@ class MessageError(CascadeError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(message)
+
+
+class IdempotencyConflict(CascadeError, ValueError):
+    """An idempotency key came back with another recipient, message or policy than the
+    delivery it made; `delivery_id` names that delivery, `key` the key. Nothing was sent."""
+
+    def __init__(self, key: str, delivery_id: str, differs: str) -> None:
+        self.key = key
+        self.delivery_id = delivery_id
+        self.differs = differs
+        super().__init__(
+            f"idempotency key {key!r} was first used for delivery {delivery_id} with another "
+            f"{differs}; a key stands for one send: use a new key for a new message"
+        )
+
+
+class UnknownPolicy(CascadeError, KeyError):
+    """No policy has the given name; `known` lists those there are."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = list(known)
+        super().__init__(f"unknown policy {name!r}; this notifier has: {', '.join(self.known)}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class NotRunning(CascadeError, RuntimeError):
+    """A verb that needs a running notifier was called before `start()` (or after
+    `stop()`): use `async with notifier:` (or `with SyncNotifier(...)`)."""
 
 
 class RegistryError(CascadeError):

@@ -19,7 +19,8 @@ log = logging.getLogger("cascade_notify.events")
 class Event:
     """Something that happened to a delivery, for timelines, metrics and alerts."""
 
-    kind: str  # created, sending, outcome, skipped, receipt, finished, throttled, brake, breaker
+    kind: str  # created, sending, outcome, skipped, receipt, finished, throttled, brake, breaker,
+    # signal, address_linked, link_refused
     delivery_id: str
     ts: float
     channel: str | None = None

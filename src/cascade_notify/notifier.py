@@ -7,17 +7,28 @@ calls, runs the worker that advances cascades, and takes receipts in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from cascade_notify import webhooks
+from cascade_notify import linking, webhooks
 from cascade_notify.clock import Clock, SystemClock
 from cascade_notify.engine import Engine
-from cascade_notify.errors import CascadeError, DeliveryNotFound, WaitTimeout
+from cascade_notify.errors import (
+    DeliveryNotFound,
+    IdempotencyConflict,
+    MessageError,
+    NotRunning,
+    RecipientError,
+    UnknownPolicy,
+    WaitTimeout,
+)
 from cascade_notify.events import Event, Listener, emit
 from cascade_notify.models import (
     CHANNEL_KINDS,
@@ -26,6 +37,7 @@ from cascade_notify.models import (
     Receipt,
     Recipient,
     Signal,
+    SignalKind,
     check_idempotency_key,
     new_id,
 )
@@ -33,7 +45,7 @@ from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.polling import Poller
 from cascade_notify.providers.base import Inbound, Provider, WebhookResponse
 from cascade_notify.resilience import Breakers, Protection
-from cascade_notify.stores import AddressBook, Settling, open_store
+from cascade_notify.stores import AddressBook, Settling, SignalOutcome, open_store
 from cascade_notify.stores.base import ReceiptResult, Store
 from cascade_notify.worker import POLL_INTERVAL, Worker
 
@@ -114,7 +126,7 @@ class Notifier:
     @property
     def store(self) -> Store:
         if self._store is None:
-            raise CascadeError("the notifier is not running; use `async with notifier:`")
+            raise NotRunning("the notifier is not running; use `async with notifier:`")
         return self._store
 
     @property
@@ -160,11 +172,12 @@ class Notifier:
         try:
             for provider in self._providers.values():
                 provider.attach(self.take_in)
+                started.append(provider)  # a failed start may have opened a session
                 await provider.start()
-                started.append(provider)
         except BaseException:
             for provider in started:
-                await provider.aclose()
+                with contextlib.suppress(Exception):
+                    await provider.aclose()
             await store.close()
             raise
         self._store = store
@@ -237,8 +250,7 @@ class Notifier:
         key = name or self.config.default_policy
         found = self.config.policies.get(key)
         if found is None:
-            known = ", ".join(sorted(self.config.policies))
-            raise CascadeError(f"unknown policy {key!r}; this notifier has: {known}")
+            raise UnknownPolicy(key, sorted(self.config.policies))
         return found
 
     async def send(
@@ -252,17 +264,32 @@ class Notifier:
         """Persist a cascade and start it; return at once with its `Delivery`.
 
         The same `idempotency_key` returns the delivery it first made, and sends nothing;
-        a key is a non-empty string of at most 256 characters (else MessageError).
+        with another recipient, message or policy it is an `IdempotencyConflict` naming
+        that delivery. A key is a non-empty string of at most 256 characters (else
+        MessageError). A recipient none of the policy's steps can reach (no address for
+        any of its channels, or only opted-out or known-gone ones) is a `RecipientError`,
+        and nothing is stored. Phone numbers written without a country code are read in
+        the policy file's `default_region`.
         """
         if not isinstance(recipient, Recipient):
-            raise TypeError(f"recipient must be a Recipient, not {type(recipient).__name__}")
+            raise RecipientError(
+                "",
+                f"send() takes a Recipient, not {type(recipient).__name__}: build one with "
+                "Recipient(id=..., sms=...) or Recipient.from_dict(...)",
+            )
         if not isinstance(message, Message):
-            raise TypeError(f"message must be a Message, not {type(message).__name__}")
+            raise MessageError(
+                f"send() takes a Message, not {type(message).__name__}: build one with "
+                "Message(text=...)"
+            )
         check_idempotency_key(idempotency_key)
         chosen = self.policy(policy)
         self._check_overrides(chosen, message)
+        recipient = recipient.localised(self.config.default_region)
         store = self.store
+        fingerprint = _fingerprint(recipient, message, chosen.name) if idempotency_key else None
         recipient, unusable = await self._addresses_known(store, chosen, recipient)
+        _check_reachable(chosen, recipient, unusable)
         now = self.clock.now()
         delivery = Delivery(
             id=new_id(),
@@ -275,36 +302,141 @@ class Notifier:
             wake_ts=now,
             idempotency_key=idempotency_key,
             unusable=unusable,
+            fingerprint=fingerprint,
         )
         stored, created = await store.create(delivery)
         if created:
             if self._listeners:
                 self._emit(Event("created", stored.id, now, detail=chosen.name))
             self._poke()
+        elif stored.fingerprint is not None and stored.fingerprint != fingerprint:
+            assert idempotency_key is not None
+            raise IdempotencyConflict(idempotency_key, stored.id, _differs(stored, delivery))
         return stored
 
     async def _addresses_known(
         self, store: Store, policy: Policy, recipient: Recipient
     ) -> tuple[Recipient, dict[str, str]]:
-        """The recipient with the addresses linked to it filled in where it has none, and
-        the channels whose address is known gone: channel -> why. Asked only of a store
-        that keeps addresses, for a policy with a provider that reports them."""
+        """The recipient with the addresses the store knows of it filled in where it has
+        none, and the channels whose address is known gone: channel -> why. Asked only
+        of a store that keeps addresses, for a policy with a provider that reports them:
+        one query for a recipient known by id only (`known`), one for given addresses."""
         if not self._asks_addresses.get(policy.name) or not isinstance(store, AddressBook):
             return recipient, {}
         channels = [step.channel for step in policy.steps]
         missing = [c for c in channels if c in CHANNEL_KINDS and recipient.address(c) is None]
+        gone: dict[str, Signal] = {}
+        filled: dict[str, str] = {}
         if missing:
-            linked = await store.linked(recipient.id)
-            fill = {c: linked[c] for c in missing if c in linked}
-            if fill:
-                recipient = dataclasses.replace(recipient, **fill)  # type: ignore[arg-type]
-        pairs = [(c, a) for c in channels if (a := recipient.address(c)) is not None]
-        gone = await store.unusable(pairs) if pairs else {}
+            known = await store.known(recipient.id)
+            for channel in missing:
+                entry = known.get(channel)
+                if entry is not None:
+                    filled[channel] = entry.address
+                    if entry.kind is SignalKind.GONE:  # linked once, since blocked the bot
+                        gone[channel] = entry
+            if filled:
+                recipient = dataclasses.replace(recipient, **filled)  # type: ignore[arg-type]
+        pairs = [
+            (c, a) for c in channels if c not in filled and (a := recipient.address(c)) is not None
+        ]
+        if pairs:
+            gone.update(
+                {channel: signal for (channel, _), signal in (await store.unusable(pairs)).items()}
+            )
         return recipient, {
             channel: f"the address is gone: {signal.reason} ({signal.provider}, "
             f"{signal.at:%Y-%m-%d %H:%M} UTC)"
-            for (channel, _), signal in gone.items()
+            for channel, signal in gone.items()
         }
+
+    def link(
+        self,
+        channel: str,
+        recipient_id: str,
+        *,
+        provider: str | None = None,
+        ttl: float | None = None,
+    ) -> str:
+        """The deep link that opens the bot on `channel` (its first provider that makes
+        links, or `provider`) for `recipient_id`: when the customer opens it, the bot's
+        update links their account to `recipient_id` (an `address_linked` event), once.
+
+        The link carries a token signed with the policy's `links.secret`, good for
+        `ttl` seconds (default `links.ttl`). `LinkError` when the policy has no `links:`,
+        no provider on the channel makes links, or the id does not fit the payload.
+        Needs no running notifier: nothing is stored until the customer opens it."""
+        settings = self.config.links
+        if settings is None:
+            raise linking.LinkError(
+                "the policy has no `links:` section; add `links: {secret: ${LINK_SECRET}}` "
+                "(32 or more characters) to sign deep links"
+            )
+        chosen = self._linker(channel, provider)
+        assert chosen.link_payload is not None
+        lifetime = settings.ttl if ttl is None else ttl
+        if not lifetime > 0:
+            raise linking.LinkError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        token = linking.issue(
+            settings.keys[0],
+            channel=channel,
+            recipient_id=recipient_id,
+            expires_ts=self.clock.now() + lifetime,
+            limit=chosen.link_payload,
+        )
+        try:
+            return chosen.deep_link(token)
+        except ValueError as exc:
+            raise linking.LinkError(str(exc)) from None
+
+    def _linker(self, channel: str, name: str | None) -> Provider:
+        if name is not None:
+            found = self._providers.get(name)
+            if found is None or found.channel != channel or not found.link_payload:
+                raise linking.LinkError(
+                    f"provider {name!r} is not a provider on {channel!r} that makes deep links"
+                )
+            return found
+        for found in self._providers.values():
+            if found.channel == channel and found.link_payload:
+                return found
+        raise linking.LinkError(
+            f"no provider on channel {channel!r} makes deep links (telegram_bot, viber_bot, "
+            "max_bot and vk_community do)"
+        )
+
+    def _checked_link(self, signal: Signal, now: float) -> Signal | None:
+        """A `linked` signal whose recipient is a deep-link token: with the recipient the
+        token names if it verifies, else None (and a `link_refused` event)."""
+        assert signal.token is not None
+        settings = self.config.links
+        try:
+            if settings is None:
+                raise linking.Refused("forged", "the policy has no links: secret to check with")
+            claim = linking.verify(
+                settings.keys, channel=signal.channel, payload=signal.token, now=now
+            )
+        except linking.Refused as refused:
+            log.warning(
+                "a %s link from %s links nothing: %s", signal.channel, signal.provider, refused
+            )
+            self._refused(signal, refused.reason, str(refused))
+            return None
+        return dataclasses.replace(signal, recipient_id=claim.recipient_id)
+
+    def _refused(self, signal: Signal, reason: str, detail: str) -> None:
+        if self._listeners:
+            self._emit(
+                Event(
+                    "link_refused",
+                    "",
+                    signal.ts,
+                    channel=signal.channel,
+                    provider=signal.provider,
+                    status=reason,
+                    detail=detail,
+                )
+            )
 
     async def addresses(self, recipient_id: str) -> dict[str, str]:
         """The addresses customers linked to `recipient_id` (opening a bot): channel -> address."""
@@ -413,25 +545,64 @@ class Notifier:
 
     async def record_signals(self, signals: Sequence[Signal]) -> None:
         """Take providers' news about addresses in (gone, linked): remembered by a store
-        that keeps addresses (`AddressBook`), and a `signal` event each."""
+        that keeps addresses (`AddressBook`), and a `signal` event each. A link that came
+        with a deep-link token counts only if the token verifies and never linked before
+        (else a `link_refused` event: `forged`, `expired` or `replayed`); a link the store
+        recorded is an `address_linked` event."""
         if not signals:
             return
+        now = self.clock.now()
+        taken: list[Signal] = []
+        for signal in signals:
+            if (
+                signal.kind is SignalKind.LINKED
+                and signal.token is not None
+                and signal.recipient_id is None
+            ):
+                checked = self._checked_link(signal, now)
+                if checked is None:
+                    continue
+                signal = checked
+            taken.append(signal)
+        if not taken:
+            return
         store = self.store
+        outcomes: list[SignalOutcome]
         if isinstance(store, AddressBook):
-            await store.record_signals(signals)
+            outcomes = await store.record_signals(taken)
         else:
-            log.info("%d address signals not kept: the store keeps no addresses", len(signals))
-        if self._listeners:
-            for signal in signals:
+            log.info("%d address signals not kept: the store keeps no addresses", len(taken))
+            outcomes = [SignalOutcome.UNCHANGED] * len(taken)
+        for signal, outcome in zip(taken, outcomes, strict=True):
+            if outcome is SignalOutcome.REPLAYED:
+                log.info("a %s link opened again links nothing: it linked before", signal.channel)
+        if not self._listeners:
+            return
+        for signal, outcome in zip(taken, outcomes, strict=True):
+            if outcome is SignalOutcome.REPLAYED:
+                self._refused(signal, "replayed", "the link was opened before: it links once")
+                continue
+            self._emit(
+                Event(
+                    "signal",
+                    "",
+                    signal.ts,
+                    channel=signal.channel,
+                    provider=signal.provider,
+                    status=signal.kind.value,
+                    detail=signal.reason,
+                )
+            )
+            if signal.kind is SignalKind.LINKED and outcome is SignalOutcome.RECORDED:
                 self._emit(
                     Event(
-                        "signal",
+                        "address_linked",
                         "",
                         signal.ts,
                         channel=signal.channel,
                         provider=signal.provider,
-                        status=signal.kind.value,
-                        detail=signal.reason,
+                        status=signal.reason,
+                        detail=signal.recipient_id,
                     )
                 )
 
@@ -487,3 +658,52 @@ class Notifier:
 
 def _noop() -> None:
     return None
+
+
+def _fingerprint(recipient: Recipient, message: Message, policy: str) -> str:
+    """A hash of what a send asked for: equal for the same recipient, message and policy
+    whatever the order their fields were given in."""
+    who = recipient.to_dict()
+    who.pop("region", None)  # how the numbers were read, not who: they are E.164 by now
+    canonical = json.dumps(
+        [policy, who, message.to_dict()],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _differs(stored: Delivery, given: Delivery) -> str:
+    """What of a send differs from the delivery its idempotency key made, for people."""
+    if stored.policy != given.policy:
+        return f"policy ({stored.policy!r}, now {given.policy!r})"
+    if stored.message.to_dict() != given.message.to_dict():
+        return "message"
+    return "recipient"
+
+
+def _check_reachable(policy: Policy, recipient: Recipient, unusable: Mapping[str, str]) -> None:
+    """A RecipientError when no step of `policy` could ever reach `recipient`: it names
+    the channels the policy has and the addresses the recipient has."""
+    why: list[str] = []
+    for step in policy.steps:
+        channel = step.channel
+        if recipient.address(channel) is None:
+            continue
+        if channel in recipient.opted_out:
+            why.append(f"{channel} opted out")
+        elif channel in unusable:
+            why.append(f"{channel}: {unusable[channel]}")
+        else:
+            return
+    has = [c for c in (*CHANNEL_KINDS, *recipient.addresses) if recipient.address(c) is not None]
+    channels = ", ".join(step.channel for step in policy.steps)
+    addresses = ", ".join(has) or "none"
+    reasons = f" ({'; '.join(why)})" if why else ""
+    raise RecipientError(
+        "",
+        f"recipient {recipient.id!r} cannot be reached by policy {policy.name!r}: its steps "
+        f"are on {channels}, and the recipient has addresses on {addresses}{reasons}; "
+        "nothing was stored or sent",
+    )

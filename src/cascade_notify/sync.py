@@ -16,6 +16,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from cascade_notify import webhooks
 from cascade_notify.clock import Clock
+from cascade_notify.errors import NotRunning
 from cascade_notify.models import Delivery, Message, Receipt, Recipient
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config
@@ -76,7 +77,7 @@ class SyncNotifier:
     def notifier(self) -> Notifier:
         """The async notifier underneath (runs in the portal thread)."""
         if self._notifier is None:
-            raise RuntimeError("the notifier is not running; use `with notifier:`")
+            raise NotRunning("the notifier is not running; use `with notifier:`")
         return self._notifier
 
     @property
@@ -85,7 +86,7 @@ class SyncNotifier:
 
     def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         if self._portal is None:
-            raise RuntimeError("the notifier is not running; use `with notifier:`")
+            raise NotRunning("the notifier is not running; use `with notifier:`")
         return self._portal.call(lambda: func(*args, **kwargs))
 
     def start(self) -> None:
@@ -150,6 +151,27 @@ class SyncNotifier:
 
     def cancel(self, delivery_id: str) -> Delivery:
         result: Delivery = self._call(self.notifier.cancel, delivery_id)
+        return result
+
+    def link(
+        self,
+        channel: str,
+        recipient_id: str,
+        *,
+        provider: str | None = None,
+        ttl: float | None = None,
+    ) -> str:
+        """`Notifier.link`: the deep link that links a customer's account on `channel`."""
+        return self.notifier.link(channel, recipient_id, provider=provider, ttl=ttl)
+
+    def addresses(self, recipient_id: str) -> dict[str, str]:
+        """`Notifier.addresses`: the addresses linked to `recipient_id`."""
+        result: dict[str, str] = self._call(self.notifier.addresses, recipient_id)
+        return result
+
+    def forget(self, recipient_id: str) -> int:
+        """`Notifier.forget`: erase what the store remembers of `recipient_id`'s addresses."""
+        result: int = self._call(self.notifier.forget, recipient_id)
         return result
 
     def record_receipts(self, receipts: Sequence[Receipt]) -> list[ReceiptResult]:

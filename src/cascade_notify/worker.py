@@ -2,7 +2,10 @@
 
 A worker claims no more deliveries than it has free slots (`concurrency`), so a claim
 never waits for a slot while its lease runs out: every claim is advanced at once, and
-finishes, waits or is left to the next claim well inside its lease.
+finishes, waits or is left to the next claim well inside its lease. A slot is a
+delivery with provider calls left to make: it is freed when the last one returned,
+before that delivery's outcome is committed, so the next claim and that outcome share a
+commit instead of waiting on each other's (on SQLite, an fsync each).
 
 It sleeps until the store's next due time, or until poked: by a send or a receipt in
 this process, or by a store that is `Watchable` (other processes' news). A store shared
@@ -134,8 +137,16 @@ class Worker:
                 waiting.cancel()
 
     async def _advance(self, claim: Claim) -> None:
+        slot = True  # this delivery counts against `concurrency` until its calls are done
+
+        def calls_done() -> None:
+            nonlocal slot
+            if slot:
+                slot = False
+                self._release_slot()
+
         try:
-            delivery = await self.engine.advance(claim)
+            delivery = await self.engine.advance(claim, calls_done=calls_done)
             if delivery.final:
                 self._on_final(delivery)
         except LeaseRanOut as lost:
@@ -148,10 +159,14 @@ class Worker:
                 claim.delivery.id,
             )
         finally:
-            self._busy -= 1
-            self._free.set()
+            calls_done()
             # the store may have re-queued it (a receipt came in while we held the lease)
             self._poke.set()
+
+    def _release_slot(self) -> None:
+        self._busy -= 1
+        self._free.set()
+        self._poke.set()
 
 
 __all__ = ["POLL_INTERVAL", "Worker"]

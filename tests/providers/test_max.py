@@ -167,11 +167,15 @@ def test_ca_bundle_gives_an_httpx_transport() -> None:
     assert not MaxProvider("max", MaxProvider.Settings.model_validate({"token": "t"})).injected
 
 
+LINK_SECRET = "max-test-link-secret-0123456789abcdef"
+
+
 def policy(emu: MaxEmulator) -> str:
     return f"""
+links: {{secret: "{LINK_SECRET}"}}
 providers:
   max: {{type: max_bot, token: "{emu.token}", api_url: "{emu.api_url}",
-         webhook_secret: "{emu.secret}"}}
+         webhook_secret: "{emu.secret}", username: "{emu.bot["username"]}"}}
   sms: {{type: fake, channel: sms}}
 policies:
   service:
@@ -184,8 +188,9 @@ policies:
 async def test_updates_through_the_notifier(
     emu: MaxEmulator, fake_clock: FakeClock, inbox: Inbox
 ) -> None:
-    """A forged or missing secret is 401 and changes nothing; `bot_started` with a payload
-    links the address; `bot_stopped` makes the next cascade skip MAX for SMS."""
+    """A forged or missing secret is 401 and changes nothing; `bot_started` from the
+    recipient's deep link links the address; `bot_stopped` makes the next cascade skip
+    MAX for SMS."""
     emu.webhook_url = f"{inbox.url}/max"
     anna = Recipient(id="anna", addresses={"max": USER}, sms="+79161234567")
     async with Notifier.from_yaml(policy(emu), clock=fake_clock, store="memory://") as notifier:
@@ -202,7 +207,7 @@ async def test_updates_through_the_notifier(
         second = await notifier.send(anna, Message(text="Still MAX"))
         await answered(notifier, second.id)
         [still] = await run_until_final(notifier, fake_clock, [second.id])
-        [linked] = await emu.event("bot_started", USER, payload="anna")
+        [linked] = await emu.event("open_link", USER, link=notifier.link("max", "anna"))
         addresses = await notifier.addresses("anna")
         [stopped] = await emu.event("bot_stopped", USER)
         third = await notifier.send(anna, Message(text="Again"))
@@ -226,7 +231,8 @@ async def test_update_with_delay_and_duplicate(
     emu.webhook_url = f"{inbox.url}/max"
     async with Notifier.from_yaml(policy(emu), clock=fake_clock, store="memory://") as notifier:
         inbox.notifier = notifier
-        assert await emu.event("bot_started", USER, payload="anna", delay=30) == []
+        link = notifier.link("max", "anna")
+        assert await emu.event("open_link", USER, link=link, delay=30) == []
         await fake_clock.advance(29)
         early = await notifier.addresses("anna")
         await fake_clock.advance(1)

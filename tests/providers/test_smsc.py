@@ -287,7 +287,7 @@ async def test_end_to_end_messengers_fail_gateway_one_down_gateway_two_delivers(
     policy = {
         "providers": {
             "wa": {"type": "fake", "channel": "whatsapp", "behavior": "unreachable"},
-            "tg": {"type": "fake", "channel": "telegram", "behavior": "fail"},
+            "tg": {"type": "fake", "channel": "telegram", "behavior": "fail"},  # accepted only
             "vb": {"type": "fake", "channel": "viber", "behavior": "fail_receipt"},
             "smsru": {
                 "type": "smsru",
@@ -302,7 +302,7 @@ async def test_end_to_end_messengers_fail_gateway_one_down_gateway_two_delivers(
             "p": {
                 "steps": [
                     {"channel": "whatsapp", "providers": ["wa"]},
-                    {"channel": "telegram", "providers": ["tg"]},
+                    {"channel": "telegram", "providers": ["tg"], "wait_for": "accepted"},
                     {"channel": "viber", "providers": ["vb"]},
                     {"channel": "sms", "providers": ["smsru", "smsc"], "timeout": "10m"},
                 ]

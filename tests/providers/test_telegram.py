@@ -393,24 +393,6 @@ async def test_a_timeout_after_the_request_is_an_unknown_outcome(
     assert isinstance(result, UnknownOutcomeError)
 
 
-async def test_nothing_listening_is_transient(fake_clock: FakeClock) -> None:
-    """A refused connection sent nothing: transient, at start and at a send."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    provider = TelegramProvider(
-        "tg",
-        TelegramSettings(token="123456:ABC", api_url=f"http://127.0.0.1:{port}"),
-        clock=fake_clock,
-    )
-    with pytest.raises(TransientError) as caught:
-        await provider.start()
-    assert caught.value.code == "connect"
-    result = await send_classified(provider, request())
-    assert isinstance(result, TransientError)
-    await provider.aclose()
-
-
 async def test_an_injected_client_and_an_unclassified_status(fake_clock: FakeClock) -> None:
     """Over an injected httpx client, a status nobody classified fails safe: permanent,
     with the raw answer bounded."""
@@ -509,7 +491,8 @@ def update_request(hook: Any, secret: str | None = SECRET) -> WebhookRequest:
 async def test_start_with_a_payload_is_a_linked_signal(
     tg: TelegramProvider, emu: TelegramEmulator, fake_clock: FakeClock
 ) -> None:
-    """`/start <payload>` links the chat; the payload is the recipient id, as given."""
+    """`/start <payload>` links the chat; the payload is the signal's token, unverified
+    (the notifier checks it and names the recipient)."""
     [hook] = await emu.event("start", CHAT, payload="anna-42")
     inbound = await tg.receive(update_request(hook))
     [signal] = inbound.signals
@@ -519,7 +502,8 @@ async def test_start_with_a_payload_is_a_linked_signal(
         CHAT,
         "start",
     )
-    assert signal.recipient_id == "anna-42" and signal.provider == "tg"
+    assert signal.token == "anna-42" and signal.recipient_id is None
+    assert signal.provider == "tg"
     assert signal.ts == int(fake_clock.now())
     assert inbound.receipts == () and inbound.answer is None
 
@@ -634,3 +618,59 @@ async def test_a_cascade_through_the_notifier(emu: TelegramEmulator, fake_clock:
     assert moved_on.attempts[1].started_ts == moved_on.attempts[0].started_ts  # at once
     assert sorted(r.address for r in sends(emu)) == sorted([CHAT, "987654321"])  # concurrent
     assert answer.status == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_telegram_away_at_start_does_not_stop_the_notifier(
+    fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Telegram unreachable when the app starts (blocked, down) is the outage a cascade
+    is for: the notifier starts, the warning says so, the first send asks getMe again
+    and, once the API answers, goes out; a wrong token still fails the start."""
+    port = _free_port()
+    token = "7000000001:AAemulator-test-token_0000000000000"
+    provider = TelegramProvider(
+        "tg", TelegramSettings(token=token, api_url=f"http://127.0.0.1:{port}"), clock=fake_clock
+    )
+    with caplog.at_level(logging.WARNING, logger="cascade_notify"):
+        await provider.start()
+    assert "Telegram unreachable at start" in caplog.text
+    result = await send_classified(provider, request())  # refused: nothing was sent
+    assert isinstance(result, TransientError)
+    assert result.code == "connect"
+    async with TelegramEmulator(clock=fake_clock, port=port, token=token) as emu:
+        result = await provider.send(request())
+        assert [r.path.rsplit("/", 1)[1] for r in emu.requests] == ["getMe", "sendMessage"]
+        assert result.provider_message_id == f"{CHAT}:1"
+    await provider.aclose()
+
+
+async def test_a_cascade_starts_and_moves_on_while_telegram_is_away(
+    fake_clock: FakeClock,
+) -> None:
+    """Through the notifier: the start succeeds and the delivery ends on the next step."""
+    config = load_config(
+        f"""
+providers:
+  tg: {{type: telegram_bot, token: "7000000001:AAemulator", api_url: "http://127.0.0.1:{_free_port()}"}}
+  sms: {{type: fake, channel: sms}}
+policies:
+  p:
+    steps:
+      - {{channel: telegram, providers: [tg], wait_for: accepted, timeout: 30s}}
+      - {{channel: sms, providers: [sms], wait_for: delivered, timeout: 1m}}
+"""
+    )
+    async with Notifier(config, clock=fake_clock) as notifier:
+        delivery = await notifier.send(
+            Recipient(id="c", telegram=CHAT, sms="+79161234567"), Message(text=TEXT)
+        )
+        [final] = await run_until_final(notifier, fake_clock, [delivery.id])
+    assert final.status is DeliveryStatus.DELIVERED
+    assert final.channel == "sms"
+    assert final.attempts[0].channel == "telegram"

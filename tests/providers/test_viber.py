@@ -263,7 +263,8 @@ async def test_events_become_signals(vb: ViberEmulator, provider: ViberBotProvid
         "viber",
     )
     [link] = linked.signals
-    assert (link.kind, link.address, link.recipient_id) == (SignalKind.LINKED, USER, "anna")
+    assert (link.kind, link.address, link.token) == (SignalKind.LINKED, USER, "anna")
+    assert link.recipient_id is None  # the notifier checks the token and names the recipient
     assert all(not i.signals and not i.receipts and i.answer is None for i in nothing)
 
 

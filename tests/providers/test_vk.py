@@ -88,6 +88,7 @@ def test_declared_capabilities() -> None:
 
 def vk_policy(wait_for: str, api_url: str = "http://127.0.0.1:9", token: str = "t") -> str:  # noqa: S107
     return f"""
+links: {{secret: "vk-test-link-secret-0123456789abcdef"}}
 providers:
   vk: {{type: vk_community, access_token: "{token}", group_id: 200000001,
         confirmation_code: a1b2c3d4, secret: test-secret, api_url: "{api_url}"}}
@@ -269,20 +270,27 @@ async def test_wrong_or_missing_secret_changes_nothing(
 async def test_allow_links_and_events_we_ignore_are_ok(
     emu: VkEmulator, fake_clock: FakeClock, inbox: Inbox
 ) -> None:
-    """`message_allow` with a key links the address; `message_new`, a duplicated event
-    and a delayed one are all answered `ok`."""
+    """`message_allow` with the key of the recipient's link token links the address, and
+    so does the `ref` of a vk.me deep link; `message_new`, a duplicated event and a
+    delayed one are all answered `ok`."""
     emu.webhook_url = f"{inbox.url}/vk"
     async with Notifier.from_yaml(policy(emu), clock=fake_clock, store="memory://") as notifier:
         inbox.notifier = notifier
-        [allow] = await emu.event("message_allow", PEER, key="anna")
+        key = notifier.link("vk", "anna").rpartition("ref=")[2]
+        [allow] = await emu.event("message_allow", PEER, key=key)
         linked = await notifier.addresses("anna")
+        link = notifier.link("vk", "boris")
+        assert link.startswith("https://vk.me/club200000001?ref=")
+        [opened] = await emu.event("open_link", "223456789", link=link)
+        boris = await notifier.addresses("boris")
         hooks = await emu.event("message_new", PEER, duplicate=True)
         assert await emu.event("message_allow", PEER, delay=5) == []
         await fake_clock.advance(5)
         await fake_clock.settle()
     assert allow.delivered and linked == {"vk": PEER}
+    assert opened.delivered and boris == {"vk": "223456789"}
     assert [h.delivered for h in hooks] == [True, True]
-    assert inbox.answers == [(200, b"ok")] * 4
+    assert inbox.answers == [(200, b"ok")] * 5
 
 
 async def test_a_covering_read_marks_earlier_messages(emu: VkEmulator) -> None:

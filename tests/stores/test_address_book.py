@@ -9,8 +9,8 @@ import pytest
 
 from cascade_notify.errors import StoreError
 from cascade_notify.models import Signal, SignalKind
-from cascade_notify.stores import AddressBook, Store
-from cascade_notify.stores._addresses import MAX_NAME, MAX_REASON
+from cascade_notify.stores import AddressBook, Purgeable, SignalOutcome, Store
+from cascade_notify.stores._addresses import MAX_NAME, MAX_REASON, SPENT_TTL
 
 from .conftest import NOW, StoreFactory, durable
 
@@ -40,6 +40,7 @@ def linked(
     *,
     channel: str = "telegram",
     ts: float = NOW,
+    token: str | None = None,
 ) -> Signal:
     return Signal(
         kind=SignalKind.LINKED,
@@ -49,6 +50,7 @@ def linked(
         reason="start",
         ts=ts,
         recipient_id=recipient_id,
+        token=token,
     )
 
 
@@ -240,6 +242,19 @@ async def test_forget_erases_the_recipient_and_its_addresses(store: Store) -> No
         (gone(channel="Tele gram"), "'Tele gram' is not a channel name"),
         (gone(ts=math.nan), "ts must be a finite number"),
         (gone(recipient_id="anna\n"), "recipient_id must be"),
+        (linked(token="bad\x00token"), "token must be"),
+        (
+            Signal(
+                kind=SignalKind.GONE,
+                channel="telegram",
+                address="1",
+                provider="tg",
+                reason="blocked",
+                ts=NOW,
+                token="t",
+            ),
+            "only a linked signal carries a token",
+        ),
         (
             Signal(
                 kind=SignalKind.LINKED,
@@ -311,3 +326,91 @@ async def test_the_address_book_survives_reopening(
     finally:
         await reopened.close()
         await store.open()  # the fixture closes it
+
+
+async def test_record_says_what_each_signal_did(store: Store) -> None:
+    """Recorded, or unchanged (a repeat, an older one): one outcome per signal, in order."""
+    done = await book(store).record_signals(
+        [linked("anna", "1", ts=NOW + 1), linked("anna", "1", ts=NOW + 1), gone("1", ts=NOW)]
+    )
+    assert done == [SignalOutcome.RECORDED, SignalOutcome.UNCHANGED, SignalOutcome.UNCHANGED]
+    assert await book(store).record_signals([]) == []
+
+
+async def test_a_link_token_links_once(store: Store) -> None:
+    """A second link with a token seen before is a replay: nothing changes, whatever it
+    names, in the same call or a later one; another token links as usual."""
+    first = await book(store).record_signals(
+        [linked("anna", "1", token="tok-1"), linked("anna", "2", ts=NOW + 1, token="tok-1")]
+    )
+    later = await book(store).record_signals([linked("anna", "3", ts=NOW + 2, token="tok-1")])
+    assert first == [SignalOutcome.RECORDED, SignalOutcome.REPLAYED]
+    assert later == [SignalOutcome.REPLAYED]
+    assert await book(store).linked("anna") == {"telegram": "1"}
+    assert await book(store).record_signals([linked("anna", "4", ts=NOW + 3, token="tok-2")]) == [
+        SignalOutcome.RECORDED
+    ]
+    assert await book(store).linked("anna") == {"telegram": "4"}
+
+
+async def test_a_spent_token_outlives_forget_and_goes_with_purge(store: Store) -> None:
+    """`forget` leaves the spent tokens (a digest each: nothing of the recipient), so an
+    old link still links nothing; `purge` drops them once no token can still be alive."""
+    await book(store).record_signals([linked("anna", "1", token="tok-1")])
+    await book(store).forget("anna")
+    assert await book(store).record_signals([linked("anna", "1", ts=NOW + 1, token="tok-1")]) == [
+        SignalOutcome.REPLAYED
+    ]
+    assert await book(store).linked("anna") == {}
+    if isinstance(store, Purgeable):
+        await store.purge(86400.0, NOW + SPENT_TTL + 1)
+        again = await book(store).record_signals([linked("anna", "1", ts=NOW + 2, token="tok-1")])
+        assert again == [SignalOutcome.RECORDED]
+
+
+async def test_concurrent_replays_of_one_token_link_once(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    """The same token recorded at once for different addresses (two processes where the
+    store is shared): exactly one links."""
+    stores = [store]
+    if type(store).__name__ == "PostgresStore":
+        other = store_factory()
+        await other.open()
+        stores.append(other)
+    try:
+        done = await asyncio.gather(
+            *(
+                book(stores[n % len(stores)]).record_signals(
+                    [linked("anna", str(n), ts=NOW + n, token="tok-same")]
+                )
+                for n in range(10)
+            )
+        )
+    finally:
+        for extra in stores[1:]:
+            await extra.close()
+    assert sorted(outcome for [outcome] in done).count(SignalOutcome.RECORDED) == 1
+    assert len(await book(store).linked("anna")) == 1
+
+
+async def test_known_gives_the_latest_entry_per_channel_linked_or_gone(store: Store) -> None:
+    """`known`: per channel the recipient's latest entry, a gone one included (its address
+    blocked the bot since), with its reason; nothing for another recipient."""
+    await book(store).record_signals(
+        [
+            linked("anna", "100", ts=NOW),
+            gone("100", ts=NOW + 1),  # the provider did not say whose: still anna's
+            linked("anna", "200", channel="max", ts=NOW),
+            linked("ivan", "300", ts=NOW),
+        ]
+    )
+    known = await book(store).known("anna")
+    assert {c: (s.kind, s.address, s.reason) for c, s in known.items()} == {
+        "telegram": (SignalKind.GONE, "100", "blocked"),
+        "max": (SignalKind.LINKED, "200", "start"),
+    }
+    await book(store).record_signals([linked("anna", "101", ts=NOW + 2)])
+    assert (await book(store).known("anna"))["telegram"].address == "101"
+    assert await book(store).known("nobody") == {}
+    assert await book(store).known("bad\x00id") == {}

@@ -72,8 +72,10 @@ def _module(kind: str) -> Any:
 
 def insert_old(execute: Execute, kind: str, d: Delivery) -> None:
     """Write `d` as code before `Delivery.unusable` did (due at once, as create makes it)."""
-    columns = [c for c in DELIVERY_COLUMNS if c != "unusable"]
-    values = delivery_values(d)[: len(columns)]
+    later = ("unusable", "fingerprint")  # columns added by later migrations
+    every = dict(zip(DELIVERY_COLUMNS, delivery_values(d), strict=True))
+    columns = [c for c in DELIVERY_COLUMNS if c not in later]
+    values = [every[c] for c in columns]
     if kind == "sqlite":
         marks, poked = ", ".join("?" * len(columns)), "1"
     else:

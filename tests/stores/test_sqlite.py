@@ -66,6 +66,7 @@ def test_url_forms(url: str, path: str) -> None:
     ("url", "message"),
     [
         ("sqlite://cascade.db", "three slashes"),
+        ("sqlite:cascade.db", "three slashes"),
         ("sqlite:///a.db?sync=full", "unknown option 'sync'"),
         ("sqlite:///a.db?synchronous=sometimes", "synchronous='sometimes'"),
     ],

@@ -14,6 +14,7 @@ from cascade_notify._duration import format_duration
 from cascade_notify.cli.bounce import bounce
 from cascade_notify.cli.breaker import breaker_app
 from cascade_notify.cli.emulate import emulate
+from cascade_notify.cli.link import link
 from cascade_notify.cli.serve import serve
 from cascade_notify.cli.store import store_app
 from cascade_notify.cli.worker import worker
@@ -51,11 +52,13 @@ def _load(source: str | Path) -> Config:
 def validate(
     file: Annotated[Path, typer.Argument(help="The policy file to check.")],
 ) -> None:
-    """Check a policy file; print every error with its line and field."""
+    """Check a policy file; print every error and warning with its line and field."""
     if not file.is_file():
         errors.print(f"[red]error[/red] {file}: no such file")
         raise typer.Exit(1)
     config = _load(file)
+    for warning in config.warnings:
+        errors.print(f"[yellow]warning[/yellow] {warning}", soft_wrap=True)
     console.print(
         f"[green]ok[/green] {file}: {len(config.providers)} providers, "
         f"{len(config.policies)} {'policy' if len(config.policies) == 1 else 'policies'}"
@@ -153,6 +156,7 @@ def demo(
 app.command()(serve)
 app.command()(emulate)
 app.command()(bounce)
+app.command()(link)
 app.command()(worker)
 app.add_typer(store_app, name="store")
 app.add_typer(breaker_app, name="breaker")

@@ -3,6 +3,9 @@ NUL and lone surrogates; metadata plain JSON. The same answer on every store."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, Final
@@ -91,3 +94,39 @@ def check_idempotency_key(key: object) -> None:
         raise MessageError(
             "idempotency_key: holds a NUL character or a lone surrogate", field="idempotency_key"
         )
+
+
+def strict_init(cls: type[Any], error: type[RecipientError | MessageError]) -> None:
+    """Make `cls(...)` (a keyword-only dataclass) refuse an unknown or missing field with
+    `error` naming it and the fields there are, instead of a bare TypeError."""
+    generated = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]
+    known = frozenset(names)
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    title = cls.__name__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if args:
+            raise _refuse(
+                error,
+                names[0] if len(args) == 1 else "(arguments)",
+                f"{title}() takes keyword arguments only, e.g. {title}({names[0]}=...)",
+            )
+        if not known.issuperset(kwargs):
+            field_name = next(k for k in kwargs if k not in known)
+            close = difflib.get_close_matches(field_name, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise _refuse(
+                error, field_name, f"is not a {title} field; {hint}(fields: {', '.join(names)})"
+            )
+        for name in required:
+            if name not in kwargs:
+                raise _refuse(error, name, "is required but missing")
+        generated(self, **kwargs)
+
+    functools.update_wrapper(__init__, generated)
+    cls.__init__ = __init__

@@ -46,14 +46,22 @@ _CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def normalize_phone(value: object, field_name: str, region: str | None = None) -> str:
-    """Return `value` as an E.164 number, or raise RecipientError naming the field."""
+def normalize_phone(
+    value: object, field_name: str, region: str | None = None, *, national_ok: bool = False
+) -> str:
+    """Return `value` as an E.164 number, or raise RecipientError naming the field.
+
+    With `national_ok` and no `region`, a number written without its country code is
+    returned as given (stripped): it is read later, in the policy's `default_region`."""
     if not isinstance(value, str) or not value.strip():
         raise RecipientError(field_name, f"must be a phone number string, got {value!r}")
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException as exc:
-        hint = "" if region else " (write it in international form, +<country code>...)"
+        national = region is None and exc.error_type == exc.INVALID_COUNTRY_CODE
+        if national and national_ok:
+            return value.strip()
+        hint = f" ({NATIONAL_HINT})" if national else ""
         raise RecipientError(
             field_name, f"{value!r} is not a phone number: {exc._msg}{hint}"
         ) from None
@@ -61,3 +69,11 @@ def normalize_phone(value: object, field_name: str, region: str | None = None) -
         raise RecipientError(field_name, f"{value!r} is not a valid phone number")
     e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return e164
+
+
+#: How to give a number that has no country code.
+NATIONAL_HINT: Final = (
+    "write it in international form, E.164: +<country code><number>, e.g. +79161234567; "
+    "or set default_region: (an ISO country code, e.g. RU) in the policy file, or "
+    "Recipient(region=...)"
+)

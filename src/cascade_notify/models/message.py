@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cascade_notify.errors import MessageError
-from cascade_notify.models._checks import _SHORT_LIMIT, _check_text, _plain_json
+from cascade_notify.models._checks import _SHORT_LIMIT, _check_text, _plain_json, strict_init
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,3 +96,6 @@ class Message:
         object.__setattr__(message, "overrides", data.get("overrides", {}))
         object.__setattr__(message, "metadata", data.get("metadata", {}))
         return message
+
+
+strict_init(Message, MessageError)

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cascade_notify.errors import RecipientError
-from cascade_notify.models._checks import _SHORT_LIMIT, ADDRESS_LIMIT, ID_KEY_LIMIT, _check_text
+from cascade_notify.models._checks import (
+    _SHORT_LIMIT,
+    ADDRESS_LIMIT,
+    ID_KEY_LIMIT,
+    _check_text,
+    strict_init,
+)
 from cascade_notify.models.channels import (
     _CHANNEL_NAME,
     _EMAIL,
     _MOVED,
     _NAMED_CHANNELS,
     CHANNEL_KINDS,
+    NATIONAL_HINT,
     AddressKind,
     normalize_phone,
 )
@@ -25,7 +33,9 @@ class Recipient:
     """Who to reach, with one address per channel.
 
     Phone numbers (`whatsapp`, `sms`, `call`) are validated and normalised to
-    E.164; a number without a leading `+` is read in `region` (e.g. "RU").
+    E.164; a number without its country code is read in `region` (e.g. "RU"). Without
+    a `region` such a number is kept as given until `send()`, which reads it in the
+    policy file's `default_region` (or refuses it, saying how to write it).
     `addresses` holds any other channel (`max`, `vk`, a plugin's) by name.
     """
 
@@ -69,7 +79,9 @@ class Recipient:
             if value is None or kind is AddressKind.EMAIL:
                 continue
             if kind is AddressKind.PHONE:
-                object.__setattr__(self, name, normalize_phone(value, name, self.region))
+                phone = normalize_phone(value, name, self.region, national_ok=True)
+                _check_text(phone, name, ADDRESS_LIMIT, RecipientError)
+                object.__setattr__(self, name, phone)
             else:
                 if isinstance(value, int) and not isinstance(value, bool):
                     value = str(value)
@@ -118,6 +130,26 @@ class Recipient:
                     "timezone", f"{self.timezone!r} is not an IANA time zone"
                 ) from None
 
+    def localised(self, region: str | None) -> Recipient:
+        """This recipient with its national phone numbers (those written without a
+        country code, kept as given for want of a `region`) read in `region`; a
+        RecipientError naming the field, saying how to write it, when `region` is None."""
+        pending = [
+            name
+            for name, kind in CHANNEL_KINDS.items()
+            if kind is AddressKind.PHONE
+            and (value := getattr(self, name)) is not None
+            and not value.startswith("+")
+        ]
+        if not pending:
+            return self
+        if region is None:
+            name = pending[0]
+            raise RecipientError(
+                name, f"{getattr(self, name)!r} has no country code: {NATIONAL_HINT}"
+            )
+        return dataclasses.replace(self, region=region)
+
     def address(self, channel: str) -> str | None:
         """The address on `channel`, or None."""
         if channel in _NAMED_CHANNELS:
@@ -161,3 +193,4 @@ class Recipient:
 
 
 _RECIPIENT_FIELDS = (*_NAMED_CHANNELS, "id", "locale", "timezone", "region")
+strict_init(Recipient, RecipientError)

@@ -257,6 +257,11 @@ class Signal:
     `reason` is the provider's word for it (`blocked`, `unsubscribed`, `bot_stopped`,
     `wrong_number`, `start`); `recipient_id` is set for `linked`, and for `gone` when
     the provider knows whose address it was.
+
+    `token` is the deep-link payload a customer opened the bot with (`/start <token>`),
+    as the provider read it: a provider leaves `recipient_id` to the notifier, which
+    checks the token (`cascade_notify.linking`) and sets it; the store links only the
+    first signal with a given token (a replay links nothing).
     """
 
     kind: SignalKind
@@ -266,6 +271,7 @@ class Signal:
     reason: str
     ts: float
     recipient_id: str | None = None
+    token: str | None = None
 
     @property
     def at(self) -> datetime:
@@ -311,6 +317,10 @@ class Delivery:
     wake_ts: float | None = None
     idempotency_key: str | None = None
     unusable: dict[str, str] = field(default_factory=dict)
+    #: A hash of the recipient, message and policy it was sent with: the same
+    #: idempotency key with another fingerprint is a conflict. None: made before the
+    #: library kept one (or not by `send`), so not checked.
+    fingerprint: str | None = None
 
     @property
     def created_at(self) -> datetime:
@@ -353,4 +363,5 @@ class Delivery:
             wake_ts=self.wake_ts,
             idempotency_key=self.idempotency_key,
             unusable=dict(self.unusable),
+            fingerprint=self.fingerprint,
         )

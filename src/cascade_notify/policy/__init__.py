@@ -20,6 +20,7 @@ from cascade_notify.policy.marked import read_yaml
 from cascade_notify.policy.schema import (
     DEFAULT_STORE,
     Config,
+    LinkSettings,
     Policy,
     ProviderConfig,
     WorkerSettings,
@@ -61,6 +62,7 @@ def load_config_data(
 __all__ = [
     "DEFAULT_STORE",
     "Config",
+    "LinkSettings",
     "Policy",
     "ProviderConfig",
     "WorkerSettings",

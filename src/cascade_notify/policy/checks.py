@@ -36,6 +36,8 @@ from cascade_notify.resilience.settings import (
 _M = TypeVar("_M", bound=BaseModel)
 
 _RECEIPTS: Final = {WaitFor.DELIVERED: "delivery receipts", WaitFor.READ: "read receipts"}
+#: The channels a policy's brakes watch (SMS pumping, runaway call cost).
+_BRAKED: Final = ("sms", "call")
 _NOUNS: Final = {"steps": "step", "providers": "provider", "categories": "category"}
 _EXPECTED: Final = {
     "string": "text",
@@ -112,6 +114,7 @@ class Check:
     def __init__(self, source: str | None) -> None:
         self.source = source
         self.issues: list[PolicyIssue] = []
+        self.warnings: list[PolicyIssue] = []
         self.marks: dict[Loc, yaml.Mark] = {}
         self.key_marks: dict[Loc, yaml.Mark] = {}
         self.bad: set[Loc] = set()  # already reported: checks further down keep quiet about them
@@ -123,18 +126,29 @@ class Check:
     ) -> None:
         if any(loc[:i] in self.bad for i in range(len(loc) + 1)):
             return
+        self.issues.append(self._issue(loc, message, key=key, mark=mark))
+
+    def warn(self, loc: Loc, message: str, *, key: bool = False) -> None:
+        """Note something doubtful but not wrong: the file is still used as it is."""
+        self.warnings.append(self._issue(loc, message, key=key))
+
+    @staticmethod
+    def sorted(issues: Sequence[PolicyIssue]) -> list[PolicyIssue]:
+        return sorted(issues, key=lambda i: (i.line is None, i.line or 0, i.column or 0))
+
+    def _issue(
+        self, loc: Loc, message: str, *, key: bool = False, mark: yaml.Mark | None = None
+    ) -> PolicyIssue:
         if mark is None:
             mark = self.key_marks.get(loc) if key else self.marks.get(loc)
         for i in range(len(loc) - 1, -1, -1):  # a missing field: point at its parent's key
             mark = mark or self.key_marks.get(loc[:i]) or self.marks.get(loc[:i])
         line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        self.issues.append(PolicyIssue(_dotted(loc), message, self.source, line, column))
+        return PolicyIssue(_dotted(loc), message, self.source, line, column)
 
     def raise_if_any(self) -> None:
         if self.issues:
-            raise PolicyError(
-                sorted(self.issues, key=lambda i: (i.line is None, i.line or 0, i.column or 0))
-            )
+            raise PolicyError(self.sorted(self.issues))
 
     def validate(
         self, model: type[_M], raw: Any, loc: Loc, *, skip: tuple[str, ...] = ()
@@ -226,6 +240,7 @@ class Check:
         if step.max_segments is not None and step.channel != "sms":
             self.add((*loc, "max_segments"), f"applies to sms steps only, not {step.channel}")
             return None
+        self._warn_templates(step, loc)
         quiet = step.quiet_hours
         return Step(
             channel=step.channel,
@@ -261,6 +276,22 @@ class Check:
                     self.add(where, str(exc))
                     ok = False
         return dict(step.options) if ok else None
+
+    def _warn_templates(self, step: _Step, loc: Loc) -> None:
+        """A WhatsApp Cloud step with no template sends free-form text, which Meta takes
+        only inside the 24-hour window after the customer last wrote (issue 15)."""
+        for i, name in enumerate(step.providers):
+            cfg = self.providers.get(name)
+            if cfg is None or cfg.type != "whatsapp_cloud":
+                continue
+            if step.options.get(name, {}).get("template") is None:
+                self.warn(
+                    (*loc, "providers", i),
+                    f"{name!r} (whatsapp_cloud) names no template: free-form text reaches "
+                    "only customers who wrote in the last 24 hours (others: code 131047, "
+                    f"next step); give options: {{{name}: {{template: NAME}}}}, or one per "
+                    "message in Message.overrides['whatsapp']",
+                )
 
     def _retry(self, step: _Step) -> RetrySettings:
         """The step's own retry keys, and for the rest its first provider's `retry:`."""
@@ -318,6 +349,15 @@ class Check:
         brakes = head.brakes
         if brakes.allowed_countries is None and home is not None:
             brakes = brakes.model_copy(update={"allowed_countries": [home]})
+        braked = [s.channel for s in steps if s is not None and s.channel in _BRAKED]
+        if brakes.allowed_countries is None and braked:
+            self.warn(
+                loc,
+                "the SMS-fraud country brake is off: neither sender_country nor "
+                f"brakes.allowed_countries is set, so its {' and '.join(braked)} steps send "
+                "to any country; set sender_country: (e.g. RU) or brakes.allowed_countries",
+                key=True,
+            )
         return Policy(name, head.ttl, tuple(s for s in steps if s is not None), brakes)
 
     def config(self, data: Any, env: Mapping[str, str] | None) -> Config:
@@ -354,4 +394,7 @@ class Check:
             source=self.source,
             worker=top.worker,
             sender_country=top.sender_country,
+            default_region=top.default_region,
+            warnings=tuple(self.sorted(self.warnings)),
+            links=top.links,
         )

@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from cascade_notify._duration import Duration
+from cascade_notify.errors import PolicyIssue
 from cascade_notify.models import Step, WaitFor
 from cascade_notify.providers.base import Provider, ProviderSettings
 from cascade_notify.resilience.settings import (
@@ -88,6 +89,38 @@ class _Policy(_Strict):
     brakes: BrakeSettings = BrakeSettings()
 
 
+def _as_secrets(value: object) -> object:
+    return [value] if isinstance(value, str | SecretStr) else value
+
+
+def _check_link_secrets(secrets: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+    for secret in secrets:
+        if len(secret.get_secret_value()) < 32:
+            raise ValueError(
+                "a link secret is at least 32 characters (e.g. `openssl rand -hex 32`)"
+            )
+    return secrets
+
+
+class LinkSettings(_Strict):
+    """`links:` at the top of a policy: how deep links to the bots are signed.
+
+    `secret` signs every link token (a list: the first signs, all are checked, for
+    rotation); `ttl` is how long a link made now links (at most 366 days)."""
+
+    secret: Annotated[
+        tuple[SecretStr, ...],
+        BeforeValidator(_as_secrets),
+        Field(min_length=1),
+        AfterValidator(_check_link_secrets),
+    ]
+    ttl: Duration = Field(default=7 * 86400.0, gt=0, le=366 * 86400.0)
+
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        return tuple(secret.get_secret_value().encode() for secret in self.secret)
+
+
 class WorkerSettings(_Strict):
     """How a worker leases due deliveries: lease length (seconds), parallel sends, batch size."""
 
@@ -101,6 +134,8 @@ class _Top(_Strict):
     default_policy: str | None = None
     worker: WorkerSettings = WorkerSettings()
     sender_country: Country | None = None
+    default_region: Country | None = None
+    links: LinkSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,3 +175,8 @@ class Config:
     source: str | None
     worker: WorkerSettings
     sender_country: str | None = None
+    #: Where a phone number written without its country code is read (ISO, e.g. RU).
+    default_region: str | None = None
+    #: What the load found doubtful but not wrong (the file is used as it is).
+    warnings: tuple[PolicyIssue, ...] = ()
+    links: LinkSettings | None = None

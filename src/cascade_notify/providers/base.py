@@ -35,6 +35,7 @@ from cascade_notify._text import CODE_LIMIT, ID_LIMIT, TEXT_LIMIT, finite, stora
 from cascade_notify.clock import Clock, SystemClock
 from cascade_notify.errors import (
     MessageError,
+    NotRunning,
     PermanentError,
     ProviderError,
     TransientError,
@@ -196,6 +197,10 @@ class Provider:
     #: True when it reports `Signal`s (an address gone or linked): then the notifier
     #: asks the store what it knows of the recipient's addresses at each send.
     signals: ClassVar[bool] = False
+    #: The longest deep-link payload its bot takes, in characters: a provider that sets
+    #: it makes links to its bot (`deep_link()`) and reports the payload customers open
+    #: it with as a `linked` signal's `token`; None: it makes no links.
+    link_payload: ClassVar[int | None] = None
     #: HTTP methods its webhook takes (GET for a subscription challenge); empty: none.
     webhook_methods: ClassVar[frozenset[str]] = frozenset()
     Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
@@ -256,8 +261,13 @@ class Provider:
     async def emit(self, receipts: Sequence[Receipt] = (), signals: Sequence[Signal] = ()) -> None:
         """Hand receipts and signals learned outside a webhook (a push) to the notifier."""
         if self._sink is None:
-            raise RuntimeError(f"provider {self.name!r} is not attached to a running notifier")
+            raise NotRunning(f"provider {self.name!r} is not attached to a running notifier")
         await self._sink(Inbound(receipts=receipts, signals=signals))
+
+    def deep_link(self, payload: str) -> str:
+        """The link that opens this provider's bot with `payload` (at most `link_payload`
+        characters of `A-Z a-z 0-9 _ -`); ValueError naming the setting it lacks."""
+        raise ValueError(f"provider {self.name!r} ({self.type_name}) makes no deep links")
 
     async def start(self) -> None:
         """Get ready to send (open a pool, log in, fetch a token); called once before

@@ -2,7 +2,9 @@
 
 It sends nothing: it records every call, answers the way its `behavior`
 says, and reports receipts through the same ingestion path as a real
-provider's webhook, on the injected clock.
+provider's webhook, on the injected clock. It reports only the receipts its
+channel's real providers give (`CHANNEL_RECEIPTS`, or its `receipts:` setting),
+so a policy that works with fakes asks nothing production cannot give.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import os
 from collections import Counter
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import Field
 
@@ -24,7 +27,7 @@ from cascade_notify.errors import (
     UnknownOutcomeError,
     UnreachableError,
 )
-from cascade_notify.models import Receipt, ReceiptStatus
+from cascade_notify.models import Receipt, ReceiptStatus, WaitFor
 from cascade_notify.providers.base import Provider, ProviderSettings, SendRequest, SendResult
 
 Behavior = Literal[
@@ -56,6 +59,25 @@ _FAILED_RECEIPT = {
 }
 
 
+_ALL: Final = frozenset(ReceiptStatus)
+#: What the real providers of each channel report, so a policy that passes with fakes
+#: passes in production: the Telegram Bot API, MAX and SMTP say nothing after the send
+#: (SMTP: bounces, where set up), SMS gateways report delivery, VK reads only, WhatsApp
+#: and Viber everything. Channels not listed (app, call, a plugin's) report everything.
+CHANNEL_RECEIPTS: Final[Mapping[str, frozenset[ReceiptStatus]]] = MappingProxyType(
+    {
+        "telegram": frozenset({ReceiptStatus.SENT}),
+        "max": frozenset(),
+        "email": frozenset({ReceiptStatus.FAILED}),
+        "sms": frozenset({ReceiptStatus.SENT, ReceiptStatus.DELIVERED, ReceiptStatus.FAILED}),
+        "vk": frozenset({ReceiptStatus.READ}),
+        "whatsapp": _ALL,
+        "viber": _ALL,
+    }
+)
+ReceiptName = Literal["accepted", "sent", "delivered", "read", "failed"]
+
+
 class FakeSettings(ProviderSettings):
     channel: str = Field(min_length=1)
     behavior: Behavior = "deliver"
@@ -68,6 +90,17 @@ class FakeSettings(ProviderSettings):
     price_per_segment: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     overrides: dict[str, Behavior] = Field(default_factory=dict)
+    #: The receipts it reports (`accepted`: none after the send); default: those the
+    #: channel's real providers give (`CHANNEL_RECEIPTS`). Others its behaviour would
+    #: bring are not reported, and a step waiting for one is refused at load time.
+    receipts: list[ReceiptName] | None = None
+
+
+def fake_receipts(settings: FakeSettings) -> frozenset[ReceiptStatus]:
+    """The receipts a fake with these settings reports."""
+    if settings.receipts is None:
+        return CHANNEL_RECEIPTS.get(settings.channel, _ALL)
+    return frozenset(ReceiptStatus(r) for r in settings.receipts if r != "accepted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +127,19 @@ class FakeProvider(Provider):
     Settings = FakeSettings
     settings: FakeSettings
 
+    @classmethod
+    def can_satisfy(cls, wait_for: WaitFor, settings: ProviderSettings | None = None) -> bool:
+        """As the fake's receipts say: `delivered` needs a delivery receipt (a read alone,
+        as on VK, does not pass for one at load time), `read` a read receipt."""
+        if not isinstance(settings, FakeSettings):
+            return super().can_satisfy(wait_for, settings)
+        reports = fake_receipts(settings)
+        if wait_for is WaitFor.DELIVERED:
+            return ReceiptStatus.DELIVERED in reports
+        if wait_for is WaitFor.READ:
+            return ReceiptStatus.READ in reports
+        return True
+
     def __init__(self, name: str, settings: ProviderSettings, **kwargs: object) -> None:
         super().__init__(name, settings, **kwargs)  # type: ignore[arg-type]
         self.behavior: Behavior = self.settings.behavior
@@ -103,6 +149,7 @@ class FakeProvider(Provider):
         # unique per instance: two workers (or a restart) on one store must not reuse ids
         self._tag = os.urandom(3).hex()
         self._failures: Counter[str] = Counter()
+        self.reports: frozenset[ReceiptStatus] = fake_receipts(self.settings)
         self._tasks: set[asyncio.Task[None]] = set()
         # receipts due at once, reported together on the next turn of the loop
         self._due: list[tuple[str, str, tuple[ReceiptStatus, ...]]] = []
@@ -197,6 +244,9 @@ class FakeProvider(Provider):
         elif behavior == "fail_receipt":
             statuses = (ReceiptStatus.FAILED,)
         else:
+            return
+        statuses = tuple(s for s in statuses if s in self.reports)
+        if not statuses:
             return
         if self.settings.receipt_delay:
             self._start(self._report([(message_id, attempt_id, statuses)]))

@@ -86,6 +86,8 @@ class MaxSettings(ProviderSettings):
     ca_bundle: FilePath | None = None
     timeout: Duration = Field(default=10.0, gt=0)
     webhook_secret: Annotated[SecretStr | None, AfterValidator(_check_secret)] = None
+    #: The bot's username, for its deep links `https://max.ru/<username>?start=…`.
+    username: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
 
 
 class MaxOverrides(ProviderOverrides):
@@ -121,6 +123,7 @@ class MaxProvider(HttpProvider):
     receipts: ClassVar[frozenset[ReceiptStatus]] = frozenset()
     max_length = MAX_TEXT
     signals: ClassVar[bool] = True
+    link_payload = MAX_PAYLOAD
     webhook_methods = frozenset({"POST"})
     Settings = MaxSettings
     Overrides = MaxOverrides
@@ -229,6 +232,18 @@ class MaxProvider(HttpProvider):
             wait = _RATE_WAIT
         return TransientError(message, provider=self.name, code=code, retry_after=wait)
 
+    def deep_link(self, payload: str) -> str:
+        """`https://max.ru/<username>?start=<payload>`: opens the bot; Start sends a
+        `bot_started` update with the payload."""
+        if not payload or len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"a start payload is 1 to {MAX_PAYLOAD} characters")
+        if not self.settings.username:
+            raise ValueError(
+                f"provider {self.name!r} does not know its bot's username: set `username:` "
+                "to make its deep links"
+            )
+        return f"https://max.ru/{self.settings.username}?start={payload}"
+
     async def receive(self, request: WebhookRequest) -> Inbound:
         """Verify `X-Max-Bot-Api-Secret` (constant time), then read one Update."""
         expected = self.settings.webhook_secret
@@ -269,7 +284,7 @@ class MaxProvider(HttpProvider):
             provider=self.name,
             reason="bot_started",
             ts=ts,
-            recipient_id=payload,
+            token=payload,  # unverified: the notifier checks it
         )
         return Inbound(signals=[linked])
 

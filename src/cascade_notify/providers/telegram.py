@@ -12,8 +12,9 @@ waiting for `delivered` or `read` on this type is refused when the policy loads.
 
 In: `receive()` takes the bot's Updates (a webhook set with `setWebhook(url,
 secret_token=...)`), checks `X-Telegram-Bot-Api-Secret-Token` in constant time and
-turns `/start <payload>` into a `linked` signal and a `my_chat_member` "kicked" into a
-`gone` one. Anything else is acknowledged and ignored.
+turns `/start <payload>` into a `linked` signal carrying the payload as its `token`
+(the notifier checks it) and a `my_chat_member` "kicked" into a `gone` one. Anything
+else is acknowledged and ignored. `deep_link()` makes `https://t.me/<username>?start=…`.
 
 The token is in every request URL. `TokenFilter`, installed on the `httpx`, `httpcore`,
 `aiohttp` and `telegram` loggers by each provider, masks it in their records; error
@@ -26,6 +27,7 @@ the settings and `escape()` work without it.
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal
@@ -68,6 +70,8 @@ from cascade_notify.providers.base import (
     WebhookRequest,
 )
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     import telegram
 
@@ -79,6 +83,7 @@ SECRET_HEADER: Final = "x-telegram-bot-api-secret-token"  # noqa: S105  (a heade
 ParseMode = Literal["none", "MarkdownV2", "HTML"]
 _TOKEN: Final = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,100}")
 _SECRET: Final = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_USERNAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{3,31}")
 # a deep-link payload as t.me/<bot>?start=<payload> carries it (Bot API: 1-64 of these)
 _PAYLOAD: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MARKDOWN_V2: Final = re.compile(r"([_*\[\]()~`>#+\-=|{}.!\\])")
@@ -133,6 +138,18 @@ class TelegramSettings(ProviderSettings):
     parse_mode: ParseMode = "none"
     #: What `setWebhook(secret_token=...)` was given; updates without it are refused.
     secret_token: Annotated[SecretStr | None, AfterValidator(_check_secret)] = None
+    #: The bot's @username (without the @), for its deep links; once started, the
+    #: provider knows it from `getMe` if this is not set.
+    username: str | None = None
+
+    @field_validator("username")
+    @classmethod
+    def _check_username(cls, name: str | None) -> str | None:
+        if name is not None:
+            name = name.removeprefix("@")
+            if not _USERNAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a bot username (5 to 32 of A-Z a-z 0-9 _)")
+        return name
 
     @field_validator("api_url")
     @classmethod
@@ -184,6 +201,8 @@ class TelegramProvider(HttpProvider):
     receipts: ClassVar[frozenset[ReceiptStatus]] = frozenset({ReceiptStatus.SENT})
     max_length = MAX_TEXT
     webhook_methods = frozenset({"POST"})
+    signals: ClassVar[bool] = True
+    link_payload = 64  # the Bot API's limit on `start`
     Settings = TelegramSettings
     Overrides = TelegramOverrides
     settings: TelegramSettings
@@ -202,6 +221,8 @@ class TelegramProvider(HttpProvider):
         token = self.settings.token.get_secret_value()
         install_token_filter(token)
         self._bot: telegram.Bot | None = None
+        #: A bot whose `getMe` has not succeeded yet (Telegram was away at start).
+        self._unready: telegram.Bot | None = None
         #: Requests on the wire now; a fake clock is not at rest while one is.
         self.in_flight = 0
         self._remove_idle_check: Callable[[], None] | None = None
@@ -226,19 +247,37 @@ class TelegramProvider(HttpProvider):
         )
 
     async def start(self) -> None:
-        """PTB's `Bot.initialize()`: `getMe`, so a wrong token fails the start, saying so."""
+        """PTB's `Bot.initialize()`: `getMe`, so a wrong token fails the start, saying so.
+
+        Telegram unreachable at start (a network error, a timeout, a 5xx: the outage or
+        the block this library exists for) does not keep the notifier from starting:
+        the start logs a warning and the first send asks `getMe` again, failing as a
+        transient error the cascade moves on from while Telegram stays away.
+        """
         install_token_filter()  # loggers made since the constructor ran
         if self._remove_idle_check is None:
             self._remove_idle_check = self.clock.add_idle_check(lambda: self.in_flight == 0)
-        bot = self._bot or self._make_bot()
+        try:
+            await self._initialize()
+        except TransientError as exc:
+            log.warning(
+                "%s: Telegram unreachable at start (%s); getMe again at first send", self.name, exc
+            )
+
+    async def _initialize(self) -> None:
+        if self._bot is not None:
+            return
+        bot = self._unready or self._make_bot()
+        self._unready = bot
         try:
             await bot.initialize()
         except Exception as exc:
             raise translate(exc, provider=self.name) from None
-        self._bot = bot
+        self._bot, self._unready = bot, None
 
     async def aclose(self) -> None:
-        bot, self._bot = self._bot, None
+        bot, self._bot = self._bot or self._unready, None
+        self._unready = None
         remove, self._remove_idle_check = self._remove_idle_check, None
         if remove is not None:
             remove()
@@ -291,10 +330,9 @@ class TelegramProvider(HttpProvider):
     async def send(self, request: SendRequest) -> SendResult:
         """`sendMessage` to the chat; its id as `"{chat_id}:{message_id}"`."""
         params = self._params(request)
-        bot = self._bot
-        if bot is None:
-            await self.start()
-            bot = self.bot
+        if self._bot is None:
+            await self._initialize()
+        bot = self.bot
         try:
             message = await bot.send_message(**params)
         except Exception as exc:
@@ -308,10 +346,9 @@ class TelegramProvider(HttpProvider):
         chat = chat_id or chat
         if not chat or not message_id.lstrip("-").isdigit():
             raise ValueError(f"{provider_message_id!r} is not a chat_id:message_id")
-        bot = self._bot
-        if bot is None:
-            await self.start()
-            bot = self.bot
+        if self._bot is None:
+            await self._initialize()
+        bot = self.bot
         try:
             return bool(await bot.delete_message(chat_id=chat, message_id=int(message_id)))
         except Exception as exc:
@@ -322,6 +359,19 @@ class TelegramProvider(HttpProvider):
         ):
             return False
         raise error
+
+    def deep_link(self, payload: str) -> str:
+        """`https://t.me/<username>?start=<payload>`: opens the bot; START sends the
+        payload back as `/start <payload>`."""
+        if not _PAYLOAD.fullmatch(payload):
+            raise ValueError("a start payload is 1 to 64 of A-Z a-z 0-9 _ -")
+        name = self.settings.username or (self._bot.username if self._bot is not None else None)
+        if not name:
+            raise ValueError(
+                f"provider {self.name!r} does not know its bot's username: set `username:` "
+                "(the bot's @name) to make its deep links"
+            )
+        return f"https://t.me/{name}?start={payload}"
 
     # in
 
@@ -358,8 +408,8 @@ class TelegramProvider(HttpProvider):
             payload = payload.strip()
             if not _PAYLOAD.fullmatch(payload):
                 return None
-            # the payload as given, unverified: anyone can type `/start <anything>`
-            return self._make(SignalKind.LINKED, chat, "start", message, recipient_id=payload)
+            # unverified: anyone can type `/start <anything>`; the notifier checks the token
+            return self._make(SignalKind.LINKED, chat, "start", message, token=payload)
         member = update.get("my_chat_member")
         if isinstance(member, dict):
             new = member.get("new_chat_member")
@@ -377,7 +427,7 @@ class TelegramProvider(HttpProvider):
         chat: str,
         reason: str,
         source: Mapping[str, Any],
-        recipient_id: str | None = None,
+        token: str | None = None,
     ) -> Signal:
         date = source.get("date")
         ts = float(date) if isinstance(date, int) and date > 0 else self.clock.now()
@@ -388,7 +438,7 @@ class TelegramProvider(HttpProvider):
             provider=self.name,
             reason=reason,
             ts=ts,
-            recipient_id=recipient_id,
+            token=token,
         )
 
 

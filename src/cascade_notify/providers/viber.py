@@ -12,7 +12,7 @@ In: callbacks signed `X-Viber-Content-Signature: <hex HMAC-SHA256(auth token, ra
 body)>`, checked in constant time before the body is read. `delivered`, `seen` (a
 read) and `failed` become receipts; `unsubscribed` a `gone` signal (reason
 `unsubscribed`); `conversation_started` or `subscribed` with a `context` (the deep
-link's payload: our recipient id) a `linked` signal; the `webhook` check that
+link's payload: a link token the notifier checks) a `linked` signal; the `webhook` check that
 `set_webhook` makes is answered 200. `set_webhook(url)` registers the URL.
 
 `send_message` has no validity period or TTL, so the step's `deadline_ts` cannot be
@@ -98,6 +98,9 @@ class ViberSettings(ProviderSettings):
     sender_name: Annotated[str, Field(min_length=1, max_length=MAX_SENDER_NAME)]
     api_url: Annotated[str, AfterValidator(_base_url)] = VIBER_API
     timeout: Duration = Field(default=10.0, gt=0)
+    #: The bot's URI (`get_account_info`'s `uri`), for its deep links
+    #: `viber://pa?chatURI=<uri>&context=…`.
+    uri: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")] | None = None
 
 
 class ViberOverrides(ProviderOverrides):
@@ -119,6 +122,9 @@ class ViberBotProvider(HttpProvider):
         {ReceiptStatus.DELIVERED, ReceiptStatus.READ, ReceiptStatus.FAILED}
     )
     max_length = MAX_TEXT
+    signals: ClassVar[bool] = True
+    # Viber documents no limit on `context`; we keep to Telegram's
+    link_payload = 64
     webhook_methods = frozenset({"POST"})
     Settings = ViberSettings
     Overrides = ViberOverrides
@@ -242,6 +248,18 @@ class ViberBotProvider(HttpProvider):
 
     # in
 
+    def deep_link(self, payload: str) -> str:
+        """`viber://pa?chatURI=<uri>&context=<payload>`: opens the bot's chat; Viber
+        sends `conversation_started` with the payload as `context`."""
+        if not payload or len(payload) > 64:
+            raise ValueError("a context payload is 1 to 64 characters")
+        if not self.settings.uri:
+            raise ValueError(
+                f"provider {self.name!r} does not know its bot's URI: set `uri:` (from "
+                "get_account_info) to make its deep links"
+            )
+        return f"viber://pa?chatURI={self.settings.uri}&context={payload}"
+
     async def receive(self, request: WebhookRequest) -> Inbound:
         """The receipts and signals of one signed callback."""
         self.check(request)
@@ -286,7 +304,7 @@ class ViberBotProvider(HttpProvider):
             context, user_data = data.get("context"), data.get("user")
             if isinstance(context, str) and 0 < len(context) <= _MAX_ID:
                 user = _user_id(user_data.get("id") if isinstance(user_data, dict) else None)
-                linked = self._signal(SignalKind.LINKED, user, event, ts, recipient_id=context)
+                linked = self._signal(SignalKind.LINKED, user, event, ts, token=context)
                 return Inbound(signals=[linked])
         return Inbound()
 
@@ -296,7 +314,7 @@ class ViberBotProvider(HttpProvider):
         address: str,
         reason: str,
         ts: float,
-        recipient_id: str | None = None,
+        token: str | None = None,
     ) -> Signal:
         return Signal(
             kind=kind,
@@ -305,7 +323,7 @@ class ViberBotProvider(HttpProvider):
             provider=self.name,
             reason=reason,
             ts=ts,
-            recipient_id=recipient_id,
+            token=token,
         )
 
 

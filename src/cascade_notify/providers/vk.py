@@ -77,6 +77,9 @@ class VkSettings(ProviderSettings):
     api_url: str = DEFAULT_API_URL
     api_version: str = DEFAULT_API_VERSION
     timeout: Duration = Field(default=10.0, gt=0)
+    #: The community's short name, for its deep links `https://vk.me/<name>?ref=…`
+    #: (default `club<group_id>`, which every community answers to).
+    screen_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,64}$")] | None = None
 
 
 class VkOverrides(ProviderOverrides):
@@ -120,6 +123,8 @@ class VkProvider(HttpProvider):
     max_length = MAX_TEXT
     idempotent_sends = True
     signals: ClassVar[bool] = True
+    # VK documents no limit on `ref`; we keep to Telegram's
+    link_payload = 64
     webhook_methods = frozenset({"POST"})
     Settings = VkSettings
     Overrides = VkOverrides
@@ -236,6 +241,14 @@ class VkProvider(HttpProvider):
 
     # in
 
+    def deep_link(self, payload: str) -> str:
+        """`https://vk.me/<screen_name>?ref=<payload>`: opens the community's chat; the
+        person's first message (the Start button) comes as `message_new` with `ref`."""
+        if not payload or len(payload) > 64:
+            raise ValueError("a ref payload is 1 to 64 characters")
+        name = self.settings.screen_name or f"club{self.settings.group_id}"
+        return f"https://vk.me/{name}?ref={payload}"
+
     async def receive(self, request: WebhookRequest) -> Inbound:
         """One Callback API event: the confirmation handshake, or a `secret`-bearing event
         answered `ok`."""
@@ -288,12 +301,35 @@ class VkProvider(HttpProvider):
                     provider=self.name,
                     reason="message_allow",
                     ts=now,
-                    recipient_id=key,
+                    token=key,  # unverified: the notifier checks it
                 )
             else:
                 return Inbound(answer=ok)  # allowed without a key: nothing says whose
             return Inbound(signals=[signal], answer=ok)
+        if kind == "message_new":
+            linked = self._ref(data, now)
+            return Inbound(signals=[linked] if linked else [], answer=ok)
         return Inbound(answer=ok)
+
+    def _ref(self, data: dict[str, Any], now: float) -> Signal | None:
+        """The `ref` of a person's message after a `vk.me/…?ref=` link, as a link."""
+        message = data.get("message")
+        if not isinstance(message, dict):
+            return None
+        ref, sender = message.get("ref"), message.get("from_id")
+        if not isinstance(ref, str) or not ref.strip():
+            return None
+        if isinstance(sender, bool) or not isinstance(sender, int) or sender <= 0:
+            return None
+        return Signal(
+            kind=SignalKind.LINKED,
+            channel=self.channel,
+            address=str(sender),
+            provider=self.name,
+            reason="ref",
+            ts=now,
+            token=ref,
+        )
 
     def _reads(self, data: dict[str, Any], now: float) -> list[Receipt]:
         """`read` receipts: the message `read_message_id` names, and the earlier ones this

@@ -15,7 +15,14 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from cascade_notify.errors import StoreError
-from cascade_notify.stores.base import AddressBook, Claim, ReceiptResult, Store, Transition
+from cascade_notify.stores.base import (
+    AddressBook,
+    Claim,
+    ReceiptResult,
+    SignalOutcome,
+    Store,
+    Transition,
+)
 from cascade_notify.stores.memory import MemoryStore
 
 SCHEMES = ("memory://", "sqlite:///", "postgresql://", "postgres://")
@@ -99,6 +106,7 @@ __all__ = [
     "Purgeable",
     "ReceiptResult",
     "Settling",
+    "SignalOutcome",
     "Store",
     "Transition",
     "Watchable",

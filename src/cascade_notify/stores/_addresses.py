@@ -13,6 +13,7 @@ one (a link to another address made later stands).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -27,6 +28,9 @@ from cascade_notify.models import Signal, SignalKind
 MAX_NAME: Final = 256
 #: A reason longer than this is cut: it is for people to read.
 MAX_REASON: Final = 200
+#: How long a store keeps the digest of a link token that linked: past any token's life
+#: (`links.ttl` is at most 366 days), so a replay is refused until the token expires.
+SPENT_TTL: Final = 400 * 86400.0
 _CHANNEL: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # control characters (PostgreSQL text cannot hold NUL) and lone surrogates (not UTF-8)
 _BAD: Final = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
@@ -94,6 +98,11 @@ def _problem(signal: Signal) -> str | None:
             return "a linked signal needs a recipient_id"
     elif not storable(signal.recipient_id):
         return f"recipient_id must be 1 to {MAX_NAME} characters without control characters"
+    if signal.token is not None:
+        if signal.kind is not SignalKind.LINKED:
+            return "only a linked signal carries a token"
+        if not storable(signal.token):
+            return f"token must be 1 to {MAX_NAME} characters without control characters"
     if not isinstance(signal.reason, str):
         return "reason must be a string"
     if (
@@ -103,6 +112,12 @@ def _problem(signal: Signal) -> str | None:
     ):
         return f"ts must be a finite number of seconds, got {signal.ts!r}"
     return None
+
+
+def spent_key(token: str) -> str:
+    """What a store keeps of a link token that linked: a digest (the token itself holds
+    the recipient id, which `forget` must erase everywhere)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def wanted(addresses: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -45,6 +45,7 @@ DELIVERY_COLUMNS = (
     "steps",
     "skipped",
     "unusable",
+    "fingerprint",
 )
 #: Columns of `attempts` that `attempt_from_row` reads, in this order.
 ATTEMPT_COLUMNS = (
@@ -226,6 +227,7 @@ def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
         encode_steps(delivery.steps),
         encode_skipped(delivery.skipped),
         encode_unusable(delivery.unusable),
+        delivery.fingerprint,
     )
 
 
@@ -281,6 +283,7 @@ def delivery_from_row(
         steps=steps_from_json(row[12]),
         skipped=decode_skipped(row[13]),
         unusable=decode_unusable(row[14]),
+        fingerprint=row[15],
         attempts=attempts,
     )
 

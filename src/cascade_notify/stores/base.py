@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from cascade_notify.models import (
@@ -166,6 +167,14 @@ class Store(Protocol):
         ...
 
 
+class SignalOutcome(StrEnum):
+    """What recording one signal did."""
+
+    RECORDED = "recorded"  # the book changed
+    UNCHANGED = "unchanged"  # a repeat, or older than what the book knows
+    REPLAYED = "replayed"  # a link whose token linked before: nothing done
+
+
 @runtime_checkable
 class AddressBook(Protocol):
     """A store that remembers what providers learned about addresses (`Signal`s).
@@ -176,8 +185,10 @@ class AddressBook(Protocol):
     and fill an empty one from the linked addresses.
     """
 
-    async def record_signals(self, signals: Sequence[Signal]) -> None:
-        """Remember each signal, in order; a repeat of one already known changes nothing."""
+    async def record_signals(self, signals: Sequence[Signal]) -> list[SignalOutcome]:
+        """Remember each signal, in order; a repeat of one already known changes nothing.
+        A `linked` signal with a `token` is recorded only if no signal with that token
+        was before (the check and the record are one write); what each did is returned."""
         ...
 
     async def unusable(self, addresses: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Signal]:
@@ -186,6 +197,11 @@ class AddressBook(Protocol):
 
     async def linked(self, recipient_id: str) -> dict[str, str]:
         """The addresses linked to `recipient_id`: channel -> address."""
+        ...
+
+    async def known(self, recipient_id: str) -> dict[str, Signal]:
+        """What the book knows of `recipient_id`'s addresses, the latest per channel: a
+        `linked` one, or a `gone` one (its address since blocked the bot, unsubscribed)."""
         ...
 
     async def forget(self, recipient_id: str) -> int:

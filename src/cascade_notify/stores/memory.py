@@ -26,7 +26,13 @@ from cascade_notify.models import (
 )
 from cascade_notify.resilience.shared import SharedTable
 from cascade_notify.stores import _addresses
-from cascade_notify.stores.base import Claim, ReceiptResult, Transition, apply_transition
+from cascade_notify.stores.base import (
+    Claim,
+    ReceiptResult,
+    SignalOutcome,
+    Transition,
+    apply_transition,
+)
 
 #: Receipts for messages not (yet) known are kept this long, at most this many.
 ORPHAN_TTL = 3600.0
@@ -61,6 +67,8 @@ class MemoryStore:
         # the address book: (channel, address) -> entry; recipient id -> its entries' keys
         self._book: dict[tuple[str, str], _addresses.Entry] = {}
         self._by_recipient: dict[str, set[tuple[str, str]]] = {}
+        # digests of the link tokens that linked -> when
+        self._spent: dict[str, float] = {}
 
     async def open(self) -> None:
         return None
@@ -284,34 +292,48 @@ class MemoryStore:
         for key, (ts, _) in list(self._orphans.items()):
             if ts <= now - ORPHAN_TTL:
                 del self._orphans[key]
+        for spent, ts in list(self._spent.items()):
+            if ts < now - _addresses.SPENT_TTL:
+                del self._spent[spent]
         return len(gone)
 
     # AddressBook
 
-    async def record_signals(self, signals: Sequence[Signal]) -> None:
+    async def record_signals(self, signals: Sequence[Signal]) -> list[SignalOutcome]:
+        done: list[SignalOutcome] = []
         for signal in _addresses.checked(signals):
-            channel = signal.channel
-            key = (channel, signal.address)
-            links: list[tuple[str, float]] = []
-            if signal.kind is SignalKind.LINKED:
-                assert signal.recipient_id is not None
-                links = [
-                    (other[1], entry.ts)
-                    for other in self._by_recipient.get(signal.recipient_id, ())
-                    if other[0] == channel
-                    and other != key
-                    and (entry := self._book[other]).state is SignalKind.LINKED
-                ]
-            outcome = _addresses.outcome(signal, self._book.get(key), links)
-            if outcome is None:
-                continue
-            entry, ended = outcome
-            for address in ended:
-                self._drop((signal.channel, address))
-            self._drop(key)
-            self._book[key] = entry
-            if entry.recipient_id is not None:
-                self._by_recipient.setdefault(entry.recipient_id, set()).add(key)
+            done.append(self._record(signal))
+        return done
+
+    def _record(self, signal: Signal) -> SignalOutcome:
+        if signal.token is not None:
+            spent = _addresses.spent_key(signal.token)
+            if spent in self._spent:
+                return SignalOutcome.REPLAYED
+            self._spent[spent] = signal.ts
+        channel = signal.channel
+        key = (channel, signal.address)
+        links: list[tuple[str, float]] = []
+        if signal.kind is SignalKind.LINKED:
+            assert signal.recipient_id is not None
+            links = [
+                (other[1], entry.ts)
+                for other in self._by_recipient.get(signal.recipient_id, ())
+                if other[0] == channel
+                and other != key
+                and (entry := self._book[other]).state is SignalKind.LINKED
+            ]
+        outcome = _addresses.outcome(signal, self._book.get(key), links)
+        if outcome is None:
+            return SignalOutcome.UNCHANGED
+        entry, ended = outcome
+        for address in ended:
+            self._drop((signal.channel, address))
+        self._drop(key)
+        self._book[key] = entry
+        if entry.recipient_id is not None:
+            self._by_recipient.setdefault(entry.recipient_id, set()).add(key)
+        return SignalOutcome.RECORDED
 
     def _drop(self, key: tuple[str, str]) -> None:
         entry = self._book.pop(key, None)
@@ -335,6 +357,12 @@ class MemoryStore:
             for channel, address in self._by_recipient.get(recipient_id, ())
             if self._book[(channel, address)].state is SignalKind.LINKED
         }
+
+    async def known(self, recipient_id: str) -> dict[str, Signal]:
+        entries = sorted(
+            (self._book[key].ts, key) for key in self._by_recipient.get(recipient_id, ())
+        )
+        return {key[0]: self._book[key].signal(*key) for _, key in entries}
 
     async def forget(self, recipient_id: str) -> int:
         keys = list(self._by_recipient.get(recipient_id, ()))

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cascade_notify.models import Signal, SignalKind
-from cascade_notify.stores._addresses import Entry, outcome
+from cascade_notify.stores._addresses import Entry, outcome, spent_key
+from cascade_notify.stores.base import SignalOutcome
 from cascade_notify.stores.postgres.rows import Conn
 
 _LOCK = (
@@ -28,6 +29,7 @@ _READ = (
     "WHERE recipient_id = %(recipient)s AND channel = %(channel)s AND state = 'linked' "
     "AND address <> %(address)s"
 )
+_SPEND = "INSERT INTO link_tokens (key, ts) VALUES (%s, %s) ON CONFLICT DO NOTHING"
 _END = "DELETE FROM addresses WHERE channel = %s AND address = ANY (%s)"
 _WRITE = (
     "INSERT INTO addresses (channel, address, state, reason, provider, ts, recipient_id) "
@@ -35,10 +37,17 @@ _WRITE = (
     "state = excluded.state, reason = excluded.reason, provider = excluded.provider, "
     "ts = excluded.ts, recipient_id = excluded.recipient_id"
 )
-_UNUSABLE = (
+_UNUSABLE_ONE = (
     "SELECT channel, address, reason, provider, ts, recipient_id FROM addresses "
-    "WHERE (channel, address) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
-    "AND state = 'gone'"
+    "WHERE channel = %s AND address = %s AND state = 'gone'"
+)
+# a join on the key list, not `IN (SELECT … unnest)`: no aggregate to plan, and the
+# primary key probed once per pair
+_UNUSABLE = (
+    "SELECT a.channel, a.address, a.reason, a.provider, a.ts, a.recipient_id "
+    "FROM unnest(%s::text[], %s::text[]) AS k(channel, address) "
+    "JOIN addresses a ON a.channel = k.channel AND a.address = k.address "
+    "WHERE a.state = 'gone'"
 )
 
 
@@ -51,11 +60,18 @@ def _keys(signals: Sequence[Signal]) -> list[str]:
     return keys
 
 
-async def record(conn: Conn, signals: Sequence[Signal]) -> None:
+async def record(conn: Conn, signals: Sequence[Signal]) -> list[SignalOutcome]:
     """Record `signals` (from `_addresses.checked`), in order, in one transaction."""
+    done: list[SignalOutcome] = []
     async with conn.transaction():
         await conn.execute(_LOCK, (_keys(signals),))
         for signal in signals:
+            if signal.token is not None:
+                # the primary key decides between two replays at once: one inserts
+                cur = await conn.execute(_SPEND, (spent_key(signal.token), signal.ts))
+                if cur.rowcount == 0:
+                    done.append(SignalOutcome.REPLAYED)
+                    continue
             linked = signal.recipient_id if signal.kind is SignalKind.LINKED else None
             own = signal.address
             cur = await conn.execute(
@@ -70,6 +86,7 @@ async def record(conn: Conn, signals: Sequence[Signal]) -> None:
                     links.append((address, float(ts)))
             decided = outcome(signal, stored, links)
             if decided is None:
+                done.append(SignalOutcome.UNCHANGED)
                 continue
             entry, ended = decided
             if ended:
@@ -86,6 +103,8 @@ async def record(conn: Conn, signals: Sequence[Signal]) -> None:
                     entry.recipient_id,
                 ),
             )
+            done.append(SignalOutcome.RECORDED)
+    return done
 
 
 async def unusable(
@@ -94,9 +113,13 @@ async def unusable(
     """The gone ones among `addresses` (from `_addresses.wanted`), in one query."""
     if not addresses:
         return {}
-    cur = await conn.execute(
-        _UNUSABLE, ([channel for channel, _ in addresses], [address for _, address in addresses])
-    )
+    if len(addresses) == 1:  # the usual send: one primary-key probe, no arrays to bind
+        cur = await conn.execute(_UNUSABLE_ONE, addresses[0])
+    else:
+        cur = await conn.execute(
+            _UNUSABLE,
+            ([channel for channel, _ in addresses], [address for _, address in addresses]),
+        )
     found: dict[tuple[str, str], Signal] = {}
     for channel, address, reason, provider, ts, recipient_id in await cur.fetchall():
         entry = Entry(SignalKind.GONE, reason, provider, float(ts), recipient_id)
@@ -113,6 +136,26 @@ async def linked(conn: Conn, recipient_id: str) -> dict[str, str]:
     return dict(await cur.fetchall())
 
 
+async def known(conn: Conn, recipient_id: str) -> dict[str, Signal]:
+    cur = await conn.execute(
+        "SELECT channel, address, state, reason, provider, ts FROM addresses "
+        "WHERE recipient_id = %s ORDER BY ts",
+        (recipient_id,),
+    )
+    return {
+        channel: Entry(SignalKind(state), reason, provider, float(ts), recipient_id).signal(
+            channel, address
+        )
+        for channel, address, state, reason, provider, ts in await cur.fetchall()
+    }
+
+
 async def forget(conn: Conn, recipient_id: str) -> int:
     cur = await conn.execute("DELETE FROM addresses WHERE recipient_id = %s", (recipient_id,))
+    return cur.rowcount
+
+
+async def purge_spent(conn: Conn, before: float) -> int:
+    """Forget the link tokens that linked before `before` (they have expired since)."""
+    cur = await conn.execute("DELETE FROM link_tokens WHERE ts < %s", (before,))
     return cur.rowcount

@@ -42,7 +42,7 @@ from cascade_notify.stores import _addresses
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
 from cascade_notify.stores._common import PURGE_CHUNK
-from cascade_notify.stores.base import Claim, ReceiptResult, Transition
+from cascade_notify.stores.base import Claim, ReceiptResult, SignalOutcome, Transition
 from cascade_notify.stores.memory import ORPHAN_TTL
 from cascade_notify.stores.postgres import addresses as book
 from cascade_notify.stores.postgres import calls, rows, shared
@@ -424,10 +424,11 @@ class PostgresStore:
 
     # AddressBook (the work in `postgres.addresses`)
 
-    async def record_signals(self, signals: Sequence[Signal]) -> None:
+    async def record_signals(self, signals: Sequence[Signal]) -> list[SignalOutcome]:
         checked = _addresses.checked(signals)
-        if checked:
-            await self._run(lambda conn: book.record(conn, checked))
+        if not checked:
+            return []
+        return await self._run(lambda conn: book.record(conn, checked))
 
     async def unusable(self, addresses: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Signal]:
         wanted = _addresses.wanted(addresses)
@@ -439,6 +440,11 @@ class PostgresStore:
         if not _addresses.storable(recipient_id):
             return {}
         return await self._run(lambda conn: book.linked(conn, recipient_id))
+
+    async def known(self, recipient_id: str) -> dict[str, Signal]:
+        if not _addresses.storable(recipient_id):
+            return {}
+        return await self._run(lambda conn: book.known(conn, recipient_id))
 
     async def forget(self, recipient_id: str) -> int:
         if not _addresses.storable(recipient_id):
@@ -481,6 +487,7 @@ class PostgresStore:
                     "DELETE FROM orphan_receipts WHERE kept_ts <= %s", (now - ORPHAN_TTL,)
                 )
                 await shared.sweep(conn, now)
+                await book.purge_spent(conn, now - _addresses.SPENT_TTL)
                 cur = await conn.execute(
                     "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
                     "WHERE status <> 'pending' AND finished_ts <= %s LIMIT %s)",

@@ -7,8 +7,9 @@ import sqlite3
 from collections.abc import Sequence
 
 from cascade_notify.models import Signal, SignalKind
-from cascade_notify.stores._addresses import Entry, outcome
+from cascade_notify.stores._addresses import Entry, outcome, spent_key
 from cascade_notify.stores._codec import dumps
+from cascade_notify.stores.base import SignalOutcome
 
 # the signal's own address, and (for a link) its recipient's links on the channel
 # (two halves, each by its own index: as one OR, or with a bare `channel = ?1` in the
@@ -27,6 +28,11 @@ _WRITE = (
 )
 # the pairs asked about as one JSON array, looked up by the primary key in one statement
 # (no limit on how many, as there would be on `?` parameters)
+_UNUSABLE_ONE = (
+    "SELECT channel, address, reason, provider, ts, recipient_id FROM addresses "
+    "WHERE channel = ? AND address = ? AND state = 'gone'"
+)
+_FEW = 4
 _UNUSABLE = (
     "SELECT a.channel, a.address, a.reason, a.provider, a.ts, a.recipient_id "
     "FROM json_each(?) j CROSS JOIN addresses a "
@@ -35,41 +41,52 @@ _UNUSABLE = (
 )
 
 
-def record(conn: sqlite3.Connection, *, signals: Sequence[Signal]) -> None:
+def record(conn: sqlite3.Connection, *, signals: Sequence[Signal]) -> list[SignalOutcome]:
     """Record `signals` (from `_addresses.checked`), in order."""
-    for signal in signals:
-        stored: Entry | None = None
-        links: list[tuple[str, float]] = []
-        linked = signal.recipient_id if signal.kind is SignalKind.LINKED else None
-        own = signal.address
-        for address, state, reason, provider, ts, recipient_id in conn.execute(
-            _READ, (signal.channel, signal.address, linked)
-        ):
-            if address == own:
-                stored = Entry(SignalKind(state), reason, provider, float(ts), recipient_id)
-            else:
-                links.append((address, float(ts)))
-        decided = outcome(signal, stored, links)
-        if decided is None:
-            continue
-        entry, ended = decided
-        if ended:
-            conn.executemany(
-                "DELETE FROM addresses WHERE channel = ? AND address = ?",
-                [(signal.channel, address) for address in ended],
-            )
-        conn.execute(
-            _WRITE,
-            (
-                signal.channel,
-                signal.address,
-                entry.state.value,
-                entry.reason,
-                entry.provider,
-                entry.ts,
-                entry.recipient_id,
-            ),
+    return [_record(conn, signal) for signal in signals]
+
+
+def _record(conn: sqlite3.Connection, signal: Signal) -> SignalOutcome:
+    if signal.token is not None:
+        spent = conn.execute(
+            "INSERT INTO link_tokens (key, ts) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (spent_key(signal.token), signal.ts),
         )
+        if spent.rowcount == 0:
+            return SignalOutcome.REPLAYED
+    stored: Entry | None = None
+    links: list[tuple[str, float]] = []
+    linked = signal.recipient_id if signal.kind is SignalKind.LINKED else None
+    own = signal.address
+    for address, state, reason, provider, ts, recipient_id in conn.execute(
+        _READ, (signal.channel, signal.address, linked)
+    ):
+        if address == own:
+            stored = Entry(SignalKind(state), reason, provider, float(ts), recipient_id)
+        else:
+            links.append((address, float(ts)))
+    decided = outcome(signal, stored, links)
+    if decided is None:
+        return SignalOutcome.UNCHANGED
+    entry, ended = decided
+    if ended:
+        conn.executemany(
+            "DELETE FROM addresses WHERE channel = ? AND address = ?",
+            [(signal.channel, address) for address in ended],
+        )
+    conn.execute(
+        _WRITE,
+        (
+            signal.channel,
+            signal.address,
+            entry.state.value,
+            entry.reason,
+            entry.provider,
+            entry.ts,
+            entry.recipient_id,
+        ),
+    )
+    return SignalOutcome.RECORDED
 
 
 def unusable(
@@ -79,9 +96,11 @@ def unusable(
     if not addresses:
         return {}
     found: dict[tuple[str, str], Signal] = {}
-    for channel, address, reason, provider, ts, recipient_id in conn.execute(
-        _UNUSABLE, (dumps([list(pair) for pair in addresses]),)
-    ):
+    if len(addresses) <= _FEW:  # a send's few channels: a primary-key probe each
+        rows = [row for pair in addresses for row in conn.execute(_UNUSABLE_ONE, pair).fetchall()]
+    else:
+        rows = conn.execute(_UNUSABLE, (dumps([list(pair) for pair in addresses]),)).fetchall()
+    for channel, address, reason, provider, ts, recipient_id in rows:
         entry = Entry(SignalKind.GONE, reason, provider, float(ts), recipient_id)
         found[(channel, address)] = entry.signal(channel, address)
     return found
@@ -96,5 +115,24 @@ def linked(conn: sqlite3.Connection, *, recipient_id: str) -> dict[str, str]:
     return dict(rows.fetchall())
 
 
+def known(conn: sqlite3.Connection, *, recipient_id: str) -> dict[str, Signal]:
+    rows = conn.execute(
+        "SELECT channel, address, state, reason, provider, ts FROM addresses "
+        "WHERE recipient_id = ? ORDER BY ts",
+        (recipient_id,),
+    )
+    return {
+        channel: Entry(SignalKind(state), reason, provider, float(ts), recipient_id).signal(
+            channel, address
+        )
+        for channel, address, state, reason, provider, ts in rows
+    }
+
+
 def forget(conn: sqlite3.Connection, *, recipient_id: str) -> int:
     return conn.execute("DELETE FROM addresses WHERE recipient_id = ?", (recipient_id,)).rowcount
+
+
+def purge_spent(conn: sqlite3.Connection, *, before: float) -> int:
+    """Forget the link tokens that linked before `before` (they have expired since)."""
+    return conn.execute("DELETE FROM link_tokens WHERE ts < ?", (before,)).rowcount

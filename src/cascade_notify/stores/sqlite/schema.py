@@ -124,6 +124,22 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (
         4,
         (
+            # Delivery.fingerprint: a hash of what an idempotency key was first sent with,
+            # so its reuse for another message is refused (NULL on older rows: unchecked)
+            "ALTER TABLE deliveries ADD COLUMN fingerprint TEXT",
+        ),
+    ),
+    (
+        5,
+        (
+            # link tokens that linked (a digest each): a replayed deep link links nothing
+            "CREATE TABLE link_tokens (key TEXT PRIMARY KEY, ts REAL NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX link_tokens_ts ON link_tokens (ts)",
+        ),
+    ),
+    (
+        6,
+        (
             # Attempt.segments, .encoding and .currency: what an SMS was billed as, and the
             # price a receipt reported (nullable, no default: no table rewrite)
             "ALTER TABLE attempts ADD COLUMN segments INTEGER",

@@ -32,7 +32,7 @@ from cascade_notify.stores import _addresses
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import Unchanging
 from cascade_notify.stores._common import PURGE_CHUNK, url_options
-from cascade_notify.stores.base import Claim, ReceiptResult, Transition
+from cascade_notify.stores.base import Claim, ReceiptResult, SignalOutcome, Transition
 from cascade_notify.stores.sqlite import addresses as book
 from cascade_notify.stores.sqlite import calls, schema
 from cascade_notify.stores.sqlite.lock import FileLock, refuse_network_filesystem
@@ -80,6 +80,7 @@ class SQLiteStore:
         self._writer: Writer | None = None
         self._lock: FileLock | None = None
         self._watch: Watch | None = None
+        self._reader: sqlite3.Connection | None = None  # address lookups (`_read`)
         self._cookie: int | None = None  # SQLite's schema cookie when our version was checked
         self._unchanging = Unchanging()
 
@@ -88,7 +89,12 @@ class SQLiteStore:
         """`sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:`,
         with options `?synchronous=NORMAL&commit_window_ms=2`."""
         parts = urlsplit(url)
-        if parts.scheme != "sqlite" or parts.netloc or len(parts.path) < 2:
+        if (
+            parts.scheme != "sqlite"
+            or parts.netloc
+            or not parts.path.startswith("/")
+            or len(parts.path) < 2
+        ):
             raise StoreError(f"store URL {url!r}: write sqlite:///file.db (three slashes)")
         options = url_options(parts.query, _OPTIONS, url)
         try:
@@ -134,6 +140,9 @@ class SQLiteStore:
             self._watch.start()
 
     async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            reader.close()
         if self._watch is not None:
             watch, self._watch = self._watch, None
             await watch.close()
@@ -250,6 +259,7 @@ class SQLiteStore:
         """Delete deliveries final for at least `older_than` seconds, with everything of
         theirs, and orphan receipts past their time; return how many deliveries went."""
         total = 0
+        await self._call(partial(book.purge_spent, before=now - _addresses.SPENT_TTL))
         while True:  # in chunks, so other writers get the lock in between
             count = await self._call(partial(calls.purge, cutoff=now - older_than, now=now))
             total += count
@@ -258,21 +268,53 @@ class SQLiteStore:
 
     # AddressBook (the work in `sqlite.addresses`)
 
-    async def record_signals(self, signals: Sequence[Signal]) -> None:
+    async def record_signals(self, signals: Sequence[Signal]) -> list[SignalOutcome]:
         checked = _addresses.checked(signals)
-        if checked:
-            await self._call(partial(book.record, signals=checked), light=True)
+        if not checked:
+            return []
+        return await self._call(partial(book.record, signals=checked), light=True)
 
     async def unusable(self, addresses: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Signal]:
         wanted = _addresses.wanted(addresses)
         if not wanted:
             return {}
-        return await self._call(partial(book.unusable, addresses=wanted), light=True)
+        return await self._read(partial(book.unusable, addresses=wanted))
 
     async def linked(self, recipient_id: str) -> dict[str, str]:
         if not _addresses.storable(recipient_id):
             return {}
-        return await self._call(partial(book.linked, recipient_id=recipient_id), light=True)
+        return await self._read(partial(book.linked, recipient_id=recipient_id))
+
+    async def known(self, recipient_id: str) -> dict[str, Signal]:
+        if not _addresses.storable(recipient_id):
+            return {}
+        return await self._read(partial(book.known, recipient_id=recipient_id))
+
+    async def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run a read of committed rows on a connection of its own, in this thread, outside
+        the writer's group commit: a lookup at each `send` costs an indexed query, not a
+        transaction and its fsync (WAL lets it read while the writer writes)."""
+        if self._writer is None:
+            raise StoreError("the SQLite store is not open")
+        if self.path == ":memory:":  # one connection is the whole database
+            return await self._call(work, light=True)
+        if self._reader is None:
+            self._reader = self._connect_reader()
+        try:
+            return work(self._reader)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite could not read {self.path}: {exc}") from None
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, cached_statements=64
+            )
+            conn.execute("PRAGMA busy_timeout = 1000")
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite could not open {self.path} to read: {exc}") from None
+        return conn
 
     async def forget(self, recipient_id: str) -> int:
         if not _addresses.storable(recipient_id):

@@ -19,6 +19,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, NamedTuple
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
@@ -83,6 +84,7 @@ class MaxEmulator(Emulator):
         "bot_stopped",
         "message_created",
         "dialog_removed",
+        "open_link",
     )
     retry_delays: ClassVar[tuple[float, ...]] = (1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
 
@@ -114,7 +116,12 @@ class MaxEmulator(Emulator):
         self._chats: dict[str, int] = {}
 
     def settings(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "max_bot", "token": self.token, "api_url": self.api_url}
+        out: dict[str, Any] = {
+            "type": "max_bot",
+            "token": self.token,
+            "api_url": self.api_url,
+            "username": self.bot["username"],
+        }
         if self.secret is not None:
             out["webhook_secret"] = self.secret
         return out
@@ -282,6 +289,8 @@ class MaxEmulator(Emulator):
     ) -> list[tuple[str, bytes, str | None]]:
         if not address.isdigit():
             raise ValueError("a MAX event needs a numeric user id")
+        if name == "open_link":
+            name, data = "bot_started", {**data, "payload": self._start_payload(data.get("link"))}
         user = {
             "user_id": int(address),
             "first_name": str(data.get("first_name", "Anna")),
@@ -309,6 +318,17 @@ class MaxEmulator(Emulator):
         body = compact(update)
         copies = 2 if data.get("duplicate") else 1
         return [(name, body, None)] * copies
+
+    def _start_payload(self, link: object) -> str | None:
+        """What MAX sends for a deep link to this bot: its `start` payload, or none (MAX
+        drops a payload past 128 characters)."""
+        parts = urlsplit(str(link or ""))
+        if parts.scheme != "https" or parts.netloc != "max.ru":
+            raise ValueError(f"{link!r} is not a https://max.ru/ link")
+        if parts.path.strip("/") != self.bot["username"]:
+            raise ValueError(f"{link!r} is not a link to {self.bot['username']}")
+        payload = parse_qs(parts.query).get("start", [""])[0]
+        return payload if 0 < len(payload) <= 128 else None
 
 
 def _error(error: MaxError, headers: Mapping[str, str] | None = None) -> web.Response:

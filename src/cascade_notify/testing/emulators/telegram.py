@@ -6,8 +6,9 @@ parameters from the query, a form, multipart or JSON. A malformed token is 404
 `Not Found`, a well-formed wrong one 401 `Unauthorized`; answers are the Bot API's
 `{"ok": …}` shapes, 429 with `parameters.retry_after` and `Retry-After`. The Bot API
 has no delivery receipts: scripts' receipts never post. Inbound events post Updates
-(`/start <payload>`, a message, the user blocking or unblocking the bot) to the
-webhook with `X-Telegram-Bot-Api-Secret-Token`; a block makes later sends 403
+(`/start <payload>`, a message, the user blocking or unblocking the bot; `open_link`
+with `link=`: the customer opens a `https://t.me/<bot>?start=<payload>` deep link and
+presses START) to the webhook with `X-Telegram-Bot-Api-Secret-Token`; a block makes later sends 403
 `Forbidden: bot was blocked by the user` until an unblock or a `/start`.
 """
 
@@ -17,6 +18,7 @@ import itertools
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, NamedTuple
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
@@ -71,7 +73,7 @@ class TelegramEmulator(Emulator):
     name: ClassVar[str] = "telegram"
     errors: ClassVar[Mapping[str, Any]] = ERRORS
     receipts: ClassVar[Mapping[str, str]] = {}
-    events: ClassVar[tuple[str, ...]] = ("start", "message", "block", "unblock")
+    events: ClassVar[tuple[str, ...]] = ("start", "message", "block", "unblock", "open_link")
     retry_delays: ClassVar[tuple[float, ...]] = (1.0, 2.0, 5.0, 15.0, 60.0, 300.0)
 
     def __init__(
@@ -101,7 +103,15 @@ class TelegramEmulator(Emulator):
         self._message_ids: dict[str, itertools.count[int]] = {}
 
     def settings(self) -> dict[str, Any]:
-        return {"type": "telegram_bot", "token": self.token, "api_url": self.api_url}
+        out: dict[str, Any] = {
+            "type": "telegram_bot",
+            "token": self.token,
+            "api_url": self.api_url,
+            "username": self.bot["username"],
+        }
+        if self.secret_token:
+            out["secret_token"] = self.secret_token
+        return out
 
     def _routes(self) -> list[tuple[str, str, Handler]]:
         return [("*", "/bot{token}/{method}", self._method)]
@@ -251,6 +261,8 @@ class TelegramEmulator(Emulator):
     ) -> list[tuple[str, bytes, str | None]]:
         if not address.lstrip("-").isdigit():
             raise ValueError("a Telegram event needs a numeric chat id")
+        if name == "open_link":
+            name, data = "start", {**data, "payload": self._start_payload(data.get("link"))}
         user = {
             "id": int(address),
             "is_bot": False,
@@ -293,6 +305,17 @@ class TelegramEmulator(Emulator):
             message["entities"] = [{"offset": 0, "length": len(command), "type": "bot_command"}]
         update["message"] = message
         return [(name, compact(update), None)]
+
+    def _start_payload(self, link: object) -> str | None:
+        """What Telegram sends for a deep link to this bot: its `start` payload, or none
+        (a payload past 64 characters of `A-Za-z0-9_-` is not passed on)."""
+        parts = urlsplit(str(link or ""))
+        if parts.scheme != "https" or parts.netloc != "t.me":
+            raise ValueError(f"{link!r} is not a https://t.me/ link")
+        if parts.path.strip("/").lower() != str(self.bot["username"]).lower():
+            raise ValueError(f"{link!r} is not a link to @{self.bot['username']}")
+        payload = parse_qs(parts.query).get("start", [""])[0]
+        return payload if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", payload) else None
 
 
 def _chat(address: str) -> dict[str, Any]:

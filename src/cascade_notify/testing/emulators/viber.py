@@ -15,6 +15,7 @@ import json
 import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, NamedTuple
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
@@ -91,6 +92,7 @@ class ViberEmulator(Emulator):
         "conversation_started",
         "message",
         "seen",
+        "open_link",
     )
     retry_delays: ClassVar[tuple[float, ...]] = (1.0, 5.0, 30.0, 120.0, 600.0, 1800.0)
 
@@ -116,7 +118,13 @@ class ViberEmulator(Emulator):
             "auth_token": self.auth_token,
             "sender_name": self.bot_name,
             "api_url": self.api_url + "/pa",
+            "uri": self.uri,
         }
+
+    @property
+    def uri(self) -> str:
+        """The bot's URI, as `get_account_info` gives it and deep links name it."""
+        return self.bot_name.lower().replace(" ", "")
 
     def _routes(self) -> list[tuple[str, str, Handler]]:
         return [
@@ -226,7 +234,7 @@ class ViberEmulator(Emulator):
             ViberStatus(0, "ok"),
             id="pa:5000000000000000001",
             name=self.bot_name,
-            uri=self.bot_name.lower().replace(" ", ""),
+            uri=self.uri,
             category="Business",
             country="RU",
             webhook=self.webhook_url or "",
@@ -261,6 +269,8 @@ class ViberEmulator(Emulator):
             "language": str(data.get("language", "ru")),
             "api_version": 10,
         }
+        if name == "open_link":
+            name, data = "conversation_started", {**data, "context": self._context(data)}
         body: dict[str, Any] = {
             "event": name,
             "timestamp": self._ms(),
@@ -291,6 +301,17 @@ class ViberEmulator(Emulator):
                 message["tracking_data"] = str(data["tracking_data"])
             body.update(sender=user, message=message, silent=False)
         return [(name, compact(body), None)]
+
+    def _context(self, data: Mapping[str, Any]) -> str:
+        """The `context` of a `viber://pa?chatURI=<uri>&context=<payload>` link to this bot."""
+        link = str(data.get("link") or "")
+        parts = urlsplit(link)
+        query = parse_qs(parts.query)
+        if parts.scheme != "viber" or parts.netloc != "pa":
+            raise ValueError(f"{link!r} is not a viber://pa link")
+        if query.get("chatURI", [""])[0] != self.uri:
+            raise ValueError(f"{link!r} is not a link to {self.uri}")
+        return query.get("context", [""])[0]
 
 
 def _check_message(body: Mapping[str, Any]) -> str | None:

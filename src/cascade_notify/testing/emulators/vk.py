@@ -25,6 +25,7 @@ import itertools
 import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, NamedTuple
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -109,6 +110,7 @@ class VkEmulator(Emulator):
         "message_deny",
         "message_read",
         "message_new",
+        "open_link",
     )
     retry_delays: ClassVar[tuple[float, ...]] = (10.0, 30.0, 60.0, 300.0, 900.0)
 
@@ -120,6 +122,7 @@ class VkEmulator(Emulator):
         confirmation_code: str = "a1b2c3d4",
         secret: str = "test-secret",
         api_version: str = "5.199",
+        screen_name: str | None = None,
         webhook_url: str | None = None,
         clock: Clock | None = None,
         **options: Any,
@@ -131,6 +134,8 @@ class VkEmulator(Emulator):
         self.secret = secret
         self.api_version = api_version
         self.confirmed = False
+        #: The community's short name, besides `club<group_id>`, in its vk.me links.
+        self.screen_name: str | None = screen_name
         self._message_ids = itertools.count(4821)
         self._by_random: dict[int, Accepted] = {}
         self._cmids: dict[str, itertools.count[int]] = {}
@@ -314,6 +319,10 @@ class VkEmulator(Emulator):
         if not address.isdigit():
             raise ValueError("a VK event needs a numeric user id")
         user = int(address)
+        ref: str | None = None
+        if name == "open_link":  # the person follows vk.me/<community>?ref=… and presses Start
+            name, ref = "message_new", self._ref(data.get("link"))
+            data = {**data, "text": data.get("text", "Начать")}
         message_id: str | None = None
         obj: dict[str, Any]
         if name == "message_allow":
@@ -348,12 +357,22 @@ class VkEmulator(Emulator):
                     "conversation_message_id": next(
                         self._cmids.setdefault(address, itertools.count(1))
                     ),
+                    **({"ref": ref, "ref_source": ""} if ref is not None else {}),
                 },
                 "client_info": {"keyboard": True, "inline_keyboard": True, "lang_id": 0},
             }
         body = self._callback(name, obj, secrets.token_hex(20))
         copies = 2 if data.get("duplicate") else 1
         return [(name, body, message_id)] * copies
+
+    def _ref(self, link: object) -> str:
+        """The `ref` of a `https://vk.me/<community>?ref=<ref>` link to this community."""
+        parts = urlsplit(str(link or ""))
+        if parts.scheme != "https" or parts.netloc != "vk.me":
+            raise ValueError(f"{link!r} is not a https://vk.me/ link")
+        if parts.path.strip("/") not in (f"club{self.group_id}", self.screen_name):
+            raise ValueError(f"{link!r} is not a link to community {self.group_id}")
+        return parse_qs(parts.query).get("ref", [""])[0]
 
     async def _attempt(self, hook: Webhook) -> bool:
         """Post once; VK counts only HTTP 200 with the body `ok` (the code for a
