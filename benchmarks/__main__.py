@@ -41,6 +41,10 @@ SECTIONS = (
     "viber",
     "telegram",
     "email",
+    "twilio",
+    "smsru",
+    "smsc",
+    "polling",
     "addresses",
     "bulk",
     "stats",
@@ -64,7 +68,11 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import telegram
 
         return telegram.run
-    if name in ("whatsapp", "viber"):
+    if name == "polling":
+        from benchmarks import polling_cost
+
+        return polling_cost.run
+    if name in ("whatsapp", "viber", "twilio", "smsru", "smsc"):
         from benchmarks import messengers
 
         return getattr(messengers, name)  # type: ignore[no-any-return]

@@ -1,5 +1,5 @@
-"""Sections `whatsapp` and `viber`: messages/s through each provider to its API's
-success answer on loopback.
+"""Sections `whatsapp`, `viber`, `twilio`, `smsru` and `smsc`: messages/s through each
+provider to its API's success answer on loopback (the SMS gateways post forms).
 
 `benchmarks._api_sink` (a process of its own) answers every send with the body the
 provider's emulator gives on success (a `wamid.` id; Viber's `status` 0 and 64-bit
@@ -33,7 +33,13 @@ from benchmarks._common import Child, Options, Result, Spread, Table, Target, nu
 from benchmarks.over_http import WARM, pool_loop, sink_stats
 
 KINDS = ("library", "httpx")
-CHANNELS = {"whatsapp": "whatsapp", "viber": "viber"}
+CHANNELS = {
+    "whatsapp": "whatsapp",
+    "viber": "viber",
+    "twilio": "sms",
+    "smsru": "sms",
+    "smsc": "sms",
+}
 #: The emulators' default test credentials, pointed at the sink.
 SETTINGS: dict[str, dict[str, str]] = {
     "whatsapp": {
@@ -48,8 +54,29 @@ SETTINGS: dict[str, dict[str, str]] = {
         "auth_token": "4453b6ac1b2c3d4e-e02c5f1217480500-emulatortoken0001",
         "sender_name": "Acme Delivery",
     },
+    "twilio": {
+        "type": "twilio_sms",
+        "account_sid": "AC" + "0123456789abcdef" * 2,
+        "auth_token": "emulator-auth-token",
+        "from_number": "+15005550006",
+    },
+    "smsru": {"type": "smsru", "api_id": "EMULATOR-API-ID-0000"},
+    "smsc": {"type": "smsc", "login": "emulator", "password": "emulator-password"},
 }
-ADDRESSES = {"whatsapp": "+79161234567", "viber": "01234567890A="}
+ADDRESSES = {
+    "whatsapp": "+79161234567",
+    "viber": "01234567890A=",
+    "twilio": "+79161234567",
+    "smsru": "+79161234567",
+    "smsc": "+79161234567",
+}
+TITLES = {
+    "whatsapp": "WhatsApp Cloud API",
+    "viber": "Viber REST Bot API",
+    "twilio": "Twilio Messages API",
+    "smsru": "SMS.ru sms/send",
+    "smsc": "SMSC send.php",
+}
 POLICY = """
 store: memory://
 worker: {{concurrency: {in_flight}, batch: 100}}
@@ -57,6 +84,7 @@ providers:
   p: {settings}
 policies:
   p:
+    brakes: {{sms_per_recipient_per_hour: null}}  # one test number takes every SMS
     steps:
       - {{channel: {channel}, providers: [p], wait_for: accepted, timeout: 10m}}
 """
@@ -118,7 +146,7 @@ def prepared(
     from cascade_notify import Message, Recipient
     from cascade_notify.models import new_id
     from cascade_notify.providers import registry
-    from cascade_notify.providers._http import json_body
+    from cascade_notify.providers._http import form_body, json_body
     from cascade_notify.providers.base import SendRequest
 
     cls = registry.get(settings["type"])
@@ -126,10 +154,22 @@ def prepared(
     provider: Any = cls("p", cls.Settings.model_validate(values))
     channel, address = CHANNELS[name], ADDRESSES[name]
     recipient = Recipient(id="u1", **{channel: address})
+    form = {"content-type": "application/x-www-form-urlencoded"}
     if name == "whatsapp":
         url = provider.url
         token = provider.settings.access_token.get_secret_value()
         headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    elif name == "twilio":
+        import base64
+
+        url = provider.messages_url
+        secret = provider.settings.auth_token.get_secret_value()
+        basic = base64.b64encode(f"{provider.settings.account_sid}:{secret}".encode()).decode()
+        headers = {**form, "authorization": f"Basic {basic}", "accept": "application/json"}
+    elif name == "smsru":
+        url, headers = provider.url("sms/send"), form
+    elif name == "smsc":
+        url, headers = provider.url("send.php"), form
     else:
         url = f"{provider.settings.api_url}/send_message"
         token = provider.settings.auth_token.get_secret_value()
@@ -144,7 +184,10 @@ def prepared(
             recipient=recipient,
             message=Message(text=text(tag, index)),
         )
-        out.append((json_body(provider.payload(request)), headers))
+        if CHANNELS[name] == "sms":
+            out.append((form_body(provider.form(request)), headers))
+        else:
+            out.append((json_body(provider.payload(request)), headers))
     return url, out
 
 
@@ -159,7 +202,7 @@ async def httpx_client(
 
         async def post(body: bytes, headers: dict[str, str]) -> int:
             response = await client.post(url, content=body, headers=headers)
-            return response.status_code
+            return 200 if response.is_success else response.status_code  # Twilio's 201
 
         await pool_loop(post, warm, min(in_flight, WARM))
         return await pool_loop(post, requests, in_flight)
@@ -214,7 +257,7 @@ def run_for(name: str, options: Options) -> Result:
     finally:
         sink.close()
 
-    title = {"whatsapp": "WhatsApp Cloud API", "viber": "Viber REST Bot API"}[name]
+    title = TITLES[name]
     table = Table(
         f"{name}: messages/s through `{SETTINGS[name]['type']}` to the {title} success "
         f"answer on loopback, {count:,} per run, median (min–max) of {options.runs} runs",
@@ -263,6 +306,18 @@ def whatsapp(options: Options) -> Result:
 
 def viber(options: Options) -> Result:
     return run_for("viber", options)
+
+
+def twilio(options: Options) -> Result:
+    return run_for("twilio", options)
+
+
+def smsru(options: Options) -> Result:
+    return run_for("smsru", options)
+
+
+def smsc(options: Options) -> Result:
+    return run_for("smsc", options)
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def rows(size: int, now: float) -> Iterator[tuple[list[tuple[Any, ...]], list[tu
                     (
                         f"a{attempt_number:031x}", delivery_id, step, on, provider, outcome,
                         created, finished, None, f"{provider}-bulk-{attempt_number}", None,
-                        None, None, cost,
+                        None, None, cost, None, None, None,
                     )
                 )  # fmt: skip
         yield deliveries, attempts

@@ -52,3 +52,25 @@ def test_quick_messenger_sections_print_their_tables() -> None:
     rows = [line for line in out.splitlines() if line.startswith("| 8 ")]
     assert len(rows) == 4 and all(any(ch.isdigit() for ch in row) for row in rows), out
     assert out.count("none lost, none doubled") == 2, out
+
+
+def test_quick_sms_sections_print_their_tables() -> None:
+    """`--quick --only smsru,polling`: the gateway's table (library and bare httpx, every
+    message counted once) and the polling-cost table with its share of a core."""
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "benchmarks", "--quick", "--only", "smsru,polling"),
+            *("--runs", "1", "--concurrency", "8"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "### smsru: messages/s through" in out
+    assert "none lost, none doubled" in out, out
+    assert "### polling: one worker's CPU for 2,000 SMS" in out, out
+    assert "| 2,000    | 20 " in out, out

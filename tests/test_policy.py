@@ -407,7 +407,8 @@ policies:
     assert (issue.path, issue.line, issue.column) == ("policies.p.steps[0].wiat_for", 10, 9)
     assert issue.message == (
         "unknown key 'wiat_for'; did you mean 'wait_for'? (allowed: channel, providers, "
-        "wait_for, timeout, retry, quiet_hours, categories, options, withdraw_superseded)"
+        "wait_for, timeout, retry, quiet_hours, categories, options, withdraw_superseded, "
+        "on_too_long, max_segments, transliterate)"
     )
 
 
@@ -489,7 +490,8 @@ policies: {p: {steps: [{channel: sms, providers: [sms]}]}}
     assert found[2].message.startswith("unknown key 'colour'")
     assert found[2].message.endswith(
         "(allowed: channel, behavior, failures, receipt_delay, "
-        "latency, retry_after, cost, overrides, receipts, type, breaker, rate_limit, retry)"
+        "latency, retry_after, cost, price_per_segment, currency, overrides, receipts, type, "
+        "breaker, rate_limit, retry)"
     )
 
 

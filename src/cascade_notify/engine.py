@@ -44,10 +44,19 @@ from cascade_notify.models import (
     WaitFor,
     new_id,
 )
-from cascade_notify.outcomes import outcome
-from cascade_notify.providers.base import Provider, SendResult, request_for, send_classified
+from cascade_notify.outcomes import bill, outcome
+from cascade_notify.providers.base import Provider, SendResult, request_for, send_parts
 from cascade_notify.resilience import Guard
-from cascade_notify.rules import Defer, Skip, applies, skip_reason
+from cascade_notify.rules import (
+    Defer,
+    Skip,
+    applies,
+    fit,
+    skip_reason,
+    step_limit,
+    step_text,
+    too_long,
+)
 from cascade_notify.stores.base import Claim, Store, Transition, apply_transition
 from cascade_notify.withdrawal import (
     WITHDRAWAL,
@@ -70,6 +79,10 @@ _MEETS = {
 _WAITING = frozenset(
     {AttemptStatus.ACCEPTED, AttemptStatus.UNKNOWN, AttemptStatus.DELIVERED, AttemptStatus.READ}
 )
+#: Codes of transient errors that mean the provider could not be reached at all: the
+#: connection was refused or never made (the HTTP base's `connect`, the fake's `down`).
+#: Within a step listing several providers, the next one is tried at once.
+PROVIDER_DOWN = frozenset({"connect", "fake_down"})
 #: A claim this close to its lease's end is not used for a send: the intent could be
 #: written, and the lease be gone before the call. It is left for the next claim.
 LEASE_MARGIN = 0.25
@@ -157,6 +170,16 @@ def _next_provider(
     return None
 
 
+def _fails_over(step: Step, last: Attempt, guard: Guard | None, now: float, holder: str) -> bool:
+    """Whether a transient failure moves to the step's next provider at once instead of
+    retrying this one: the provider could not be reached at all (nothing was sent) and
+    another one of the step is available (two SMS gateways)."""
+    if last.code not in PROVIDER_DOWN or last.provider not in step.providers:
+        return False
+    position = step.providers.index(last.provider) + 1
+    return _next_provider(step, position, guard, now, holder) is not None
+
+
 def _send(
     delivery: Delivery,
     change: Transition,
@@ -220,6 +243,9 @@ def decide(
         last = next((a for a in reversed(delivery.attempts) if a.step == index), None)
         if last is None:
             rule = applies(step, delivery, now, guard)
+            if rule is None:
+                limit = step_limit(step, (providers[n] for n in step.providers if n in providers))
+                rule = too_long(step, delivery.message, limit)
             first = _next_provider(step, 0, guard, now, delivery.id) if rule is None else None
             if rule is None and first is None:
                 rule = Skip("circuit_open", f"every {step.channel} provider's circuit is open")
@@ -255,7 +281,9 @@ def decide(
                 wake = min(deadline, delivery.expires_ts)
                 interval = providers[last.provider].poll_interval
                 if interval and last.provider_message_id is not None:
-                    due = now >= last.started_ts + interval
+                    # a receipt just heard (by a poll or a webhook) answers for a while
+                    heard = max((r.ts for r in last.receipts), default=last.started_ts)
+                    due = now >= max(last.started_ts, heard) + interval
                     return _wait(change, min(wake, now + interval), last if due else None)
                 return _wait(change, wake)
             change.attempts.append(
@@ -267,7 +295,8 @@ def decide(
             retry_ts = last.retry_ts if last.retry_ts is not None else now
             waited = retry_ts - (last.finished_ts or last.started_ts)
             if (
-                tries(delivery, index, last.provider) < step.retry_attempts
+                not _fails_over(step, last, guard, now, delivery.id)
+                and tries(delivery, index, last.provider) < step.retry_attempts
                 and waited <= step.timeout
                 and retry_ts < delivery.expires_ts
                 and (guard is None or guard.available(last.provider, now, delivery.id))
@@ -410,6 +439,7 @@ class Engine:
         provider = self.providers[attempt.provider]
         # a message is stale once the step gives up on it, or the delivery's TTL passes
         deadline = min(self.clock.now() + step.timeout, delivery.expires_ts)
+        parts: list[str] = []
         try:
             request = request_for(provider, delivery, attempt, deadline, resend=action.resend)
         except MessageError as exc:  # checked at send(); a policy changed since may refuse
@@ -417,7 +447,9 @@ class Engine:
                 str(exc), provider=provider.name, code="overrides"
             )
         else:
-            result = await send_classified(provider, request)
+            limit = step_limit(step, (self.providers[n] for n in step.providers))
+            parts = fit(step, step_text(step, delivery.message, request.text), limit)
+            result = await send_parts(provider, request, parts)
         now = self.clock.now()
         if isinstance(result, ProviderError) and self.guard is not None:
             self.guard.refused(provider.name, result, now)
@@ -431,10 +463,14 @@ class Engine:
                 await self._signals([gone])
             except Exception:  # the outcome must be written whatever became of the signal
                 log.warning("an address signal of %s was lost", provider.name, exc_info=True)
-        return outcome(attempt, result, step, tries(delivery, attempt.step, attempt.provider), now)
+        done = outcome(attempt, result, step, tries(delivery, attempt.step, attempt.provider), now)
+        if isinstance(result, SendResult):
+            bill(done, provider.settings, parts)
+        return done
 
 
 __all__ = [
+    "PROVIDER_DOWN",
     "Decision",
     "Engine",
     "LeaseRanOut",

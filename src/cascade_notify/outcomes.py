@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cascade_notify.errors import (
     PermanentError,
     ProviderError,
@@ -11,6 +13,7 @@ from cascade_notify.errors import (
 )
 from cascade_notify.models import Attempt, AttemptStatus, Step
 from cascade_notify.providers.base import SendResult
+from cascade_notify.providers.sms import segments
 from cascade_notify.resilience import backoff
 
 # Which outcome each provider error means; a bare ProviderError is not among them
@@ -46,4 +49,20 @@ def outcome(
     return done
 
 
-__all__ = ["outcome"]
+def bill(attempt: Attempt, settings: object, parts: Sequence[str]) -> None:
+    """Fill in what an accepted send costs (`settings`: its provider's): on sms, the
+    segments its `parts` were billed as and their encoding; the cost the provider
+    reported, else segments x its `price_per_segment`; in its `currency` (default USD)."""
+    if attempt.channel == "sms" and parts:
+        billed = [segments.count(part) for part in parts]
+        attempt.segments = sum(b.segments for b in billed)
+        attempt.encoding = "UCS-2" if any(b.encoding == "UCS-2" for b in billed) else "GSM-7"
+        price = getattr(settings, "price_per_segment", None)
+        if attempt.cost is None and isinstance(price, int | float):
+            attempt.cost = attempt.segments * price
+    if attempt.cost is not None or attempt.channel == "sms":  # a receipt may bring a price
+        currency = getattr(settings, "currency", None)
+        attempt.currency = currency if isinstance(currency, str) else "USD"
+
+
+__all__ = ["bill", "outcome"]

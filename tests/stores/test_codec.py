@@ -56,6 +56,9 @@ def test_steps_and_skips_round_trip_whole() -> None:
         categories=frozenset({"transactional"}),
         withdraw_superseded=True,
         options={"a": {"template": {"name": "parcel"}}},
+        on_too_long="split",
+        max_segments=2,
+        transliterate=True,
     )
     assert set(step_to_dict(step)) == names(Step)
     assert step_from_dict(step_to_dict(step)) == step

@@ -273,6 +273,60 @@ async def test_commit_upserts_attempts_by_id(store: Store) -> None:
     assert after is not None and after.attempts == [done, second]
 
 
+async def test_sms_billing_round_trips(store: Store) -> None:
+    """An attempt's segments, encoding, cost and currency are stored and read back; the
+    delivery's cost is the sum of its attempts' (0 with none billed)."""
+    d, _ = await store.create(delivery())
+    claim = await claim_one(store)
+    free = attempt(d, provider="gw1", status=AttemptStatus.TRANSIENT)
+    billed = attempt(d, provider="gw2", status=AttemptStatus.ACCEPTED)
+    billed.provider_message_id, billed.cost, billed.currency = "m-1", 0.15, "EUR"
+    billed.segments, billed.encoding = 3, "UCS-2"
+    await store.commit(claim, Transition(attempts=[free], step=0, wake_ts=NOW, release=False))
+    before = await store.get(d.id)
+    assert before is not None and before.cost == 0
+    await store.commit(claim, Transition(attempts=[billed], step=0, wake_ts=NOW + 60))
+    after = await store.get(d.id)
+    assert after is not None
+    assert after.attempts == [free, billed]
+    stored = after.attempts[1]
+    assert (stored.segments, stored.encoding, stored.cost, stored.currency) == (
+        3, "UCS-2", 0.15, "EUR",
+    )  # fmt: skip
+    assert after.attempts[0].segments is None and after.attempts[0].currency is None
+    assert after.cost == pytest.approx(0.15)
+
+
+async def test_a_reported_price_on_a_receipt_wins(store: Store) -> None:
+    """A receipt carrying the gateway's price makes it the attempt's cost, over the
+    estimate written with the attempt, also after the writer commits its older copy."""
+    d, a = await accepted(store, "m-1")
+    claim = await claim_one(store, now=NOW + 600)
+    estimate = a.copy()
+    estimate.cost, estimate.currency = 0.5, "RUB"
+    await store.commit(claim, Transition(attempts=[estimate], step=0, wake_ts=NOW + 600))
+    await store.record_receipts([receipt("m-1", ReceiptStatus.SENT, cost=0.7)], NOW + 5)
+    after = await store.get(d.id)
+    assert after is not None
+    assert (after.attempts[0].cost, after.attempts[0].currency) == (0.7, "RUB")
+    assert after.attempts[0].receipts[0].cost == 0.7
+    assert after.cost == pytest.approx(0.7)
+    stale = estimate.copy()  # the writer's copy from before the receipt, written again
+    stale.status = AttemptStatus.TIMED_OUT
+    await store.commit(claim, Transition(attempts=[stale], step=1, wake_ts=NOW + 601))
+    again = await store.get(d.id)
+    assert again is not None and again.attempts[0].cost == 0.7
+
+
+async def test_a_reported_price_on_an_orphan_receipt_wins(store: Store) -> None:
+    """A priced receipt heard before its attempt was known sets the cost once attached."""
+    early = receipt("m-2", ReceiptStatus.DELIVERED, cost=1.25)
+    await store.record_receipts([early], NOW)  # before the attempt is known: kept aside
+    d2, _ = await accepted(store, "m-2")
+    later = await store.get(d2.id)
+    assert later is not None and later.attempts[0].cost == 1.25
+
+
 async def test_commit_writes_steps_skips_and_the_end(store: Store) -> None:
     """Skipped steps are appended; status, channel and finish time are written together."""
     d, _ = await store.create(delivery())

@@ -145,12 +145,17 @@ class Receipt:
     error: str | None = None
     receipt_id: str = ""
     attempt_id: str | None = None
+    #: The price the provider reports for the message with this status (SMS.ru's
+    #: `sms/status`); it becomes the attempt's `cost`, over any estimate.
+    cost: float | None = None
 
     def __post_init__(self) -> None:
         # every field but `provider` and `status` is the provider's text: made storable here
         # (see `_text`), so a receipt from anywhere can be recorded on any store
         if not math.isfinite(self.ts):
             raise ValueError(f"Receipt.ts: must be a finite number, got {self.ts!r}")
+        if self.cost is not None and not (math.isfinite(self.cost) and self.cost >= 0):
+            object.__setattr__(self, "cost", None)  # the provider's number: never trusted
         message_id = storable(self.provider_message_id, ID_LIMIT)
         object.__setattr__(self, "provider_message_id", message_id)
         object.__setattr__(self, "code", storable(self.code, CODE_LIMIT))
@@ -184,6 +189,13 @@ class Step:
     withdraw_superseded: bool = False
     #: The step's options per provider name (a WhatsApp template for this step, ...).
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    #: What a text longer than the step's limit does: `skip` the step (reason `too_long`),
+    #: `truncate` it to the limit, or `split` it into several messages within the limit.
+    on_too_long: str = "skip"
+    #: On sms: the most segments a text may be billed as (the limit `on_too_long` keeps).
+    max_segments: int | None = None
+    #: Write Cyrillic in Latin letters first (on sms: GSM-7, up to 2.3x cheaper).
+    transliterate: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -203,8 +215,15 @@ class Attempt:
     error: str | None = None
     code: str | None = None
     retry_ts: float | None = None  # after a transient error: not before this time
+    #: What the provider bills for it: segments x price on SMS, or the price it reported.
     cost: float | None = None
     receipts: list[Receipt] = field(default_factory=list)
+    #: On the sms channel: the segments the text was billed as, and their encoding
+    #: (`"GSM-7"` or `"UCS-2"`); None on other channels.
+    segments: int | None = None
+    encoding: str | None = None
+    #: ISO 4217 code of `cost` (the provider's `currency` setting), None when not billed.
+    currency: str | None = None
 
     @property
     def started_at(self) -> datetime:
@@ -229,6 +248,8 @@ class Attempt:
                 return False
         self.receipts.append(receipt)
         self.status = status_after(self.status, receipt.status)
+        if receipt.cost is not None:  # the price the gateway reports wins
+            self.cost = receipt.cost
         return True
 
     def copy(self) -> Attempt:
@@ -248,6 +269,9 @@ class Attempt:
             retry_ts=self.retry_ts,
             cost=self.cost,
             receipts=list(self.receipts),
+            segments=self.segments,
+            encoding=self.encoding,
+            currency=self.currency,
         )
 
 
@@ -353,6 +377,12 @@ class Delivery:
         if self.status is not DeliveryStatus.SCHEDULED:
             return None
         return _datetime(self.wake_ts)
+
+    @property
+    def cost(self) -> float:
+        """What the cascade cost: the sum of its attempts' costs, 0 when nothing was billed
+        (the attempts' `currency` says in what)."""
+        return sum(a.cost for a in self.attempts if a.cost is not None)
 
     def copy(self) -> Delivery:
         """A snapshot that later changes in the store do not touch."""

@@ -238,6 +238,9 @@ class Check:
         options = self._options(step, loc)
         if options is None:
             return None
+        if step.max_segments is not None and step.channel != "sms":
+            self.add((*loc, "max_segments"), f"applies to sms steps only, not {step.channel}")
+            return None
         self._warn_templates(step, loc)
         quiet = step.quiet_hours
         return Step(
@@ -253,6 +256,9 @@ class Check:
             categories=None if step.categories is None else frozenset(step.categories),
             options=options,
             withdraw_superseded=bool(step.withdraw_superseded),
+            on_too_long=step.on_too_long,
+            max_segments=step.max_segments,
+            transliterate=step.transliterate,
         )
 
     def _options(self, step: _Step, loc: Loc) -> dict[str, dict[str, Any]] | None:

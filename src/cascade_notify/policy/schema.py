@@ -7,7 +7,7 @@ import builtins
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
@@ -80,6 +80,9 @@ class _Step(_Refs):
     categories: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     withdraw_superseded: bool | None = None  # None: the policy's
+    on_too_long: Literal["split", "truncate", "skip"] = "skip"
+    max_segments: int | None = Field(default=None, ge=1, le=255)
+    transliterate: bool = False
 
 
 class _Policy(_Strict):

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -44,6 +44,7 @@ from cascade_notify.errors import (
     ProviderError,
     TransientError,
     UnknownOutcomeError,
+    UnreachableError,
 )
 from cascade_notify.models import (
     Attempt,
@@ -203,6 +204,8 @@ class Provider:
     receipts: ClassVar[frozenset[ReceiptStatus]] = frozenset()
     #: Longest text the API takes, in characters; `None` for no limit.
     max_length: ClassVar[int | None] = None
+    #: On sms: the most segments the gateway takes in one message (SMS.ru: 8); `None`.
+    max_segments: ClassVar[int | None] = None
     #: True when resending with the same attempt id cannot deliver twice.
     idempotent_sends: ClassVar[bool] = False
     #: Seconds between status polls while waiting for a receipt; `None`: no polling.
@@ -397,6 +400,38 @@ async def send_classified(provider: Provider, request: SendRequest) -> SendResul
     if message_id is result.provider_message_id and cost == result.cost:
         return result
     return SendResult(message_id, cost)
+
+
+async def send_parts(
+    provider: Provider, request: SendRequest, parts: Sequence[str]
+) -> SendResult | ProviderError:
+    """Send `parts` (a text split to fit) one after the other, as one attempt: the last
+    part's message id is the attempt's (its receipts decide the step) and the costs add up.
+
+    A part that fails after others went out ends the attempt without a retry (a retry
+    would send the earlier parts twice): as `UnreachableError` if it says so, else as a
+    `PermanentError` with code `split_partial`, saying how many parts were sent."""
+    if len(parts) == 1 and parts[0] == request.text:
+        return await send_classified(provider, request)
+    cost: float | None = None
+    last: SendResult | None = None
+    for number, part in enumerate(parts, 1):
+        piece = replace(request, overrides=request.overrides.model_copy(update={"text": part}))
+        result = await send_classified(provider, piece)
+        if isinstance(result, ProviderError):
+            if last is None or isinstance(result, UnreachableError):
+                return result
+            return PermanentError(
+                f"part {number} of {len(parts)} failed after {number - 1} were sent: "
+                f"{_message(result)}",
+                provider=provider.name,
+                code="split_partial",
+            )
+        last = result
+        if result.cost is not None:
+            cost = (cost or 0.0) + result.cost
+    assert last is not None
+    return SendResult(last.provider_message_id, cost)
 
 
 def _message(exc: BaseException) -> str:

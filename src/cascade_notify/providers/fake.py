@@ -92,6 +92,9 @@ class FakeSettings(ProviderSettings):
     latency: Duration = 0.0
     retry_after: Duration | None = None
     cost: float | None = None
+    #: On sms: what a segment costs (the engine bills segments x this), and in what.
+    price_per_segment: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     overrides: dict[str, Behavior] = Field(default_factory=dict)
     #: The receipts it reports (`accepted`: none after the send); default: those the
     #: channel's real providers give (`CHANNEL_RECEIPTS`). Others its behaviour would

@@ -30,6 +30,8 @@ BUILTIN: dict[str, str] = {
     "call_queue": "cascade_notify.providers.call.queue:CallQueueProvider",
     "bitrix24_call_task": "cascade_notify.providers.call.bitrix24:Bitrix24CallTaskProvider",
     "amocrm_call_task": "cascade_notify.providers.call.amocrm:AmoCrmCallTaskProvider",
+    "smsru": "cascade_notify.providers.sms.smsru:SmsRuProvider",
+    "smsc": "cascade_notify.providers.sms.smsc:SmscProvider",
 }
 
 _loaded: dict[str, type[Provider]] = {}

@@ -65,6 +65,9 @@ ATTEMPT_COLUMNS = (
     "code",
     "retry_ts",
     "cost",
+    "segments",
+    "encoding",
+    "currency",
 )
 #: Columns of `receipts` (and of orphan receipts) that `receipt_from_row` reads.
 #: `echoed_attempt_id` is `Receipt.attempt_id`: the attempt id the provider echoed, if any.
@@ -77,6 +80,7 @@ RECEIPT_COLUMNS = (
     "error",
     "receipt_id",
     "echoed_attempt_id",
+    "cost",
 )
 
 Row = Sequence[Any]
@@ -119,6 +123,12 @@ def step_to_dict(step: Step) -> dict[str, Any]:
         data["withdraw_superseded"] = True
     if step.options:
         data["options"] = {name: dict(value) for name, value in step.options.items()}
+    if step.on_too_long != "skip":
+        data["on_too_long"] = step.on_too_long
+    if step.max_segments is not None:
+        data["max_segments"] = step.max_segments
+    if step.transliterate:
+        data["transliterate"] = True
     return data
 
 
@@ -138,6 +148,9 @@ def step_from_dict(data: dict[str, Any]) -> Step:
         quiet_wait=bool(data.get("quiet_wait", False)),
         withdraw_superseded=bool(data.get("withdraw_superseded", False)),
         options=data.get("options") or {},
+        on_too_long=str(data.get("on_too_long", "skip")),
+        max_segments=None if data.get("max_segments") is None else int(data["max_segments"]),
+        transliterate=bool(data.get("transliterate", False)),
     )
 
 
@@ -299,10 +312,16 @@ def attempt_values(attempt: Attempt) -> tuple[Any, ...]:
         attempt.code,
         attempt.retry_ts,
         attempt.cost,
+        attempt.segments,
+        attempt.encoding,
+        attempt.currency,
     )
 
 
 def attempt_from_row(row: Row, receipts: list[Receipt]) -> Attempt:
+    # the price a receipt reported wins over the cost written with the attempt (a
+    # writer's copy may predate the receipt), the last one heard over earlier ones
+    reported = [r.cost for r in receipts if r.cost is not None]
     return Attempt(
         id=row[0],
         delivery_id=row[1],
@@ -317,8 +336,11 @@ def attempt_from_row(row: Row, receipts: list[Receipt]) -> Attempt:
         error=row[10],
         code=row[11],
         retry_ts=_float(row[12]),
-        cost=_float(row[13]),
+        cost=reported[-1] if reported else _float(row[13]),
         receipts=receipts,
+        segments=None if row[14] is None else int(row[14]),
+        encoding=row[15],
+        currency=row[16],
     )
 
 
@@ -333,6 +355,7 @@ def receipt_values(receipt: Receipt) -> tuple[Any, ...]:
         receipt.error,
         receipt.receipt_id,
         receipt.attempt_id,
+        receipt.cost,
     )
 
 
@@ -346,6 +369,7 @@ def receipt_from_row(row: Row) -> Receipt:
         error=row[5],
         receipt_id=row[6],
         attempt_id=row[7],
+        cost=_float(row[8]),
     )
 
 

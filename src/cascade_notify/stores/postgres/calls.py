@@ -68,7 +68,7 @@ $$"""
 _A = ", ".join(ATTEMPT_COLUMNS)
 _R = ", ".join(RECEIPT_COLUMNS)
 _R_FROM_JSON = ", ".join(
-    f"({{x}}->>{i})::float8 AS {c}" if c == "ts" else f"{{x}}->>{i} AS {c}"
+    f"({{x}}->>{i})::float8 AS {c}" if c in ("ts", "cost") else f"{{x}}->>{i} AS {c}"
     for i, c in enumerate(RECEIPT_COLUMNS)
 )
 _A_SET = ", ".join(
@@ -83,7 +83,8 @@ _A_VALUES = """
             {a}->>0, {a}->>1, ({a}->>2)::integer, {a}->>3, {a}->>4,
             {a}->>5, ({a}->>6)::float8, ({a}->>7)::float8, ({a}->>8)::float8,
             {a}->>9, {a}->>10, {a}->>11, ({a}->>12)::float8,
-            ({a}->>13)::float8"""
+            ({a}->>13)::float8, ({a}->>14)::integer, {a}->>15, {a}->>16"""
+# (an attempt's receipts follow its ATTEMPT_COLUMNS in its JSON array: {a}->17)
 
 # whether a transition `{p}` moves its delivery's row (ends the lease, sets a status,
 # skips a step); else only a changed step is written
@@ -132,7 +133,7 @@ BEGIN
             ORDER BY x->>0, n DESC
         ) last ORDER BY first
     LOOP
-        IF v_att.a->>9 IS NULL AND jsonb_array_length(v_att.a->14) = 0
+        IF v_att.a->>9 IS NULL AND jsonb_array_length(v_att.a->17) = 0
            AND v_att.n = v_att.first THEN
             -- named once, no message id, no receipts: a new attempt (the intent before a
             -- call) has nothing stored to merge with and nothing to attach
@@ -141,7 +142,7 @@ BEGIN
             CONTINUE WHEN FOUND;
         END IF;
         v_status := v_att.a->>5;
-        v_new := v_att.a->14;
+        v_new := v_att.a->17;
         SELECT coalesce(array_agg(r->>6), '{{}}') INTO v_known FROM jsonb_array_elements(v_new) r;
         -- stored meanwhile: a receipt recorded while we held the lease
         FOR v_r IN
@@ -155,7 +156,7 @@ BEGIN
         -- an earlier copy of the same attempt in this write
         FOR v_r IN
             SELECT r FROM jsonb_array_elements((p->2)) WITH ORDINALITY e(x, n),
-                jsonb_array_elements(x->14) WITH ORDINALITY f(r, m)
+                jsonb_array_elements(x->17) WITH ORDINALITY f(r, m)
             WHERE x->>0 = v_att.a->>0 AND n < v_att.n ORDER BY n, m
         LOOP
             IF NOT v_r.r->>6 = ANY (v_known) THEN
@@ -258,7 +259,7 @@ BEGIN
     SELECT x->>0, {_R_FROM_JSON.format(x="r")}
     FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n),
         jsonb_array_elements(i->2) WITH ORDINALITY f(x, m),
-        jsonb_array_elements(x->14) WITH ORDINALITY g(r, k)
+        jsonb_array_elements(x->17) WITH ORDINALITY g(r, k)
     WHERE n = ANY (v_ok) AND NOT n = ANY (v_slow)
     ORDER BY n, m, k
     ON CONFLICT (attempt_id, receipt_id) DO NOTHING;

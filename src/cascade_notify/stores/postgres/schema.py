@@ -228,6 +228,19 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE INDEX deliveries_recipient ON deliveries ((recipient->>'id'), created_ts)",
         ),
     ),
+    (
+        10,
+        (
+            # Attempt.segments, .encoding and .currency: what an SMS was billed as, and the
+            # price a receipt reported (nullable, no default: no table rewrite)
+            "ALTER TABLE attempts ADD COLUMN segments integer",
+            "ALTER TABLE attempts ADD COLUMN encoding text",
+            "ALTER TABLE attempts ADD COLUMN currency text",
+            # Receipt.cost: the price a gateway reported with a status
+            "ALTER TABLE receipts ADD COLUMN cost double precision",
+            "ALTER TABLE orphan_receipts ADD COLUMN cost double precision",
+        ),
+    ),
 ]
 
 

@@ -205,6 +205,19 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "(delivery_id, seq, step, channel, provider, status, cost)",
         ),
     ),
+    (
+        10,
+        (
+            # Attempt.segments, .encoding and .currency: what an SMS was billed as, and the
+            # price a receipt reported (nullable, no default: no table rewrite)
+            "ALTER TABLE attempts ADD COLUMN segments INTEGER",
+            "ALTER TABLE attempts ADD COLUMN encoding TEXT",
+            "ALTER TABLE attempts ADD COLUMN currency TEXT",
+            # Receipt.cost: the price a gateway reported with a status
+            "ALTER TABLE receipts ADD COLUMN cost REAL",
+            "ALTER TABLE orphan_receipts ADD COLUMN cost REAL",
+        ),
+    ),
 ]
 
 

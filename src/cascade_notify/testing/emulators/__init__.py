@@ -30,6 +30,8 @@ from cascade_notify.testing.emulators.amocrm import AmoCrmEmulator
 from cascade_notify.testing.emulators.bitrix24 import Bitrix24Emulator
 from cascade_notify.testing.emulators.call_centre import CallCentreEmulator
 from cascade_notify.testing.emulators.max import MaxEmulator
+from cascade_notify.testing.emulators.smsc import SmscEmulator
+from cascade_notify.testing.emulators.smsru import SmsRuEmulator
 from cascade_notify.testing.emulators.telegram import TelegramEmulator
 from cascade_notify.testing.emulators.twilio import TwilioEmulator
 from cascade_notify.testing.emulators.viber import ViberEmulator
@@ -49,6 +51,8 @@ __all__ = [
     "Entry",
     "MaxEmulator",
     "RecordedRequest",
+    "SmsRuEmulator",
+    "SmscEmulator",
     "TelegramEmulator",
     "TwilioEmulator",
     "ViberEmulator",

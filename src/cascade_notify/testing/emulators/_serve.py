@@ -27,6 +27,8 @@ EMULATORS: Final[Mapping[str, str]] = {
     "call_centre": "cascade_notify.testing.emulators.call_centre:CallCentreEmulator",
     "bitrix24": "cascade_notify.testing.emulators.bitrix24:Bitrix24Emulator",
     "amocrm": "cascade_notify.testing.emulators.amocrm:AmoCrmEmulator",
+    "smsru": "cascade_notify.testing.emulators.smsru:SmsRuEmulator",
+    "smsc": "cascade_notify.testing.emulators.smsc:SmscEmulator",
 }
 #: Servers `serve()` also runs that are not HTTP APIs (no control surface, no webhooks).
 SERVICES: Final[Mapping[str, str]] = {
