@@ -19,7 +19,7 @@ store: {url}
 providers:
   mail: {{type: fake, channel: email}}
 policies:
-  p: {{steps: [{{channel: email, providers: [mail]}}]}}
+  p: {{steps: [{{channel: email, providers: [mail], wait_for: accepted}}]}}
 """
 
 
