@@ -15,6 +15,7 @@ from cascade_notify.cli.bounce import bounce
 from cascade_notify.cli.breaker import breaker_app
 from cascade_notify.cli.emulate import emulate
 from cascade_notify.cli.serve import serve
+from cascade_notify.cli.simulate import simulate
 from cascade_notify.cli.store import store_app
 from cascade_notify.cli.worker import worker
 from cascade_notify.errors import CascadeError, PolicyError
@@ -154,6 +155,7 @@ app.command()(serve)
 app.command()(emulate)
 app.command()(bounce)
 app.command()(worker)
+app.command()(simulate)
 app.add_typer(store_app, name="store")
 app.add_typer(breaker_app, name="breaker")
 
