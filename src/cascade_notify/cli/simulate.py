@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cascade_notify.errors import CascadeError, PolicyError
@@ -45,7 +46,7 @@ def _policy(path: Path) -> Config:
         return load_config(path, env=_Placeholders())
     except PolicyError as exc:
         for issue in exc.issues:
-            _err.print(f"[red]error[/red] {issue}")
+            _err.print(f"[red]error[/red] {escape(str(issue))}")
         raise typer.Exit(1) from None
 
 
@@ -91,7 +92,7 @@ def simulate(
         loaded = load_scenario(scenario)
     except ScenarioError as exc:
         for issue in exc.issues:
-            _err.print(f"[red]error[/red] {issue}")
+            _err.print(f"[red]error[/red] {escape(str(issue))}")
         raise typer.Exit(1) from None
     library = logging.getLogger("cascade_notify")
     level = library.level
@@ -102,10 +103,10 @@ def simulate(
         )
     except ScenarioError as exc:
         for issue in exc.issues:
-            _err.print(f"[red]error[/red] {issue}")
+            _err.print(f"[red]error[/red] {escape(str(issue))}")
         raise typer.Exit(1) from None
     except CascadeError as exc:
-        _err.print(f"[red]error[/red] {exc}")
+        _err.print(f"[red]error[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     finally:
         library.setLevel(level)
@@ -113,7 +114,7 @@ def simulate(
         try:
             draw_chart(report, loaded, chart)
         except ChartError as exc:
-            _err.print(f"[red]error[/red] {exc}")
+            _err.print(f"[red]error[/red] {escape(str(exc))}")
             raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
