@@ -19,6 +19,12 @@ from cascade_notify.simulate import (
     simulate,
 )
 
+# the engine's back-off passes tenacity 9.2's deprecated `initial=` when a policy sets its
+# own `backoff:` (resilience/guard.py; reported to the lead): a warning, not our subject
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The 'initial' parameter is deprecated:DeprecationWarning"
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "examples" / "scenarios"
 
@@ -34,7 +40,7 @@ policies:
         providers: [wa]
         wait_for: delivered
         timeout: 60s
-        retry: {{attempts: 1}}
+        retry: {{attempts: {attempts}, backoff: 5s}}
       - channel: sms
         providers: [sms]
         wait_for: delivered
@@ -42,8 +48,8 @@ policies:
 """
 
 
-def policy(*, breaker: str = "false", ttl: str = "1d"):
-    return load_config(POLICY.format(breaker=breaker, ttl=ttl))
+def policy(*, breaker: str = "false", ttl: str = "1d", attempts: int = 1):
+    return load_config(POLICY.format(breaker=breaker, ttl=ttl, attempts=attempts))
 
 
 def scenario(extra: str = "", *, deliveries: int = 10, blocked: str = "{}"):
@@ -126,13 +132,10 @@ def test_percentiles_are_nearest_rank():
     assert percentile([7.0], 99) == 7.0 and percentile([], 50) is None
 
 
-MIXED = """\
-outages: [{channel: whatsapp, after: 20m, duration: 20m, fails: silent}]
-"""
-
-
 def test_the_same_seed_gives_the_same_report():
-    config = policy(breaker="{failures: 3}")
+    """Receipt delays, segments, losses and the engine's own retry jitter all come from the
+    seed: two runs agree on every delivery's figures; another seed does not."""
+    config = policy(breaker="{failures: 3}", attempts=3)
     mixed = load_scenario(
         """\
 traffic: {deliveries: 300, window: 1h, start: 2021-10-04T12:00:00Z}
@@ -142,7 +145,9 @@ segments:
 channels:
   whatsapp: {delivered: {median: 2s, p95: 30s}, lost: 0.05}
   sms: {delivered: {min: 5s, max: 40s}}
-outages: [{channel: whatsapp, after: 20m, duration: 20m, fails: silent}]
+outages:
+  - {channel: whatsapp, after: 20m, duration: 20m, fails: silent}
+  - {provider: wa, after: 45m, duration: 10m, fails: 5xx}
 prices: {wa: 0.01, sms: 0.05}
 """
     )

@@ -99,14 +99,22 @@ async def run_once(
 
     end = scenario.start_ts + scenario.model.traffic.window
     end += scenario.model.run_for or chosen.ttl + 60.0
-    async with notifier:
-        feeder = asyncio.get_running_loop().create_task(feed())
-        await clock.drive(end, lambda: feeder.done() and finished >= total)
-        if feeder.done():
-            feeder.result()  # a send that failed fails the run, with its error
-        else:
-            feeder.cancel()
-        return [await notifier.get(i) for i in ids]
+    # the engine's retry back-off draws its jitter from the `random` module (tenacity's
+    # strategy): seeded from this run's generator for the run, and put back after
+    jitter = rng.getrandbits(64)
+    saved = random.getstate()
+    random.seed(jitter)
+    try:
+        async with notifier:
+            feeder = asyncio.get_running_loop().create_task(feed())
+            await clock.drive(end, lambda: feeder.done() and finished >= total)
+            if feeder.done():
+                feeder.result()  # a send that failed fails the run, with its error
+            else:
+                feeder.cancel()
+            return [await notifier.get(i) for i in ids]
+    finally:
+        random.setstate(saved)
 
 
 async def simulate_async(
