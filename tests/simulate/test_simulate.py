@@ -227,6 +227,7 @@ traffic: {deliveries: 1, window: 1h}
 segments: [{name: a, share: 1, channels: [sms]}]
 outages:
   - {provider: whatsapp_cloud, after: 0s, duration: 1h}
+  - {channel: viber, after: 0s, duration: 1h}
 prices: {telegram: 0.1}
 """
     )
@@ -236,6 +237,8 @@ prices: {telegram: 0.1}
     assert issues["outages[0].provider"].line == 4
     assert "'whatsapp_cloud' is not a provider" in issues["outages[0].provider"].message
     assert "neither a provider nor a channel" in issues["prices.telegram"].message
+    assert issues["outages[1].channel"].line == 5
+    assert "no provider of the policy sends on viber" in issues["outages[1].channel"].message
 
 
 @pytest.mark.parametrize("name", ["outage-2021-10-04.yaml", "blocked-messenger.yaml"])

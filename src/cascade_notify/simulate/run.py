@@ -36,6 +36,14 @@ def check_against(scenario: Scenario, config: Config) -> None:
                     f"({', '.join(sorted(names))})",
                 )
             )
+        if outage.channel is not None and outage.channel not in channels:
+            issues.append(
+                scenario.issue(
+                    ("outages", outage.index, "channel"),
+                    f"no provider of {_label(config)} sends on {outage.channel} "
+                    f"(its channels: {', '.join(sorted(channels))})",
+                )
+            )
     for key in scenario.model.prices:
         if key not in names and key not in channels:
             issues.append(
