@@ -87,6 +87,14 @@ class _AnyEnv(Mapping[str, str]):
         return self[name]
 
 
+def _is_scenario(path: Path) -> bool:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return isinstance(data, dict) and "providers" not in data and "traffic" in data
+
+
+SCENARIOS = [p for p in sorted((ROOT / "examples").rglob("*.yaml")) if _is_scenario(p)]
+
+
 def _policy_blocks() -> list[Any]:
     cases = []
     for block in _blocks("yaml"):
@@ -95,6 +103,8 @@ def _policy_blocks() -> list[Any]:
             cases.append(pytest.param(block, id=str(block)))
     for path in sorted([*(ROOT / "examples").rglob("*.yaml"), *(ROOT / "docs").rglob("*.yaml")]):
         text = path.read_text(encoding="utf-8")
+        if path in SCENARIOS:
+            continue  # a simulation scenario, not a policy: test_every_scenario_loads
         cases.append(
             pytest.param(Block(path, 1, "yaml", text, None), id=str(path.relative_to(ROOT)))
         )
@@ -123,6 +133,18 @@ def test_every_policy_on_the_pages_validates(block: Block) -> None:
         if issues:
             listed = "\n".join(f"  {issue}" for issue in issues)
             pytest.fail(f"{block}: the policy shown there is refused:\n{listed}")
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_scenario_loads(path: Path) -> None:
+    """Each `cascade-notify simulate` scenario in examples/ loads as the command loads it."""
+    from cascade_notify.simulate import load_scenario
+
+    load_scenario(path)
+
+
+def test_the_bundled_scenarios_are_found() -> None:
+    assert {p.name for p in SCENARIOS} >= {"outage-2021-10-04.yaml", "blocked-messenger.yaml"}
 
 
 def _python_blocks() -> list[Any]:

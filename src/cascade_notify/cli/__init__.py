@@ -20,6 +20,7 @@ from cascade_notify.cli.link import link
 from cascade_notify.cli.observe import deliveries, stats, status
 from cascade_notify.cli.send import send
 from cascade_notify.cli.serve import serve
+from cascade_notify.cli.simulate import simulate
 from cascade_notify.cli.store import store_app
 from cascade_notify.cli.worker import worker
 from cascade_notify.errors import PolicyError
@@ -113,6 +114,7 @@ app.command("send-many")(send_many)
 app.command()(status)
 app.command()(deliveries)
 app.command()(stats)
+app.command()(simulate)
 app.add_typer(store_app, name="store")
 app.add_typer(breaker_app, name="breaker")
 app.add_typer(calls_app, name="calls")
