@@ -80,9 +80,10 @@ _WAITING = frozenset(
     {AttemptStatus.ACCEPTED, AttemptStatus.UNKNOWN, AttemptStatus.DELIVERED, AttemptStatus.READ}
 )
 #: Codes of transient errors that mean the provider could not be reached at all: the
-#: connection was refused or never made (the HTTP base's `connect`, the fake's `down`).
-#: Within a step listing several providers, the next one is tried at once.
-PROVIDER_DOWN = frozenset({"connect", "fake_down"})
+#: connection was refused or never made (`connect`, as the HTTP base and the fake's
+#: `down` report it). Within a step listing several providers, the next one is tried
+#: at once.
+PROVIDER_DOWN = frozenset({"connect"})
 #: A claim this close to its lease's end is not used for a send: the intent could be
 #: written, and the lease be gone before the call. It is left for the next claim.
 LEASE_MARGIN = 0.25

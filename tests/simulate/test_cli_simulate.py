@@ -6,18 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from cascade_notify.cli import app
 
 runner = CliRunner()
-# the engine's back-off passes tenacity 9.2's deprecated `initial=` when a policy sets its
-# own `backoff:` (resilience/guard.py; reported to the lead): a warning, not our subject
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The 'initial' parameter is deprecated:DeprecationWarning"
-)
-
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "examples" / "scenarios" / "parcel-policy.yaml"
 BARE = ROOT / "examples" / "scenarios" / "parcel-policy-no-breaker.yaml"

@@ -19,12 +19,6 @@ from cascade_notify.simulate import (
     simulate,
 )
 
-# the engine's back-off passes tenacity 9.2's deprecated `initial=` when a policy sets its
-# own `backoff:` (resilience/guard.py; reported to the lead): a warning, not our subject
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The 'initial' parameter is deprecated:DeprecationWarning"
-)
-
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "examples" / "scenarios"
 

@@ -207,10 +207,10 @@ class FakeProvider(Provider):
                 )
                 raise UnreachableError(text, provider=self.name, code=code)
             if behavior == "down":
-                raise TransientError(
+                raise TransientError(  # as the HTTP base reports a refused connection
                     "connection refused",
                     provider=self.name,
-                    code="fake_down",
+                    code="connect",
                     retry_after=self.settings.retry_after,
                 )
             if (
