@@ -126,15 +126,17 @@ def models_in(annotation: Any) -> Iterator[tuple[type[BaseModel], str]]:
         yield from ((m, ".NAME" + s) for m, s in models_in(get_args(base)[-1]))
 
 
-def constraints(metadata: Sequence[Any], base: Any) -> list[str]:
+def constraints(metadata: Sequence[Any], base: Any, *, duration: bool = False) -> list[str]:
     """The limits a field's metadata puts on its value, in words."""
     texts: list[str] = []
-    textual = any(t in (str, SecretStr) for t in (base, *get_args(base)))
+    union = get_origin(base) in (Union, types.UnionType)
+    textual = any(t in (str, SecretStr) for t in (get_args(base) if union else (base,)))
     for item in metadata:
         for attr, sign in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")):
             value = getattr(item, attr, None)
             if value is not None and not isinstance(value, bool):
-                texts.append(f"{sign} {value:g}")
+                shown = format_duration(float(value)) if duration and value else f"{value:g}"
+                texts.append(f"{sign} {shown}")
         if (low := getattr(item, "min_length", None)) is not None:
             if textual:
                 texts.append("not empty" if low == 1 else f"at least {low} characters")
@@ -158,7 +160,7 @@ def type_text(
     metadata = [*extra, *metadata]
     alias = _alias(base, metadata)
     text = alias or _bare(base, links)
-    limits = constraints(metadata, base)
+    limits = constraints(metadata, base, duration=alias == "duration")
     return f"{text} ({', '.join(limits)})" if limits else text
 
 
@@ -218,8 +220,7 @@ def default_text(info: FieldInfo) -> str:
     else:
         value = info.default
     duration = _alias(info.annotation, info.metadata) == "duration" or any(
-        _alias(a, m) == "duration"
-        for a, m in (_metadata(x) for x in get_args(info.annotation))
+        _alias(a, m) == "duration" for a, m in (_metadata(x) for x in get_args(info.annotation))
     )
     return _value(value, duration)
 

@@ -21,8 +21,8 @@ from cascade_notify._reference.models import (
     table,
     undocumented,
 )
-from cascade_notify.policy.schema import DEFAULT_STORE, _Policy, _Step, _Top
 from cascade_notify.models import ReceiptStatus
+from cascade_notify.policy.schema import DEFAULT_STORE, _Policy, _Step, _Top
 from cascade_notify.providers import registry
 from cascade_notify.providers.base import Provider, ProviderOverrides, ProviderSettings
 from cascade_notify.resilience.settings import PROVIDER_KEYS, ProviderResilience
@@ -41,8 +41,7 @@ LOADER_KEYS: dict[str, tuple[Row, ...]] = {
             "policies",
             "mapping of names to [policies](#policiesname)",
             "**required**",
-            "The named cascades (at least one); `send()` picks one by name, or "
-            "`default_policy`.",
+            "The named cascades (at least one); `send()` picks one by name, or `default_policy`.",
         ),
     ),
     "provider": (
@@ -214,9 +213,7 @@ def _provider_type(page: _Page, type_name: str, cls: type[Provider]) -> None:
         return
     seen = page.links.get(overrides)
     if seen is not None:
-        page.heading(
-            f"#### {where}\n\nThe same keys as [{seen.heading}](#{seen.anchor})."
-        )
+        page.heading(f"#### {where}\n\nThe same keys as [{seen.heading}](#{seen.anchor}).")
         return
     allow = overrides.model_config.get("extra") == "allow"
     more = " Other keys are passed on as they are." if allow else ""
@@ -246,7 +243,9 @@ def _layout() -> _Page:
     )
     page.heading("## Policies and steps")
     page.model(_Policy, "policies.NAME", "One named cascade.", before=LOADER_KEYS["policy"])
-    page.model(_Step, "policies.NAME.steps[]", "One step of a cascade: a channel and how to use it.")
+    page.model(
+        _Step, "policies.NAME.steps[]", "One step of a cascade: a channel and how to use it."
+    )
     page.heading(
         "## Provider types\n\n"
         "The settings each built-in `type:` takes, beside `type:` and the library's keys "
