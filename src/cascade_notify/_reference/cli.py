@@ -74,7 +74,18 @@ def _type(param: Any) -> str:
         click_type = getattr(param, "type", None)
         name = str(getattr(click_type, "name", "text")).lower()
         name = {"string": "text", "integer": "whole number", "float": "number"}.get(name, name)
-    return f"{name}, repeatable" if many or getattr(param, "nargs", 1) == -1 else name
+    text = f"{name}, repeatable" if many or getattr(param, "nargs", 1) == -1 else name
+    return text + _range(param)
+
+
+def _range(param: Any) -> str:
+    """` (≥ 1)` for an option with bounds (typer keeps them on the option, click on its type)."""
+    click_type = getattr(param, "type", None)
+    low = getattr(param, "min", getattr(click_type, "min", None))
+    high = getattr(param, "max", getattr(click_type, "max", None))
+    limits = [f"≥ {low}"] if low is not None else []
+    limits += [f"≤ {high}"] if high is not None else []
+    return f" ({', '.join(limits)})" if limits else ""
 
 
 def _default(param: Any) -> str:

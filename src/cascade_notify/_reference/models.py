@@ -215,10 +215,12 @@ def _value(value: Any, duration: bool) -> str:
 def default_text(info: FieldInfo) -> str:
     if info.is_required():
         return "**required**"
+    value = info.default
     if info.default_factory is not None:
-        value = info.get_default(call_default_factory=True, validated_data={})
-    else:
-        value = info.default
+        try:
+            value = info.get_default(call_default_factory=True)
+        except Exception:  # a factory that needs the other fields' values
+            return "computed"
     duration = _alias(info.annotation, info.metadata) == "duration" or any(
         _alias(a, m) == "duration" for a, m in (_metadata(x) for x in get_args(info.annotation))
     )
