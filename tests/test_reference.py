@@ -19,6 +19,8 @@ from cascade_notify._reference import COMMAND, render, stale, write
 from cascade_notify._reference import policy as policy_page
 from cascade_notify._reference.__main__ import main
 from cascade_notify.cli import app
+from cascade_notify.errors import PolicyError
+from cascade_notify.policy import load_config
 from cascade_notify.policy.schema import _Step, _Top
 from cascade_notify.providers import registry
 from cascade_notify.resilience.settings import RetrySettings
@@ -214,3 +216,34 @@ def test_the_pages_are_in_the_nav_and_linked() -> None:
     assert "reference/policy.md" in nav and "reference/cli.md" in nav
     assert "reference/policy.md" in (DOCS / "policy.md").read_text(encoding="utf-8")
     assert "reference/cli.md" in (DOCS / "cli.md").read_text(encoding="utf-8")
+
+
+BOGUS = """\
+bogus_top: 1
+providers:
+  wa: {type: whatsapp_cloud, phone_number_id: "1", access_token: a, app_secret: b,
+       verify_token: c, bogus_provider: 1}
+  sms: {type: smsru, api_id: x, bogus_provider: 1}
+policies:
+  service:
+    bogus_policy: 1
+    steps:
+      - {channel: sms, providers: [sms], bogus_step: 1}
+"""
+
+
+def test_every_key_the_loader_allows_is_on_the_page() -> None:
+    """The keys a typo's error offers (models and the loader's own) all have a row."""
+    with pytest.raises(PolicyError) as caught:
+        load_config(BOGUS, env={})
+    text = render()["reference/policy.md"]
+    offered = [
+        key.strip()
+        for issue in caught.value.issues
+        if "allowed: " in issue.message
+        for key in issue.message.split("allowed: ", 1)[1].rstrip(")").split(",")
+    ]
+    assert len(caught.value.issues) == 5
+    assert {"providers", "policies", "type", "steps", "channel"} <= set(offered)
+    for key in offered:
+        assert f"| `{key}` |" in text, key

@@ -74,8 +74,10 @@ def slug(heading: str) -> str:
 
 
 def cell(text: str) -> str:
-    """`text` fit for one table cell: one line, pipes escaped."""
-    return " ".join(text.split()).replace("|", "\\|")
+    """`text` fit for one table cell: one line, pipes escaped, and `<` outside code
+    spans written as an entity, so it never opens an HTML tag."""
+    parts = " ".join(text.split()).replace("|", "\\|").split("`")
+    return "`".join(p if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
 
 
 def doc(model: type[BaseModel]) -> str:
