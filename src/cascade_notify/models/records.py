@@ -343,11 +343,12 @@ class Route:
     when: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def describe(self) -> str:
-        """For people: `routes[2]: country RU or KZ; tags vip`, `default_policy`, ..."""
+        """For people: `routes[2]: country RU or KZ; tags vip`,
+        `default_policy: no route matched` or `the caller: send(policy=)`."""
         if self.source == "explicit":
-            return "chosen by the caller (policy=)"
+            return "the caller: send(policy=)"
         if self.source == "default":
-            return "default_policy (no route matched)"
+            return "default_policy: no route matched"
         said = "; ".join(f"{key} {' or '.join(values)}" for key, values in self.when)
         return f"routes[{self.index}]: {said or 'matches everything'}"
 
