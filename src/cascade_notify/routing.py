@@ -153,7 +153,9 @@ def area_of(e164: str) -> str | None:
         return None
     number, country = read
     found = geocoder.description_for_valid_number(number, "en", region=country)
-    return normalise("region", found) if found else None
+    if not found or found == geocoder.country_name_for_number(number, "en"):
+        return None  # it knows the country only
+    return normalise("region", found)
 
 
 def usable_channels(recipient: Recipient) -> frozenset[str]:
