@@ -20,9 +20,10 @@ from phonenumbers import geocoder
 
 from cascade_notify.models import CHANNELS, DEFAULT_ROUTE, Message, Recipient, Route
 from cascade_notify.models.channels import read_phone
+from cascade_notify.models.records import ROUTE_KEYS
 
 #: The keys a route's `when` may hold, in the order they are shown.
-KEYS: Final = ("country", "region", "locale", "tags", "category", "channels")
+KEYS: Final = ROUTE_KEYS
 _COUNTRY, _REGION, _LOCALE, _TAGS, _CATEGORY, _CHANNELS = range(6)
 #: Facts that are sets (the route matches when they share a value with its list).
 _SETS: Final = frozenset({_LOCALE, _TAGS, _CHANNELS})

@@ -325,6 +325,8 @@ class SkippedStep:
         return datetime.fromtimestamp(self.ts, UTC)
 
 
+#: The keys a route's `when` may hold, in the order they are kept and shown.
+ROUTE_KEYS: Final = ("country", "region", "locale", "tags", "category", "channels")
 #: How a delivery's policy was chosen (`Route.source`).
 RouteSource = Literal["route", "default", "explicit"]
 
@@ -364,10 +366,12 @@ class Route:
     def from_dict(cls, data: Mapping[str, Any]) -> Route:
         when = data.get("when") or {}
         index = data.get("index")
+        # in ROUTE_KEYS order whatever the store kept (PostgreSQL's jsonb sorts keys)
+        keys = sorted(when, key=lambda k: (ROUTE_KEYS.index(k) if k in ROUTE_KEYS else 99, k))
         return cls(
             source=data["source"],
             index=None if index is None else int(index),
-            when=tuple((str(k), tuple(str(v) for v in values)) for k, values in when.items()),
+            when=tuple((str(k), tuple(str(v) for v in when[k])) for k in keys),
         )
 
 
