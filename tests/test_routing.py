@@ -97,6 +97,24 @@ def test_the_geocoder_knows_landline_areas_not_mobile_ranges() -> None:
     assert area_of("+79161234567") is None
 
 
+@pytest.mark.parametrize(
+    "number",
+    ["+74951234567", "+78432123456", "+79031234567", "+77172123456", "+14155552671",
+     "+442071234567", "+5491123456789", "+541143211234", "+4930123456", "+80012345678"],
+)  # fmt: skip
+def test_the_area_is_what_the_geocoder_says(number: str) -> None:
+    """area_of reads the geocoder's table itself: the same answer as the library's call
+    (the country alone counting as no area)."""
+    import phonenumbers
+    from phonenumbers import geocoder
+
+    parsed = phonenumbers.parse(number)
+    country = phonenumbers.region_code_for_number(parsed)
+    said = geocoder.description_for_valid_number(parsed, "en", region=country)
+    expected = None if said in ("", geocoder.country_name_for_number(parsed, "en")) else said
+    assert area_of(number) == (None if expected is None else expected.casefold())
+
+
 async def test_locale_matches_a_language_or_a_whole_locale() -> None:
     """`locale: kk` matches kk and kk-KZ (and kk_KZ); `locale: ru-RU` only ru-RU."""
     notifier = routed(
