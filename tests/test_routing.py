@@ -314,3 +314,73 @@ def test_tags_on_a_recipient() -> None:
         Recipient(id="a", tags="vip")  # type: ignore[arg-type]
     with pytest.raises(RecipientError, match="not a tag"):
         Recipient(id="a", tags={""})
+
+
+def _cli_policy(tmp_path: Path) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        f"store: sqlite:///{tmp_path / 'cascade.db'}\n"
+        + HEAD.split("\n", 1)[1]
+        + "routes:\n  - {when: {tags: vip}, policy: regions}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _stored(tmp_path: Path) -> dict[str, tuple[str, Route | None]]:
+    import asyncio
+    import sqlite3
+
+    from cascade_notify.stores.sqlite import SQLiteStore
+
+    async def read() -> dict[str, tuple[str, Route | None]]:
+        store = SQLiteStore(tmp_path / "cascade.db")
+        await store.open()
+        try:
+            with sqlite3.connect(tmp_path / "cascade.db") as conn:
+                ids = [row[0] for row in conn.execute("SELECT id FROM deliveries")]
+            found = [await store.get(i) for i in ids]
+            return {d.recipient.id: (d.policy, d.route) for d in found if d is not None}
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_tags_from_the_command_line_and_send_many_files(tmp_path: Path) -> None:
+    """`send --tag vip`, a `tags` CSV cell ("vip, b2b") and a JSON Lines list all reach
+    Recipient.tags, so the routes see them; `status` says which route chose the policy."""
+    path = _cli_policy(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            *("send", "-p", str(path), "--id", "cli", "--to-sms", "+79161234567"),
+            *("--tag", "vip", "--at", "+1h", "Hi"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = tmp_path / "rows.csv"
+    rows.write_text('id,sms,tags,text\nc1,+79161234567,"b2b, vip",Hi\nc2,+79161234568,,Hi\n')
+    result = runner.invoke(app, ["send-many", str(rows), "--policy", str(path), "--at", "+1h"])
+    assert result.exit_code == 0, result.output
+    lines = tmp_path / "rows.jsonl"
+    lines.write_text(json.dumps({"id": "j1", "sms": "+79161234569", "tags": ["vip"], "text": "Hi"}))
+    result = runner.invoke(app, ["send-many", str(lines), "--policy", str(path), "--at", "+1h"])
+    assert result.exit_code == 0, result.output
+    made = _stored(tmp_path)
+    assert {k: v[0] for k, v in made.items()} == {
+        "cli": "regions",
+        "c1": "regions",
+        "c2": "standard",
+        "j1": "regions",
+    }
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "cascade.db") as conn:
+        (delivery_id,) = conn.execute(
+            "SELECT id FROM deliveries WHERE policy = 'standard'"
+        ).fetchone()
+    shown = runner.invoke(app, ["status", delivery_id, "--policy", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "policy chosen by default_policy: no route matched" in shown.output
