@@ -284,6 +284,7 @@ def test_validate_prints_route_errors_and_warnings_with_their_place(tmp_path: Pa
     )
     result = CliRunner().invoke(app, ["validate", str(shadowed)])
     assert result.exit_code == 0, result.output
+    assert "routes[0]: matches everything → promo" in result.output
     assert f"warning {shadowed}:24:5: routes[1]: this route can never match" in (
         " ".join(result.output.split())
     )
