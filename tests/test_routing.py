@@ -150,6 +150,12 @@ async def test_channels_are_the_addresses_the_recipient_has_not_opted_out_of() -
     assert await policy_of(notifier, who(viber="v1")) == "regions"
     assert await policy_of(notifier, who(viber="v1", opted_out={"viber"})) == "standard"
     assert await policy_of(notifier, who(telegram="1")) == "standard"
+    notifier = routed("  - {when: {channels: [max, push]}, policy: regions}\n")
+    assert await policy_of(notifier, who(max="m1")) == "regions"
+    assert await policy_of(notifier, who(addresses={"push": "p1"})) == "regions"
+    assert await policy_of(notifier, who(addresses={"push": "p1"}, opted_out={"push"})) == (
+        "standard"
+    )
 
 
 async def test_every_key_of_a_when_must_match() -> None:

@@ -109,7 +109,7 @@ def _compiled(rules: Sequence[Rule]) -> Callable[[Recipient, Message], int]:
     it, and each test is one set lookup, with no loop over rules and tests to interpret
     (which took twice the time). The source holds only names: every value given in the
     file is a frozenset in its namespace."""
-    env: dict[str, object] = {"U": _UNKNOWN, "has_any": _has_any}
+    env: dict[str, object] = {"U": _UNKNOWN}
     env.update({f"F{i}": fact for i, fact in enumerate(_FACTS)})
     unknown = " = ".join(f"f{i}" for i in range(len(KEYS)))
     lines = ["def choose(r, m):", f"    {unknown} = U"]
@@ -123,7 +123,7 @@ def _compiled(rules: Sequence[Rule]) -> Callable[[Recipient, Message], int]:
                 or f"(f{fact} if f{fact} is not U else (f{fact} := F{fact}(r, m)))"
             )
             if fact == _CHANNELS:  # asked of the few channels listed, not all
-                tests.append(f"has_any(r, {name})")
+                tests.append(_has_any_source(allowed, name, env))
             else:
                 tests.append(f"not {name}.isdisjoint({got})" if many else f"{got} in {name}")
         lines.append(f"    if {' and '.join(tests) or 'True'}:\n        return {n}")
@@ -131,6 +131,22 @@ def _compiled(rules: Sequence[Rule]) -> Callable[[Recipient, Message], int]:
     exec(compile("\n".join(lines), "<routes>", "exec"), env)  # noqa: S102  # names only, above
     choose: Callable[[Recipient, Message], int] = env["choose"]  # type: ignore[assignment]
     return choose
+
+
+def _has_any_source(channels: frozenset[str], name: str, env: dict[str, object]) -> str:
+    """The test "an address on one of `channels`, not opted out of", as source: a named
+    channel is an attribute (its name is one of CHANNELS, never the file's text), any
+    other is looked up in `addresses` by a name from `env`."""
+    held = []
+    for i, channel in enumerate(sorted(channels)):
+        if channel in CHANNELS:
+            address = f"r.{CHANNELS[CHANNELS.index(channel)]} is not None"
+        else:
+            env[f"{name}_{i}"] = channel
+            address = f"{name}_{i} in r.addresses"
+        env[f"{name}_o{i}"] = channel
+        held.append(f"({address} and {name}_o{i} not in r.opted_out)")
+    return f"({' or '.join(held)})"
 
 
 def _phone(recipient: Recipient) -> str | None:
@@ -241,13 +257,6 @@ def usable_channels(recipient: Recipient, message: Message | None = None) -> fro
     """The channels the recipient has an address on and has not opted out of."""
     named = [c for c in CHANNELS if getattr(recipient, c) is not None]
     return frozenset(named).union(recipient.addresses).difference(recipient.opted_out)
-
-
-def _has_any(recipient: Recipient, channels: frozenset[str]) -> bool:
-    for channel in channels:
-        if channel not in recipient.opted_out and recipient.address(channel) is not None:
-            return True
-    return False
 
 
 def _tags(recipient: Recipient, message: Message) -> frozenset[str]:
