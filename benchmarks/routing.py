@@ -130,6 +130,6 @@ def run(options: Options) -> Result:
         "category and channels are all asked) and gets default_policy. Recipients are built "
         "outside the timing; their numbers' countries come from that parse. Each figure is "
         "the median of the runs' medians. `10, no region`: the region route asks for tags "
-        "instead, so no number is looked up in the geocoder's table (about 3 µs a new number)."
+        "instead, so no number is looked up in the geocoder's table."
     )
     return Result([table], targets)
