@@ -291,6 +291,10 @@ class Notifier:
     ) -> Delivery:
         """Persist a cascade and start it; return at once with its `Delivery`.
 
+        The cascade follows `policy`; without it, the first of the file's `routes:` that
+        matches the recipient and message, else its `default_policy` (docs/routing.md);
+        `Delivery.route` records which and why.
+
         The same `idempotency_key` returns the delivery it first made, and sends nothing;
         with another recipient, message or policy it is an `IdempotencyConflict` naming
         that delivery. A key is a non-empty string of at most 256 characters (else
