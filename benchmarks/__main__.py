@@ -48,6 +48,7 @@ SECTIONS = (
     "addresses",
     "bulk",
     "stats",
+    "routing",
 )
 
 
@@ -96,6 +97,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import observe
 
         return observe.run
+    if name == "routing":
+        from benchmarks import routing
+
+        return routing.run
     if name == "processes":
         from benchmarks import sqlite_processes
 

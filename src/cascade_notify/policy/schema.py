@@ -9,7 +9,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+)
 
 from cascade_notify._duration import Duration
 from cascade_notify.errors import PolicyIssue
@@ -24,6 +32,7 @@ from cascade_notify.resilience.settings import (
     RateLimitSettings,
     RetrySettings,
 )
+from cascade_notify.routing import Rule
 
 Loc = tuple[str | int, ...]
 _CHANNEL: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -212,6 +221,64 @@ class LinkSettings(_Strict):
         return tuple(secret.get_secret_value().encode() for secret in self.secret)
 
 
+def _as_list(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+_Values = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=64)]],
+    BeforeValidator(_as_list),
+    Field(min_length=1),
+]
+
+
+class RouteWhen(_Strict):
+    """`when:` of a route: each key takes one value or a list (any of them matches), and
+    every key given must match; none given matches every send."""
+
+    country: list[Country] | None = Field(
+        default=None,
+        min_length=1,
+        description="ISO 3166 codes (RU, KZ): the country of the recipient's first phone "
+        "number (whatsapp, sms, call)",
+    )
+    region: _Values | None = Field(
+        default=None,
+        description="regions (Moscow, St Petersburg), case aside: the recipient's region, or "
+        "where it has none, the area the phonenumbers geocoder gives its number's range",
+    )
+    locale: _Values | None = Field(
+        default=None,
+        description="locales (ru, ru-RU), case and -/_ aside; a language alone matches every "
+        "locale of it",
+    )
+    tags: _Values | None = Field(
+        default=None, description="tags: the recipient has at least one of them"
+    )
+    category: _Values | None = Field(
+        default=None, description="message categories (transactional, marketing)"
+    )
+    channels: list[_Channel] | None = Field(
+        default=None,
+        min_length=1,
+        description="channels: the recipient has an address on at least one, not opted out",
+    )
+
+    @field_validator("country", "channels", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return _as_list(value)
+
+
+class RouteEntry(_Strict):
+    """One entry of `routes:`: the policy a send gets when its `when` holds."""
+
+    when: RouteWhen = Field(
+        default_factory=RouteWhen, description="the conditions; all must hold (none: always)"
+    )
+    policy: str = Field(min_length=1, description="the policy (a name under policies:)")
+
+
 class WorkerSettings(_Strict):
     """How a worker leases due deliveries: lease length (seconds), parallel sends, batch size."""
 
@@ -258,6 +325,12 @@ class _Top(_Strict):
         default=None,
         description="How deep links that link a customer's messenger account are signed; "
         "needed by `cascade-notify link` and `Notifier.link`.",
+    )
+    # checked apart, route by route, so one broken route hides nothing of the others
+    routes: list[RouteEntry] = Field(
+        default_factory=list,
+        description="Which policy a send gets: the first route whose `when` holds, else "
+        "`default_policy`; `send(policy=)` overrides (see Routing).",
     )
 
 
@@ -306,3 +379,5 @@ class Config:
     #: What the load found doubtful but not wrong (the file is used as it is).
     warnings: tuple[PolicyIssue, ...] = ()
     links: LinkSettings | None = None
+    #: `routes:`, compiled, in order.
+    routes: tuple[Rule, ...] = ()
