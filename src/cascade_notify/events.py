@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cascade_notify import _logmask
 from cascade_notify.models import AttemptStatus
 
 if TYPE_CHECKING:
     from cascade_notify.stores.base import Transition
 
-log = logging.getLogger("cascade_notify.events")
+log = _logmask.logger("cascade_notify.events")
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,11 +34,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
+from cascade_notify import _logmask
 from cascade_notify.errors import CascadeError
 from cascade_notify.providers._signing import BadSignature
 from cascade_notify.providers.base import (
@@ -50,7 +50,7 @@ from cascade_notify.providers.base import (
 )
 from cascade_notify.stores.base import ReceiptResult
 
-log = logging.getLogger("cascade_notify.webhooks")
+log = _logmask.logger("cascade_notify.webhooks")
 
 #: The default cap on a webhook body, in bytes.
 MAX_BODY: Final = 256 * 1024

@@ -10,7 +10,6 @@ the command exits 0, as `cascade-notify worker` does.
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 from pathlib import Path
 from types import FrameType
@@ -20,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cascade_notify import _logmask
 from cascade_notify.cli._output import setup_logging, store_label
 from cascade_notify.errors import PolicyError
 from cascade_notify.notifier import Notifier
@@ -29,7 +29,7 @@ from cascade_notify.webhooks import HEALTH_PATH, MAX_BODY, asgi_app
 _errors = Console(stderr=True, highlight=False)
 
 
-log = logging.getLogger("cascade_notify.serve")
+log = _logmask.logger("cascade_notify.serve")
 
 
 def _announce(path: Path, config: Config, notifier: Notifier, prefix: str, worker: bool) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 from typing import Annotated
 
 import typer
 
+from cascade_notify import _logmask
 from cascade_notify._duration import format_duration
 from cascade_notify.cli._output import setup_logging, store_label
 from cascade_notify.cli.store import PolicyOption, _config, _fail
@@ -17,7 +17,7 @@ from cascade_notify.errors import CascadeError
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config
 
-log = logging.getLogger("cascade_notify.worker")
+log = _logmask.logger("cascade_notify.worker")
 
 
 def worker(
