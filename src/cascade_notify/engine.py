@@ -395,7 +395,7 @@ class Engine:
                     ):
                         self.guard.observe(written, now)
             if self._listeners:
-                for event in transition_events(delivery.id, write, now):
+                for event in transition_events(delivery.id, write, now, delivery.created_ts):
                     emit(self._listeners, event)
             if isinstance(action, Poll) and self._poll is not None:
                 self._poll(action.attempt)

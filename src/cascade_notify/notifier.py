@@ -734,9 +734,11 @@ class Notifier:
                             "receipt",
                             result.delivery_id,
                             self.clock.now(),
+                            channel=_channel_of(self._providers, result.receipt.provider),
                             provider=result.receipt.provider,
                             status=result.receipt.status.value,
                             detail=result.receipt.error,
+                            attempt_id=result.receipt.attempt_id,
                         )
                     )
         if woke:
@@ -900,6 +902,11 @@ class Notifier:
         for future in self._waiters.pop(delivery.id, []):
             if not future.done():
                 future.set_result(delivery.copy())
+
+
+def _channel_of(providers: Mapping[str, Provider], name: str) -> str | None:
+    provider = providers.get(name)
+    return None if provider is None else provider.channel
 
 
 def _noop() -> None:

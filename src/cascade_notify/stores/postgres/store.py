@@ -494,6 +494,10 @@ class PostgresStore:
         check_window(since, until)
         return await self._run(lambda conn: views.stats(conn, since, until, dims))
 
+    async def unfinished(self) -> dict[str, int]:
+        """How many deliveries are not final, by status."""
+        return await self._run(views.unfinished)
+
     # AddressBook (the work in `postgres.addresses`)
 
     async def record_signals(self, signals: Sequence[Signal]) -> list[SignalOutcome]:
