@@ -4,12 +4,12 @@ own parser, for `serve`'s route and the worker's port."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,30 +196,32 @@ def _free_port() -> int:
         return port
 
 
+WORKER = "from cascade_notify.cli import main; main()"
+
+
 @pytest.mark.slow
-async def test_cascade_notify_worker_metrics_port(tmp_path: Path) -> None:
+def test_cascade_notify_worker_metrics_port(tmp_path: Path) -> None:
     """`cascade-notify worker --metrics-port` serves `/-/metrics` until SIGTERM, then
     exits 0."""
     policy = tmp_path / "cascade.yaml"
     policy.write_text(POLICY + f"store: sqlite:///{tmp_path / 'cascade.db'}\n")
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-c", WORKER, "worker", "-p", str(policy)]
     worker = subprocess.Popen(
-        [sys.executable, "-c", "from cascade_notify.cli import main; main()", "worker", "-p", str(policy),
-         "--metrics-port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [*command, "--metrics-port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         text = None
-        async with httpx.AsyncClient() as client:
-            for _ in range(300):
-                try:
-                    answer = await client.get(f"http://127.0.0.1:{port}/-/metrics")
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-                    continue
-                text = answer.text
+        for _ in range(600):  # real time: the worker is another process starting up
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/-/metrics").text
                 break
+            except httpx.TransportError:
+                time.sleep(0.05)
         assert text is not None, "the worker's metrics port never answered"
         families = {f.name: f for f in text_string_to_metric_families(text)}
         [pending] = [
