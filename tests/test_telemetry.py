@@ -215,19 +215,25 @@ def test_cascade_notify_worker_metrics_port(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        text = None
+        pending = None
         for _ in range(600):  # real time: the worker is another process starting up
             try:
                 text = httpx.get(f"http://127.0.0.1:{port}/-/metrics").text
-                break
             except httpx.TransportError:
                 time.sleep(0.05)
-        assert text is not None, "the worker's metrics port never answered"
-        families = {f.name: f for f in text_string_to_metric_families(text)}
-        [pending] = [
-            s for s in families["cascade_notify_deliveries_unfinished"].samples
-            if s.labels == {"status": "pending"}
-        ]  # fmt: skip
+                continue
+            samples = [
+                s
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.name == "cascade_notify_deliveries_unfinished"
+                and s.labels == {"status": "pending"}
+            ]
+            if samples:  # the store is open: the scrape read it
+                [pending] = samples
+                break
+            time.sleep(0.05)
+        assert pending is not None, "the worker's metrics never showed the store's count"
         assert pending.value == 0
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -244,3 +250,27 @@ def test_missing_packages_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     with pytest.raises(TelemetryError, match=r"opentelemetry-api: pip install 'cascade-notify"):
         Telemetry()
+
+
+async def test_sampling_keeps_or_drops_whole_deliveries(fake_clock: FakeClock) -> None:
+    """`sample=0` makes no span while the metrics still count; `sample=1` traces all."""
+    for share, expect_spans in ((0.0, False), (1.0, True)):
+        spans = InMemorySpanExporter()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+        reader = InMemoryMetricReader()
+        meter_provider = MeterProvider(metric_readers=[reader])
+        telemetry = Telemetry(
+            tracer_provider=tracer_provider, meter_provider=meter_provider, sample=share
+        )
+        notifier = Notifier.from_yaml(POLICY, clock=fake_clock, store="memory://")
+        notifier.subscribe(telemetry)
+        async with notifier:
+            sent = await notifier.send(ANNA, Message(text="Your parcel is here."))
+            await run_until_final(notifier, fake_clock, [sent.id])
+        assert bool(spans.get_finished_spans()) is expect_spans
+        assert sum(p.value for p in _points(reader)["cascade_notify.attempts"]) == 2
+        meter_provider.shutdown()
+        tracer_provider.shutdown()
+    with pytest.raises(TelemetryError, match="between 0 and 1"):
+        Telemetry(sample=1.5)

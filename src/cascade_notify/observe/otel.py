@@ -18,6 +18,8 @@ Every span of one delivery is in one trace, whichever process made it (the sende
 worker on another host, the receipt endpoint): the trace id and the parent span id
 are derived from the delivery id, so no context travels through the store. The
 parent is that derived id, not a span of its own; viewers group the trace under it.
+Sampling is by delivery (`sample=`), the same decision in every process; the parent
+is marked sampled, so the provider's own parent-based sampler records what we keep.
 
 Metrics are those of `observe.metrics` on OpenTelemetry instruments (the meter
 `cascade_notify`): the same names, units and labels as the Prometheus endpoint.
@@ -107,15 +109,21 @@ class Telemetry:
 
     `tracer_provider` and `meter_provider` default to the global ones (what the
     OpenTelemetry SDK or an auto-instrumentation set up); `TelemetryError` naming the
-    `otel` extra if opentelemetry-api is not installed."""
+    `otel` extra if opentelemetry-api is not installed. `sample` is the share of
+    deliveries traced (all their spans or none, decided by the delivery id in every
+    process alike); metrics count every delivery."""
 
     def __init__(
         self,
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        sample: float = 1.0,
     ) -> None:
+        if not 0.0 <= sample <= 1.0:
+            raise TelemetryError(f"sample: {sample!r} is not a share between 0 and 1")
         trace, metrics = _otel()
+        self._threshold = int(sample * 2**64)
         self._trace = trace
         version = _version()
         self.tracer = trace.get_tracer(SCOPE, version, tracer_provider=tracer_provider)
@@ -138,8 +146,10 @@ class Telemetry:
             self._span("cascade_notify.send", event, event.since, status=event.status)
 
     def _span(self, name: str, event: Event, start: float | None, **more: str | None) -> None:
-        trace = self._trace
         trace_id, parent_id = trace_ids(event.delivery_id)
+        if (trace_id & 0xFFFFFFFFFFFFFFFF) >= self._threshold:
+            return  # not sampled: no span at all, in any process
+        trace = self._trace
         parent = trace.set_span_in_context(
             trace.NonRecordingSpan(
                 trace.SpanContext(
