@@ -121,6 +121,11 @@ class SecretFilter(logging.Filter):
         self._longest_first = sorted(self._secrets, key=len, reverse=True)
 
     def mask(self, text: str) -> str:
+        """`text` with no secret, no credential and no full address left."""
+        return redact_addresses(self.hide_secrets(text))
+
+    def hide_secrets(self, text: str) -> str:
+        """`text` with no registered secret and no credential left (addresses kept)."""
         # masking, not verifying: no decision rests on the search, so its timing leaks nothing
         for known in self._longest_first:
             if text.find(known) >= 0:
@@ -133,7 +138,7 @@ class SecretFilter(logging.Filter):
             text = _AUTHORIZATION.sub(lambda m: m.group(1) + (m.group(2) or "") + " ***", text)
         if "auth" in lowered:
             text = _SMTP_AUTH.sub(r"\1***", text)
-        return redact_addresses(text)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

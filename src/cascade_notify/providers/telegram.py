@@ -263,8 +263,9 @@ class TelegramProvider(HttpProvider):
             await self._initialize()
         except TransientError as exc:
             log.warning(
-                "%s: Telegram unreachable at start (%s); getMe again at first send", self.name, exc
-            )
+                "%s: Telegram unreachable at start (%s); getMe again at first send", self.name, exc,
+                extra={"provider": self.name, "channel": self.channel},
+            )  # fmt: skip
 
     async def _initialize(self) -> None:
         if self._bot is not None:
