@@ -113,12 +113,7 @@ async def test_every_provider_type_at_debug_logs_no_secret_and_no_full_address(
     """Each built-in type sends once (receipts back through uvicorn) with every logger
     at DEBUG: no secret, no full phone number and no full e-mail address is in any
     line, exception text or extra field, and each attempt's INFO line has its fields."""
-    async with running(
-        receipts_url=None,
-        clock=fake_clock,
-        log=lambda _: None,
-        options={"smtp": {"users": {"shop": SMTP_PASSWORD}}},
-    ) as emulators:
+    async with running(receipts_url=None, clock=fake_clock, log=lambda _: None) as emulators:
         smtp = SmtpService(log=lambda _: None, users={"shop": SMTP_PASSWORD})
         await smtp.start()
         try:
@@ -235,6 +230,14 @@ def test_a_provider_secret_is_masked_in_a_record_of_any_dependency(
         logging.getLogger("httpx").exception("request with %s", "token=viber-secret-0042")
     text = caplog.text
     assert "viber-secret-0042" not in text and "<secret>" in text
+
+
+def test_hide_secrets_keeps_addresses_for_stored_error_texts() -> None:
+    """`hide_secrets` (for error texts that are stored) hides credentials and keeps
+    addresses; `mask` (for log lines) hides both."""
+    line = "chat +79161234567 refused: token=abcdef123"
+    assert SECRET_FILTER.hide_secrets(line) == "chat +79161234567 refused: token=***"
+    assert SECRET_FILTER.mask(line) == "chat +7916***4567 refused: token=***"
 
 
 def test_mask_email_keeps_only_the_first_letter() -> None:
