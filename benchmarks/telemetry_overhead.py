@@ -12,7 +12,7 @@ each is compared.
     python -m benchmarks.telemetry_overhead [N] [REPEATS] [memory|sqlite]...
 
 Modes: `none` (the counting listener only), `prometheus`, `otel` (spans and OTel
-metrics), `both`.
+metrics), `otel_10%` (one delivery in ten traced, every one counted), `both`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from benchmarks.bench_stores import POLICY, RECIPIENT
 from cascade_notify import Message, Notifier, load_config
 from cascade_notify.events import Event
 
-MODES = ("none", "prometheus", "otel", "both")
+MODES = ("none", "prometheus", "otel", "otel_10%", "both")
 
 
 def _telemetry(mode: str) -> list[object]:
@@ -50,8 +50,11 @@ def _telemetry(mode: str) -> list[object]:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
-    return [telemetry] if mode == "otel" else [telemetry, Prometheus()]
+    share = 0.1 if mode == "otel_10%" else 1.0
+    telemetry = Telemetry(
+        tracer_provider=tracer_provider, meter_provider=meter_provider, sample=share
+    )
+    return [telemetry, Prometheus()] if mode == "both" else [telemetry]
 
 
 async def once(store: str, n: int, *, mode: str) -> float:

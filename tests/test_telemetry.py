@@ -274,3 +274,13 @@ async def test_sampling_keeps_or_drops_whole_deliveries(fake_clock: FakeClock) -
         tracer_provider.shutdown()
     with pytest.raises(TelemetryError, match="between 0 and 1"):
         Telemetry(sample=1.5)
+
+
+def test_the_overhead_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """`benchmarks.telemetry_overhead` at a tiny size prints a ratio for each mode."""
+    from benchmarks import telemetry_overhead
+
+    telemetry_overhead.main(["100", "1", "memory"])
+    out = capsys.readouterr().out
+    assert out.startswith("memory: ") and all(f"  {m} " in out for m in ("prometheus", "otel"))
+    assert out.count("ratio ") == 4
