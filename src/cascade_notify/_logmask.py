@@ -146,7 +146,7 @@ class SecretFilter(logging.Filter):
         except Exception:  # a record that cannot format: leave it to the handler's error path
             return True
         masked = self.mask(message)
-        if masked != message or record.args:
+        if masked != message:  # else the template and its arguments stay (for grouping)
             record.msg, record.args = masked, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
