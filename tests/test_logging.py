@@ -124,6 +124,10 @@ async def test_every_provider_type_at_debug_logs_no_secret_and_no_full_address(
             providers["queue"] = {"type": "call_queue"}
             assert {p["type"] for p in providers.values()} == set(BUILTIN)
             secrets = [s for p in providers.values() for s in _secrets(p)]
+            secrets += [  # SMTP AUTH PLAIN and LOGIN carry the password in base64
+                base64.b64encode(b"\0shop\0" + SMTP_PASSWORD.encode()).decode(),
+                base64.b64encode(SMTP_PASSWORD.encode()).decode(),
+            ]
             policy = {
                 "default_policy": "fake",
                 "providers": providers,
@@ -166,6 +170,7 @@ async def test_every_provider_type_at_debug_logs_no_secret_and_no_full_address(
     full = [line for line in lines if digits in line or EMAIL in line]
     assert full == []
     assert any(mask_phone(PHONE) in line for line in lines)  # masked, not absent
+    assert any("AUTH" in line and "***" in line for line in lines)  # the login was logged
     outcomes = [
         r for r in everything.records if r.name == "cascade_notify.engine" and hasattr(r, "outcome")
     ]
