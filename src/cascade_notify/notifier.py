@@ -18,7 +18,7 @@ from datetime import datetime
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from cascade_notify import bulk, linking, webhooks
+from cascade_notify import _logmask, bulk, linking, webhooks
 from cascade_notify.bulk import Send, SendManyResult
 from cascade_notify.calls import Calls
 from cascade_notify.clock import Clock, SystemClock
@@ -73,7 +73,7 @@ from cascade_notify.worker import POLL_INTERVAL, Worker
 if TYPE_CHECKING:
     from cascade_notify.providers._http import HttpClient
 
-log = logging.getLogger("cascade_notify")
+log = _logmask.logger("cascade_notify")
 
 
 class Notifier:
@@ -724,8 +724,24 @@ class Notifier:
                     "receipt %s from %s for a message not known (yet): kept a while",
                     result.receipt.status.value,
                     result.receipt.provider,
+                    extra={"provider": result.receipt.provider},
                 )
-            elif not result.duplicate:
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "delivery %s: receipt %s from %s%s",
+                    result.delivery_id,
+                    result.receipt.status.value,
+                    result.receipt.provider,
+                    " (a duplicate)" if result.duplicate else "",
+                    extra={
+                        "delivery_id": result.delivery_id,
+                        "provider": result.receipt.provider,
+                        "status": result.receipt.status.value,
+                        "attempt_id": result.receipt.attempt_id,
+                        "provider_message_id": result.receipt.provider_message_id,
+                    },
+                )
+            if result.delivery_id is not None and not result.duplicate:
                 woke = True
                 if self._listeners:
                     self._emit(
@@ -733,9 +749,11 @@ class Notifier:
                             "receipt",
                             result.delivery_id,
                             self.clock.now(),
+                            channel=_channel_of(self._providers, result.receipt.provider),
                             provider=result.receipt.provider,
                             status=result.receipt.status.value,
                             detail=result.receipt.error,
+                            attempt_id=result.receipt.attempt_id,
                         )
                     )
         if woke:
@@ -899,6 +917,11 @@ class Notifier:
         for future in self._waiters.pop(delivery.id, []):
             if not future.done():
                 future.set_result(delivery.copy())
+
+
+def _channel_of(providers: Mapping[str, Provider], name: str) -> str | None:
+    provider = providers.get(name)
+    return None if provider is None else provider.channel
 
 
 def _noop() -> None:

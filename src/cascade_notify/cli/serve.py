@@ -10,26 +10,29 @@ the command exits 0, as `cascade-notify worker` does.
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cascade_notify import _logmask
+from cascade_notify.cli import _metrics
 from cascade_notify.cli._output import setup_logging, store_label
 from cascade_notify.errors import PolicyError
 from cascade_notify.notifier import Notifier
+from cascade_notify.observe.metrics import TelemetryError
+from cascade_notify.observe.prometheus import METRICS_PATH, metrics_route
 from cascade_notify.policy import Config, load_config
 from cascade_notify.webhooks import HEALTH_PATH, MAX_BODY, asgi_app
 
 _errors = Console(stderr=True, highlight=False)
 
 
-log = logging.getLogger("cascade_notify.serve")
+log = _logmask.logger("cascade_notify.serve")
 
 
 def _announce(path: Path, config: Config, notifier: Notifier, prefix: str, worker: bool) -> None:
@@ -85,6 +88,14 @@ def serve(
         int, typer.Option(help="Seconds requests in flight get to finish on shutdown.")
     ] = 30,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    metrics: Annotated[
+        bool | None,
+        typer.Option(
+            "--metrics/--no-metrics",
+            help="Prometheus text at GET /-/metrics (default: on when prometheus-client, "
+            "the otel extra, is installed).",
+        ),
+    ] = None,
 ) -> None:
     """Take delivery receipts over HTTP at {prefix}/{provider}, until SIGINT or SIGTERM."""
     try:
@@ -105,7 +116,18 @@ def serve(
     setup_logging(log_level)
     notifier = Notifier(config, worker=worker)
     _announce(policy_file, config, notifier, prefix, worker)
-    app = asgi_app(notifier, prefix=prefix, max_body=max_body, public_url=public_url)
+    app: Any = asgi_app(notifier, prefix=prefix, max_body=max_body, public_url=public_url)
+    if metrics is not False:
+        try:
+            prometheus = _metrics.exporter(notifier)
+        except TelemetryError as exc:
+            if metrics:
+                _errors.print(f"[red]error[/red] --metrics: {escape(str(exc))}")
+                raise typer.Exit(1) from None
+            log.info("metrics: off (%s)", exc)
+        else:
+            app = metrics_route(app, prometheus, _metrics.refresher(notifier))
+            log.info("metrics: GET %s", METRICS_PATH)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -116,6 +116,16 @@ class Observable(Protocol):
         ...
 
 
+@runtime_checkable
+class Counting(Protocol):
+    """A store that says how many deliveries are not final (every bundled store), for
+    the `cascade_notify_deliveries_unfinished` gauge."""
+
+    async def unfinished(self) -> dict[str, int]:
+        """How many deliveries are not final, by status (`scheduled`, `pending`)."""
+        ...
+
+
 def open_store(url: str) -> Store:
     """The store a `store:` URL names (not yet opened)."""
     if url in ("memory://", "memory"):
@@ -149,6 +159,7 @@ __all__ = [
     "AddressBook",
     "Batching",
     "Claim",
+    "Counting",
     "MemoryStore",
     "Migratable",
     "Observable",

@@ -271,6 +271,19 @@ def add_won(
         rows.won(key, n, rescues, median, p95)
 
 
+#: How many deliveries are not final, by status (the partial index on pending rows serves it).
+UNFINISHED_SQL = (
+    "SELECT status, count(*) FROM deliveries WHERE status IN ('scheduled', 'pending') "
+    "GROUP BY status"
+)
+
+
+def unfinished_from_rows(found: Iterable[Sequence[Any]]) -> dict[str, int]:
+    counts = {"scheduled": 0, "pending": 0}
+    counts.update({str(status): int(n) for status, n in found})
+    return counts
+
+
 def list_sql(
     query: DeliveryQuery, after: tuple[float, str] | None, limit: int, dialect: Dialect
 ) -> tuple[str, list[Any]]:

@@ -352,6 +352,14 @@ class MemoryStore:
         """Statistics of the deliveries created in `[since, until)`, grouped `by`."""
         return compute.stats((row.delivery for row in self._rows.values()), since, until, by)
 
+    async def unfinished(self) -> dict[str, int]:
+        """How many deliveries are not final, by status."""
+        counts = {"scheduled": 0, "pending": 0}
+        for row in self._rows.values():
+            if not row.delivery.final:
+                counts[row.delivery.status.value] = counts.get(row.delivery.status.value, 0) + 1
+        return counts
+
     # AddressBook
 
     async def record_signals(self, signals: Sequence[Signal]) -> list[SignalOutcome]:

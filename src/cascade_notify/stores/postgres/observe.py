@@ -18,6 +18,11 @@ async def list_deliveries(
     return q.page_from_rows(await cur.fetchall(), limit)
 
 
+async def unfinished(conn: Conn) -> dict[str, int]:
+    cur = await conn.execute(q.UNFINISHED_SQL)
+    return q.unfinished_from_rows(await cur.fetchall())
+
+
 async def stats(conn: Conn, since: float, until: float, by: Sequence[Dimension]) -> Stats:
     window = (since, until)
     rows = Rows()

@@ -25,7 +25,6 @@ a call may take before it fails with StoreError, default 10), `prepared`
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -36,6 +35,7 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from cascade_notify import _logmask
 from cascade_notify.errors import LeaseLost, StoreError
 from cascade_notify.models import CallStatus, Delivery, DeliveryStatus, QueuedCall, Receipt, Signal
 from cascade_notify.observe.compute import check_limit
@@ -72,7 +72,7 @@ from cascade_notify.stores.postgres.rows import load, upsert_attempts
 
 T = TypeVar("T")
 Conn = rows.Conn
-log = logging.getLogger("cascade_notify.stores.postgres")
+log = _logmask.logger("cascade_notify.stores.postgres")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _OPTIONS = ("schema", "pool_max", "timeout", "prepared")
@@ -493,6 +493,10 @@ class PostgresStore:
         dims = check_by(by)
         check_window(since, until)
         return await self._run(lambda conn: views.stats(conn, since, until, dims))
+
+    async def unfinished(self) -> dict[str, int]:
+        """How many deliveries are not final, by status."""
+        return await self._run(views.unfinished)
 
     # AddressBook (the work in `postgres.addresses`)
 

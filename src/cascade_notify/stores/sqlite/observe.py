@@ -21,6 +21,10 @@ def list_deliveries(
     return q.page_from_rows(conn.execute(sql, params).fetchall(), limit)
 
 
+def unfinished(conn: sqlite3.Connection) -> dict[str, int]:
+    return q.unfinished_from_rows(conn.execute(q.UNFINISHED_SQL).fetchall())
+
+
 def stats(conn: sqlite3.Connection, since: float, until: float, by: Sequence[Dimension]) -> Stats:
     window = (since, until)
     rows = Rows()

@@ -350,6 +350,10 @@ class SQLiteStore:
         check_window(since, until)
         return await self._read_snapshot(partial(views.stats, since=since, until=until, by=dims))
 
+    async def unfinished(self) -> dict[str, int]:
+        """How many deliveries are not final, by status."""
+        return await self._read_snapshot(views.unfinished)
+
     async def _read_snapshot(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run a read-only `work` on a connection of its own in a thread (a snapshot of
         the file: no write lock held, the event loop free meanwhile)."""
