@@ -47,7 +47,24 @@ def matches(delivery: Delivery, query: DeliveryQuery) -> bool:
         and (query.since is None or delivery.created_ts >= query.since)
         and (query.until is None or delivery.created_ts < query.until)
         and (query.channel is None or any(a.channel == query.channel for a in delivery.attempts))
+        and (query.phone is None or query.phone in phones(delivery))
+        and (query.email is None or (delivery.recipient.email or "").lower() == query.email.lower())
+        and (query.idempotency_key is None or delivery.idempotency_key == query.idempotency_key)
     )
+
+
+#: The recipient fields a phone number is searched in (`DeliveryQuery.phone`).
+PHONE_FIELDS = ("whatsapp", "sms", "call")
+
+
+def phones(delivery: Delivery) -> set[str]:
+    recipient = delivery.recipient
+    return {p for name in PHONE_FIELDS if (p := getattr(recipient, name)) is not None}
+
+
+def cost(delivery: Delivery) -> float | None:
+    costs = [a.cost for a in delivery.attempts if a.cost is not None]
+    return sum(costs) if costs else None
 
 
 def summary(delivery: Delivery) -> DeliverySummary:
@@ -60,6 +77,7 @@ def summary(delivery: Delivery) -> DeliverySummary:
         created_ts=delivery.created_ts,
         finished_ts=delivery.finished_ts,
         attempts=len(delivery.attempts),
+        cost=cost(delivery),
     )
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cascade_notify.models import DeliveryStatus
-from cascade_notify.observe.compute import Rows, page_of
+from cascade_notify.observe.compute import PHONE_FIELDS, Rows, page_of
 from cascade_notify.observe.types import (
     FAILED,
     PERCENTILES,
@@ -48,6 +48,7 @@ class Dialect:
     param: str  # the driver's placeholder
     day: str  # day number of a POSIX time `{}`
     recipient_id: str  # the recipient's id in a `deliveries` row (as its index reads it)
+    field: str  # a recipient field `{}` (whatsapp, sms, call, email), as its index reads it
     skipped_from: str  # the skipped steps of `d`, one row `s` each
     skip_channel: str
     skip_step: str
@@ -60,6 +61,7 @@ SQLITE = Dialect(
     param="?",
     day="CAST({} / 86400 AS INTEGER)",
     recipient_id="json_extract(recipient, '$.id')",
+    field="json_extract(recipient, '$.{}')",
     skipped_from="json_each(d.skipped) s",
     skip_channel="json_extract(s.value, '$.channel')",
     skip_step="json_extract(s.value, '$.step')",
@@ -71,6 +73,7 @@ POSTGRES = Dialect(
     param="%s",
     day="floor({} / 86400)::bigint",
     recipient_id="(recipient->>'id')",
+    field="(recipient->>'{}')",
     skipped_from="jsonb_array_elements(d.skipped) s(value)",
     skip_channel="(s.value->>'channel')",
     skip_step="(s.value->>'step')::integer",
@@ -298,12 +301,24 @@ def list_sql(
             f"AND a.channel = {p})"
         )
         params.append(query.channel)
+    if query.phone is not None:
+        # one index per field (migration 11); the planner ORs them, the few rows are sorted
+        either = " OR ".join(f"{dialect.field.format(name)} = {p}" for name in PHONE_FIELDS)
+        where.append(f"({either})")
+        params.extend([query.phone] * len(PHONE_FIELDS))
+    if query.email is not None:
+        where.append(f"lower({dialect.field.format('email')}) = lower({p})")
+        params.append(query.email)
+    if query.idempotency_key is not None:
+        where.append(f"idempotency_key = {p}")
+        params.append(query.idempotency_key)
     if after is not None:
         where.append(f"(created_ts, id) < ({p}, {p})")
         params.extend(after)
     sql = (
         f"SELECT id, policy, {dialect.recipient_id}, status, channel, created_ts, finished_ts, "
-        "(SELECT count(*) FROM attempts a WHERE a.delivery_id = deliveries.id) "
+        "(SELECT count(*) FROM attempts a WHERE a.delivery_id = deliveries.id), "
+        f"(SELECT {SPENT} FROM attempts a WHERE a.delivery_id = deliveries.id) "
         "FROM deliveries"
         + (f" WHERE {' AND '.join(where)}" if where else "")
         + f" ORDER BY created_ts DESC, id DESC LIMIT {p}"
@@ -324,6 +339,7 @@ def page_from_rows(found: Sequence[Sequence[Any]], limit: int) -> DeliveryPage:
                 created_ts=float(row[5]),
                 finished_ts=None if row[6] is None else float(row[6]),
                 attempts=int(row[7]),
+                cost=None if row[8] is None else float(row[8]),
             )
             for row in found
         ],
