@@ -281,3 +281,29 @@ async def test_search_by_phone_email_and_idempotency_key(store_factory: StoreFac
         assert [d.id for d in by_key.items] == [whatsapp.id]
         assert (await notifier.deliveries(DeliveryQuery(idempotency_key="k2"))).items == ()
         assert (await notifier.deliveries(DeliveryQuery(phone="+79990000000"))).items == ()
+
+
+async def test_failures_by_kind_match_the_python_definition(
+    filled: tuple[Notifier, dict[str, str]],
+) -> None:
+    """Failed attempts are counted by channel, provider, status and code, most frequent
+    first, alike on every store."""
+    notifier, ids = filled
+    deliveries = [await notifier.get(i) for i in ids.values()]
+    expected = compute.failures(deliveries, WINDOW["since"], WINDOW["until"])
+    got = await notifier.store.failures(WINDOW["since"], WINDOW["until"])  # type: ignore[attr-defined]
+    assert got == expected
+    kinds: dict[tuple[str, str, str], int] = {}
+    for r in got:  # r2's and r5's failures differ by code: two rows
+        kinds[r.channel, r.provider, r.status] = (
+            kinds.get((r.channel, r.provider, r.status), 0) + r.count
+        )
+    # wa: r2's failed receipt, r5 refused; r3 unreachable; tg: r3; sms1: r5's failed receipt
+    assert kinds == {
+        ("whatsapp", "wa", "failed"): 2,
+        ("whatsapp", "wa", "unreachable"): 1,
+        ("telegram", "tg", "failed"): 1,
+        ("sms", "sms1", "failed"): 1,
+    }
+    assert len(got) == 5 and all(r.count == 1 for r in got)
+    assert await notifier.store.failures(NOW + 10 * 86400, NOW + 11 * 86400) == []  # type: ignore[attr-defined]

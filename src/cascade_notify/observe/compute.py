@@ -11,6 +11,7 @@ from cascade_notify.models import Attempt, Delivery, DeliveryStatus
 from cascade_notify.observe.types import (
     DAY,
     FAILED,
+    MAX_FAILURE_ROWS,
     PERCENTILES,
     REACHED,
     WINNING,
@@ -18,6 +19,7 @@ from cascade_notify.observe.types import (
     DeliveryQuery,
     DeliverySummary,
     Dimension,
+    FailureRow,
     Key,
     QueryError,
     Stats,
@@ -262,3 +264,28 @@ def stats(
         outcomes=outcomes,
         rows=rows.build(),
     )
+
+
+def failures(deliveries: Iterable[Delivery], since: float, until: float) -> list[FailureRow]:
+    """The failed attempts of the deliveries created in `[since, until)`, by channel,
+    provider, status and code, most frequent first (then by those four)."""
+    check_window(since, until)
+    counts: dict[tuple[str, str, str, str], int] = {}
+    examples: dict[tuple[str, str, str, str], str] = {}
+    for delivery in deliveries:
+        if not since <= delivery.created_ts < until:
+            continue
+        for a in delivery.attempts:
+            if a.status.value not in FAILED:
+                continue
+            key = (a.channel, a.provider, a.status.value, a.code or "")
+            counts[key] = counts.get(key, 0) + 1
+            if a.error is not None and a.error > examples.get(key, ""):
+                examples[key] = a.error  # the greatest, as SQL's max() picks
+    rows = [
+        FailureRow(channel=c, provider=p, status=s, code=code, count=n,
+                   example=examples.get((c, p, s, code)))
+        for (c, p, s, code), n in counts.items()
+    ]  # fmt: skip
+    rows.sort(key=lambda r: (-r.count, r.channel, r.provider, r.status, r.code))
+    return rows[:MAX_FAILURE_ROWS]

@@ -208,6 +208,25 @@ class Stats:
         }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailureRow:
+    """Failed attempts of one kind in a window: on `channel` at `provider`, ended `status`
+    (failed, unreachable, transient, timed out) with the provider's `code` ("" when it gave
+    none); `count` of them, and `example`, one of their error texts (as the provider
+    wrote it: escape it before showing it)."""
+
+    channel: str
+    provider: str
+    status: str
+    code: str
+    count: int
+    example: str | None = None
+
+
+#: The most kinds of failure `failures` returns, most frequent first.
+MAX_FAILURE_ROWS = 50
+
+
 def check_by(by: Dimension | Sequence[str]) -> tuple[Dimension, ...]:
     """`by` as a tuple of known dimensions, each once; QueryError otherwise."""
     given = (by,) if isinstance(by, str) else tuple(by)
@@ -257,6 +276,7 @@ __all__ = [
     "DeliveryQuery",
     "DeliverySummary",
     "Dimension",
+    "FailureRow",
     "QueryError",
     "Stats",
     "StatsRow",

@@ -127,6 +127,26 @@ class LinkSettings(_Strict):
         return tuple(secret.get_secret_value().encode() for secret in self.secret)
 
 
+class SupportSettings(_Strict):
+    """`support:` at the top of a policy: what the support page (`notifier.support_app`)
+    shows of a delivery's message."""
+
+    show_text: bool = Field(
+        default=True,
+        description="Show message texts (and subjects) on the support page; false hides "
+        "them for every delivery.",
+    )
+    hide_text_for: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        default=(),
+        description="Message categories whose texts the support page hides even when "
+        "show_text is true (e.g. [medical, legal]).",
+    )
+
+    def shows(self, category: str) -> bool:
+        """Whether a message of `category` has its text shown."""
+        return self.show_text and category not in self.hide_text_for
+
+
 class WorkerSettings(_Strict):
     """How a worker leases due deliveries: lease length (seconds), parallel sends, batch size."""
 
@@ -142,6 +162,7 @@ class _Top(_Strict):
     sender_country: Country | None = None
     default_region: Country | None = None
     links: LinkSettings | None = None
+    support: SupportSettings = SupportSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,3 +210,5 @@ class Config:
     #: What the load found doubtful but not wrong (the file is used as it is).
     warnings: tuple[PolicyIssue, ...] = ()
     links: LinkSettings | None = None
+    #: What the support page shows of messages.
+    support: SupportSettings = SupportSettings()  # noqa: RUF009 - frozen, shared safely

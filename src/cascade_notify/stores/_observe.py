@@ -26,6 +26,7 @@ from cascade_notify.models import DeliveryStatus
 from cascade_notify.observe.compute import PHONE_FIELDS, Rows, page_of
 from cascade_notify.observe.types import (
     FAILED,
+    MAX_FAILURE_ROWS,
     PERCENTILES,
     REACHED,
     WINNING,
@@ -33,6 +34,7 @@ from cascade_notify.observe.types import (
     DeliveryQuery,
     DeliverySummary,
     Dimension,
+    FailureRow,
     Key,
     day_key,
     interpolate,
@@ -206,6 +208,26 @@ def won_sql(by: Sequence[Dimension], dialect: Dialect) -> str:
         f"count(*) OVER {whole} AS n, sum(rescue) OVER {whole} AS rescues FROM g) "
         f"SELECT {''.join(k + ', ' for k in keys)}n, rescues, rn, took FROM r WHERE {picks}"
     )
+
+
+def failures_sql(dialect: Dialect) -> str:
+    """Failed attempts by channel, provider, status and code, most frequent first; `max`
+    picks one error text of each (the same one every store picks)."""
+    return (
+        "SELECT a.channel, a.provider, a.status, coalesce(a.code, ''), count(*), max(a.error) "
+        "FROM deliveries d JOIN attempts a ON a.delivery_id = d.id "
+        f"WHERE {_WINDOW.format(p=dialect.param)} AND a.status IN {_in(FAILED)} "
+        "GROUP BY a.channel, a.provider, a.status, coalesce(a.code, '') "
+        f"ORDER BY count(*) DESC, 1, 2, 3, 4 LIMIT {MAX_FAILURE_ROWS}"
+    )
+
+
+def failures_from_rows(found: Iterable[Sequence[Any]]) -> list[FailureRow]:
+    return [
+        FailureRow(channel=str(r[0]), provider=str(r[1]), status=str(r[2]), code=str(r[3]),
+                   count=int(r[4]), example=None if r[5] is None else str(r[5]))
+        for r in found
+    ]  # fmt: skip
 
 
 def outcomes_sql(dialect: Dialect) -> str:

@@ -27,7 +27,7 @@ from cascade_notify.models import (
     SignalKind,
 )
 from cascade_notify.observe import compute
-from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
+from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, FailureRow, Stats
 from cascade_notify.resilience.shared import SharedTable
 from cascade_notify.stores import _addresses, _calls
 from cascade_notify.stores.base import (
@@ -351,6 +351,10 @@ class MemoryStore:
     async def stats(self, since: float, until: float, by: Sequence[Dimension]) -> Stats:
         """Statistics of the deliveries created in `[since, until)`, grouped `by`."""
         return compute.stats((row.delivery for row in self._rows.values()), since, until, by)
+
+    async def failures(self, since: float, until: float) -> list[FailureRow]:
+        """Failed attempts of the deliveries created in `[since, until)`, by kind."""
+        return compute.failures((row.delivery for row in self._rows.values()), since, until)
 
     # AddressBook
 

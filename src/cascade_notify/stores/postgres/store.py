@@ -43,6 +43,7 @@ from cascade_notify.observe.types import (
     DeliveryPage,
     DeliveryQuery,
     Dimension,
+    FailureRow,
     Stats,
     check_by,
     check_window,
@@ -493,6 +494,11 @@ class PostgresStore:
         dims = check_by(by)
         check_window(since, until)
         return await self._run(lambda conn: views.stats(conn, since, until, dims))
+
+    async def failures(self, since: float, until: float) -> list[FailureRow]:
+        """Failed attempts of the deliveries created in `[since, until)`, by kind."""
+        check_window(since, until)
+        return await self._run(lambda conn: views.failures(conn, since, until))
 
     # AddressBook (the work in `postgres.addresses`)
 

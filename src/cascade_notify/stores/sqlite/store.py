@@ -35,6 +35,7 @@ from cascade_notify.observe.types import (
     DeliveryPage,
     DeliveryQuery,
     Dimension,
+    FailureRow,
     Stats,
     check_by,
     check_window,
@@ -349,6 +350,11 @@ class SQLiteStore:
         dims = check_by(by)
         check_window(since, until)
         return await self._read_snapshot(partial(views.stats, since=since, until=until, by=dims))
+
+    async def failures(self, since: float, until: float) -> list[FailureRow]:
+        """Failed attempts of the deliveries created in `[since, until)`, by kind."""
+        check_window(since, until)
+        return await self._read_snapshot(partial(views.failures, since=since, until=until))
 
     async def _read_snapshot(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run a read-only `work` on a connection of its own in a thread (a snapshot of
