@@ -70,6 +70,7 @@ from cascade_notify.worker import POLL_INTERVAL, Worker
 
 if TYPE_CHECKING:
     from cascade_notify.providers._http import HttpClient
+    from cascade_notify.support import Auth, Role, SupportApp
 
 log = logging.getLogger("cascade_notify")
 
@@ -879,6 +880,23 @@ class Notifier:
             public_url=public_url,
             read_timeout=read_timeout,
         )
+
+    def support_app(
+        self,
+        *,
+        auth: Auth,
+        reveal: tuple[Role, ...] = ("operator",),
+        timezone: str = "UTC",
+        secret: bytes | None = None,
+    ) -> SupportApp:
+        """The support page, an ASGI app to mount in the host's app (docs/support.md).
+
+        `auth(request)` returns the role (`"agent"`, `"operator"`), a `Grant`, or None
+        (401), or raises `AccessDenied` (403). `reveal`: the roles that see phone numbers
+        and e-mail addresses in full. Needs the extra `support` (Jinja2)."""
+        from cascade_notify.support import SupportApp
+
+        return SupportApp(self, auth=auth, reveal=reveal, timezone=timezone, secret=secret)
 
     def _resolve(self, delivery: Delivery) -> None:
         for future in self._waiters.pop(delivery.id, []):

@@ -278,10 +278,14 @@ def failures(deliveries: Iterable[Delivery], since: float, until: float) -> list
         for a in delivery.attempts:
             if a.status.value not in FAILED:
                 continue
-            key = (a.channel, a.provider, a.status.value, a.code or "")
+            # an error at send is the attempt's own; a failed receipt's is on the receipt
+            told = next((r for r in reversed(a.receipts) if r.status.value == "failed"), None)
+            code = a.code if a.code is not None else told.code if told is not None else None
+            error = a.error if a.error is not None else told.error if told is not None else None
+            key = (a.channel, a.provider, a.status.value, code or "")
             counts[key] = counts.get(key, 0) + 1
-            if a.error is not None and a.error > examples.get(key, ""):
-                examples[key] = a.error  # the greatest, as SQL's max() picks
+            if error is not None and error > examples.get(key, ""):
+                examples[key] = error  # the greatest, as SQL's max() picks
     rows = [
         FailureRow(channel=c, provider=p, status=s, code=code, count=n,
                    example=examples.get((c, p, s, code)))

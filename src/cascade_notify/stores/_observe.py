@@ -212,12 +212,22 @@ def won_sql(by: Sequence[Dimension], dialect: Dialect) -> str:
 
 def failures_sql(dialect: Dialect) -> str:
     """Failed attempts by channel, provider, status and code, most frequent first; `max`
-    picks one error text of each (the same one every store picks)."""
-    return (
-        "SELECT a.channel, a.provider, a.status, coalesce(a.code, ''), count(*), max(a.error) "
+    picks one error text of each (the same one every store picks). A failure a receipt
+    reported carries its code and text on the receipt: the attempt's own (an error at
+    send) come first, then the latest failed receipt's."""
+    latest = (
+        "(SELECT r.{} FROM receipts r WHERE r.attempt_id = a.id AND r.status = 'failed' "
+        "ORDER BY r.seq DESC LIMIT 1)"
+    )
+    failed = (
+        f"SELECT a.channel, a.provider, a.status, coalesce(a.code, {latest.format('code')}, '') "
+        f"AS code, coalesce(a.error, {latest.format('error')}) AS error "
         "FROM deliveries d JOIN attempts a ON a.delivery_id = d.id "
-        f"WHERE {_WINDOW.format(p=dialect.param)} AND a.status IN {_in(FAILED)} "
-        "GROUP BY a.channel, a.provider, a.status, coalesce(a.code, '') "
+        f"WHERE {_WINDOW.format(p=dialect.param)} AND a.status IN {_in(FAILED)}"
+    )
+    return (
+        f"SELECT channel, provider, status, code, count(*), max(error) FROM ({failed}) f "
+        "GROUP BY channel, provider, status, code "
         f"ORDER BY count(*) DESC, 1, 2, 3, 4 LIMIT {MAX_FAILURE_ROWS}"
     )
 
