@@ -93,8 +93,8 @@ async def test_timeline_says_viber_after_whatsapp_failed(
     page = await client.get(f"/d/{scene.anna}", headers=AGENT)
     text = _text(page.text)
     assert "delivered on viber: reached the customer" in text
-    assert "receipt: failed message undeliverable [131026]" in text
-    assert text.index("whatsapp") < text.index("receipt: delivered")
+    assert "receipt failed message undeliverable [131026]" in text
+    assert text.index("whatsapp") < text.index("receipt delivered")
     assert "2026-01-01 03:00:00 MSK" in text and "2026-01-01 05:00:00 +05" in text
     assert "0.03" in text  # 0.01 + 0.02
     assert "Your parcel 12-345 has arrived" in text

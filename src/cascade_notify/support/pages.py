@@ -268,7 +268,7 @@ async def operator(notifier: Notifier, since: float, until: float) -> Operator:
 
 def status_class(status: DeliveryStatus | str) -> str:
     value = status.value if isinstance(status, DeliveryStatus) else status
-    if value in ("delivered", "read"):
+    if value in ("delivered", "read", "closed"):
         return "good"
     if value in ("exhausted", "expired", "failed", "unreachable", "open"):
         return "bad"
