@@ -2,7 +2,8 @@
 
 Anna (Moscow) is reached on Viber after WhatsApp reported her message undeliverable;
 Boris has only an e-mail; Mallory's WhatsApp failure comes with a hostile error text;
-the WhatsApp breaker is open, by hand, for an outage."""
+Vera has only a phone to call, and Irina from the call desk reached her; the WhatsApp
+breaker is open, by hand, for an outage."""
 
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ providers:
           overrides: {anna: fail_receipt, mallory: no_receipt}}
   viber: {type: fake, channel: viber, behavior: deliver, receipt_delay: 3s, cost: 0.02}
   mail:  {type: fake, channel: email, behavior: deliver}
+  desk:  {type: call_queue}
 policies:
   service:
     steps:
       - {channel: whatsapp, providers: [wa], timeout: 2m}
       - {channel: viber, providers: [viber]}
       - {channel: email, providers: [mail], wait_for: accepted}
+      - {channel: call, providers: [desk], timeout: 1d}
 """
 HOSTILE = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
 TYPED = "8 (916) 123-45-67"
@@ -43,6 +46,7 @@ class Scene:
     anna: str
     boris: str
     mallory: str
+    vera: str
 
 
 async def build(notifier: Notifier, clock: FakeClock) -> Scene:
@@ -78,9 +82,14 @@ async def build(notifier: Notifier, clock: FakeClock) -> Scene:
             )
         ]
     )
-    await run_until_final(notifier, clock, [anna.id, boris.id, mallory.id])
+    vera = await notifier.send(Recipient(id="vera", call="+79261234567"), Message(text="call"))
+    await clock.advance(1)
+    taken = await notifier.calls.claim("irina")
+    assert taken is not None and taken.delivery_id == vera.id
+    await notifier.calls.done(taken.task_id, note="reached her, she will come on Monday")
+    await run_until_final(notifier, clock, [anna.id, boris.id, mallory.id, vera.id])
     await notifier.breakers.open("wa", 3600, reason="Meta outage since 10:00")
-    return Scene(notifier, clock, anna.id, boris.id, mallory.id)
+    return Scene(notifier, clock, anna.id, boris.id, mallory.id, vera.id)
 
 
 def header_auth(request: SupportRequest) -> Grant | None:

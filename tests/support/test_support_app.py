@@ -6,13 +6,21 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from cascade_notify.support import AccessDenied, SupportError, SupportRequest, bearer_auth, env_auth
+from cascade_notify.support import (
+    TOKEN_ENV,
+    AccessDenied,
+    SupportError,
+    SupportRequest,
+    bearer_auth,
+    env_auth,
+)
 
-from .scene import ANNA_PHONE, TOKENS, TYPED, Scene, header_auth
+from .scene import ANNA_PHONE, POLICY, TOKENS, TYPED, Scene, header_auth
 
 AGENT = {"authorization": "Bearer agent-token-0123456789"}
 OPERATOR = {"authorization": "Bearer operator-token-0123456789"}
@@ -101,6 +109,17 @@ async def test_timeline_says_viber_after_whatsapp_failed(
     assert ANNA_PHONE not in page.text and "+79•••••••67" in text
 
 
+async def test_a_call_task_says_who_called_and_how_it_went(
+    client: httpx.AsyncClient, scene: Scene
+) -> None:
+    page = await client.get(f"/d/{scene.vera}", headers=AGENT)
+    [row] = re.findall(r'<table id="calls">.*?<tbody>(.*?)</tbody>', page.text, re.S)
+    assert _text(row).split() == [
+        "desk", "delivered", "done", "irina", "reached", "her,", "she", "will", "come", "on",
+        "Monday", "2026-01-01", "05:02:01", "+05",
+    ]  # fmt: skip
+
+
 async def test_operator_sees_addresses_in_full(client: httpx.AsyncClient, scene: Scene) -> None:
     page = await client.get(f"/d/{scene.anna}", headers=OPERATOR)
     assert ANNA_PHONE in page.text
@@ -131,7 +150,7 @@ async def test_operator_view_lists_open_breakers_first(client: httpx.AsyncClient
     page = await client.get("/operator", params={"since": "1d"}, headers=OPERATOR)
     text = _text(page.text)
     rows = re.findall(r'<tr id="breaker-([a-z]+)">', page.text)
-    assert rows[0] == "wa" and set(rows) == {"wa", "viber", "mail"}
+    assert rows[0] == "wa" and set(rows) == {"wa", "viber", "mail", "desk"}
     assert "open (by hand)" in text and "Meta outage since 10:00" in text
     assert "<svg" in page.text and "Delivery rate" in text
     assert "failed" in text and "131026" in text
@@ -250,3 +269,23 @@ def test_missing_jinja2_names_the_extra(scene: Scene, monkeypatch: pytest.Monkey
 def test_auth_is_required(scene: Scene) -> None:
     with pytest.raises(SupportError, match="auth is required"):
         scene.notifier.support_app(auth=None)  # type: ignore[arg-type]
+
+
+def test_serve_support_refuses_to_start_without_a_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --support` with no CASCADE_NOTIFY_SUPPORT_TOKEN says what to set and exits 1,
+    before it listens."""
+    import typer
+    from typer.testing import CliRunner
+
+    from cascade_notify.cli.serve import serve
+
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.replace("default_region: RU", f"store: sqlite:///{tmp_path}/s.db"))
+    app = typer.Typer()
+    app.command()(serve)
+    result = CliRunner().invoke(app, ["--policy", str(policy), "--support", "--port", "1"])
+    assert result.exit_code == 1
+    assert TOKEN_ENV in result.output

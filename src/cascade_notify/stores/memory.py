@@ -445,6 +445,10 @@ class MemoryStore:
         found.sort(key=lambda c: (c.due_by, c.created_ts, c.task_id))
         return [c.copy() for c in found[:limit]]
 
+    async def call(self, task_id: str) -> QueuedCall | None:
+        found = self._calls.get(task_id)
+        return None if found is None else found.copy()
+
     async def claim_call(
         self, operator: str, now: float, task_id: str | None = None
     ) -> QueuedCall | None:

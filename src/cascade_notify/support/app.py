@@ -235,7 +235,9 @@ class SupportApp:
             if delivery is None:
                 return self._error(404, "Not found", "no such delivery", nonce)
             show = self.notifier.config.support.shows(delivery.message.category)
-            told = pages.story(delivery, zone, reveal=grant.role in self.reveal, show_text=show)
+            queued = await pages.calls_of(self.notifier, delivery)
+            reveal = grant.role in self.reveal
+            told = pages.story(delivery, zone, reveal=reveal, show_text=show, queued=queued)
             return self._page("delivery.html", context, zone, s=told, what=_WHAT)
         if path == "/operator":
             return await self._operator(request, grant, context, zone)

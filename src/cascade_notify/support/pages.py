@@ -5,18 +5,19 @@ values for the templates. Nothing here writes, and nothing here renders HTML."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Final, Literal
 
 from cascade_notify.errors import RecipientError
-from cascade_notify.models import Delivery, DeliveryStatus
+from cascade_notify.models import Delivery, DeliveryStatus, QueuedCall
 from cascade_notify.models.channels import CHANNEL_KINDS, AddressKind, normalize_phone
 from cascade_notify.observe import api as views
 from cascade_notify.observe import compute, timeline
 from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, DeliverySummary
 from cascade_notify.resilience.circuit import BreakerInfo
+from cascade_notify.stores.base import CallQueue
 
 if TYPE_CHECKING:
     from cascade_notify.notifier import Notifier
@@ -57,6 +58,22 @@ class Search:
     value: str | None
     page: DeliveryPage
     note: str | None = None
+
+
+async def calls_of(notifier: Notifier, delivery: Delivery) -> dict[str, QueuedCall]:
+    """The queued calls of `delivery`'s call attempts, by task id (the attempt's provider
+    message id), when the store is a call queue; each is one lookup by key."""
+    store = notifier.store
+    if not isinstance(store, CallQueue):
+        return {}
+    found: dict[str, QueuedCall] = {}
+    for attempt in delivery.attempts:
+        task = attempt.provider_message_id
+        if attempt.channel == "call" and task is not None:
+            queued = await store.call(task)
+            if queued is not None:
+                found[task] = queued
+    return found
 
 
 async def search(notifier: Notifier, q: str, cursor: str | None) -> Search:
@@ -117,13 +134,15 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """A call task's outcome: the attempt's provider, what it came to, the note."""
+    """A call task's outcome: the attempt's provider, what it came to, the note, and who
+    called (when the store keeps the call queue: `type: call_queue`)."""
 
     provider: str
     status: str
     outcome: str | None
     note: str | None
     at: str
+    operator: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +189,18 @@ def _offset(seconds: float) -> str:
     return f"+{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def story(delivery: Delivery, agent_zone: tzinfo, *, reveal: bool, show_text: bool) -> Story:
+def story(
+    delivery: Delivery,
+    agent_zone: tzinfo,
+    *,
+    reveal: bool,
+    show_text: bool,
+    queued: Mapping[str, QueuedCall] | None = None,
+) -> Story:
     """The delivery's timeline for the page: addresses masked unless `reveal`, the text
-    only if `show_text` (the policy's `support:` settings for its category)."""
+    only if `show_text` (the policy's `support:` settings for its category); `queued`:
+    its calls in the call queue, by task id (see `calls_of`)."""
+    queued = queued or {}
     told = timeline(delivery)
     recipient = delivery.recipient
     addresses: list[tuple[str, str]] = []
@@ -213,17 +241,23 @@ def story(delivery: Delivery, agent_zone: tzinfo, *, reveal: bool, show_text: bo
         )
         for e in told.entries
     )
-    calls = tuple(
-        Call(
-            provider=a.provider,
-            status=a.status.value,
-            outcome=next((r.code for r in reversed(a.receipts) if r.code), None),
-            note=private(next((r.error for r in reversed(a.receipts) if r.error), None)),
-            at=when(a.finished_ts or a.started_ts, agent_zone),
+    calls = []
+    for a in delivery.attempts:
+        if a.channel != "call":
+            continue
+        known = queued.get(a.provider_message_id or "")
+        note = next((r.error for r in reversed(a.receipts) if r.error), None)
+        calls.append(
+            Call(
+                provider=a.provider,
+                status=a.status.value,
+                outcome=next((r.code for r in reversed(a.receipts) if r.code), None)
+                or (known.status.value if known is not None else None),
+                note=private(known.note if known is not None and known.note else note),
+                at=when(a.finished_ts or a.started_ts, agent_zone),
+                operator=None if known is None else known.operator,
+            )
         )
-        for a in delivery.attempts
-        if a.channel == "call"
-    )
     message = delivery.message
     return Story(
         delivery=delivery,
@@ -237,7 +271,7 @@ def story(delivery: Delivery, agent_zone: tzinfo, *, reveal: bool, show_text: bo
         subject=message.subject if show_text else None,
         rows=rows,
         cost=compute.cost(delivery),
-        calls=calls,
+        calls=tuple(calls),
     )
 
 

@@ -540,6 +540,9 @@ class PostgresStore:
         states = _calls.wanted(status)
         return await self._run(lambda conn: queue.listed(conn, states, limit))
 
+    async def call(self, task_id: str) -> QueuedCall | None:
+        return await self._run(lambda conn: queue.one(conn, task_id))
+
     async def claim_call(
         self, operator: str, now: float, task_id: str | None = None
     ) -> QueuedCall | None:

@@ -446,6 +446,9 @@ class SQLiteStore:
         states = _calls.wanted(status)
         return await self._call(partial(queue.listed, states=states, limit=limit), light=True)
 
+    async def call(self, task_id: str) -> QueuedCall | None:
+        return await self._call(partial(queue.one, task_id=task_id), light=True)
+
     async def claim_call(
         self, operator: str, now: float, task_id: str | None = None
     ) -> QueuedCall | None:
