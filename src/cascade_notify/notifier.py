@@ -888,15 +888,24 @@ class Notifier:
         reveal: tuple[Role, ...] = ("operator",),
         timezone: str = "UTC",
         secret: bytes | None = None,
+        figures_for: float = 60.0,
     ) -> SupportApp:
         """The support page, an ASGI app to mount in the host's app (docs/support.md).
 
         `auth(request)` returns the role (`"agent"`, `"operator"`), a `Grant`, or None
         (401), or raises `AccessDenied` (403). `reveal`: the roles that see phone numbers
-        and e-mail addresses in full. Needs the extra `support` (Jinja2)."""
+        and e-mail addresses in full; `figures_for`: seconds the operator's view keeps a
+        period's figures. Needs the extra `support` (Jinja2)."""
         from cascade_notify.support import SupportApp
 
-        return SupportApp(self, auth=auth, reveal=reveal, timezone=timezone, secret=secret)
+        return SupportApp(
+            self,
+            auth=auth,
+            reveal=reveal,
+            timezone=timezone,
+            secret=secret,
+            figures_for=figures_for,
+        )
 
     def _resolve(self, delivery: Delivery) -> None:
         for future in self._waiters.pop(delivery.id, []):

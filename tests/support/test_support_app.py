@@ -289,3 +289,25 @@ def test_serve_support_refuses_to_start_without_a_token(
     result = CliRunner().invoke(app, ["--policy", str(policy), "--support", "--port", "1"])
     assert result.exit_code == 1
     assert TOKEN_ENV in result.output
+
+
+async def test_operator_figures_are_kept_a_minute_and_breakers_never(
+    client: httpx.AsyncClient, scene: Scene
+) -> None:
+    """The period's figures are counted again after `figures_for` (60 s); a breaker change
+    shows at once."""
+
+    def counted(html: str) -> str:
+        found = re.search(r"Figures counted at ([^(]+) \(", html)
+        assert found is not None
+        return found[1]
+
+    first = await client.get("/operator", headers=OPERATOR)
+    await scene.clock.advance(30)
+    await scene.notifier.breakers.close("wa", reason="fixed")
+    kept = await client.get("/operator", headers=OPERATOR)
+    assert counted(kept.text) == counted(first.text)
+    assert re.search(r'<tr id="breaker-wa">\s*<td>wa</td>\s*<td class="good">closed', kept.text)
+    await scene.clock.advance(31)
+    again = await client.get("/operator", headers=OPERATOR)
+    assert counted(again.text) != counted(first.text)

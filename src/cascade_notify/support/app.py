@@ -118,8 +118,10 @@ class SupportApp:
     `auth` decides who may look (see `cascade_notify.support.auth`); `reveal` the roles
     that see phone numbers and e-mail addresses in full; `timezone` the agents' zone when
     neither their Grant nor `?tz=` names one; `secret` signs the forms' CSRF tokens (give
-    every process behind one address the same one). The notifier must be running: the
-    host app starts it; served alone, the lifespan does."""
+    every process behind one address the same one). `figures_for`: how many seconds the
+    operator's view keeps a period's figures before it counts again (they aggregate the
+    whole period; breakers are always read anew). The notifier must be running: the host
+    app starts it; served alone, the lifespan does."""
 
     def __init__(
         self,
@@ -129,6 +131,7 @@ class SupportApp:
         reveal: tuple[Role, ...] = ("operator",),
         timezone: str = "UTC",
         secret: bytes | None = None,
+        figures_for: float = 60.0,
     ) -> None:
         if not callable(auth):
             raise SupportError("auth is required: a callable(request) -> role, Grant or None")
@@ -141,6 +144,8 @@ class SupportApp:
         self.zone = zone
         self.csrf = Csrf(secret)
         self.templates = _environment()
+        self.figures_for = figures_for
+        self._figures: dict[str, tuple[float, pages.Operator]] = {}
         self._started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -257,7 +262,12 @@ class SupportApp:
         except ValueError:
             period, seconds = "7d", 7 * 86400.0
         now = self.notifier.clock.now()
-        seen = await pages.operator(self.notifier, now - seconds, now)
+        kept = self._figures.get(period)
+        if kept is not None and now - kept[0] < self.figures_for:
+            seen = await pages.fresh_breakers(self.notifier, kept[1])
+        else:
+            seen = await pages.operator(self.notifier, now - seconds, now)
+            self._figures = {period: (now, seen)}  # one period kept: a bounded cache
         channels = seen.by_channel.rows
         rate = [Bar(str(r.key[0]), (r.delivery_rate,), _pct(r.delivery_rate)) for r in channels]
         times = [
@@ -275,7 +285,7 @@ class SupportApp:
         return self._page(
             "operator.html", context, zone, o=seen, charts=charts, periods=PERIODS, period=period,
             may_act=grant.role == "operator", csrf=self.csrf.token(grant, time.time()),
-            changed=changed, problem=problem,
+            changed=changed, problem=problem, counted=pages.when(seen.until, zone),
         )  # fmt: skip
 
     async def _breaker(

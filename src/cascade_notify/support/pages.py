@@ -4,6 +4,7 @@ values for the templates. Nothing here writes, and nothing here renders HTML."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -293,11 +294,25 @@ def _open_first(info: BreakerInfo) -> tuple[int, str]:
 
 
 async def operator(notifier: Notifier, since: float, until: float) -> Operator:
-    by_channel = await notifier.stats(since=since, until=until, by="channel")
-    by_provider = await notifier.stats(since=since, until=until, by="provider")
-    failures = await views.failures(notifier.store, since=since, until=until)
+    """The figures of `[since, until)` and the breakers now. The three aggregate reads run
+    at once (SQLite reads each on a connection of its own, PostgreSQL on the pool's)."""
+    by_channel, by_provider, failures, breakers = await asyncio.gather(
+        notifier.stats(since=since, until=until, by="channel"),
+        notifier.stats(since=since, until=until, by="provider"),
+        views.failures(notifier.store, since=since, until=until),
+        notifier.breakers.list(),
+    )
+    return Operator(
+        since, until, by_channel, by_provider, failures, sorted(breakers, key=_open_first)
+    )
+
+
+async def fresh_breakers(notifier: Notifier, seen: Operator) -> Operator:
+    """`seen` (kept a while) with the breakers read now: a change shows at once."""
     breakers = sorted(await notifier.breakers.list(), key=_open_first)
-    return Operator(since, until, by_channel, by_provider, failures, breakers)
+    return Operator(
+        seen.since, seen.until, seen.by_channel, seen.by_provider, seen.failures, breakers
+    )
 
 
 def status_class(status: DeliveryStatus | str) -> str:
