@@ -312,6 +312,26 @@ def list_sql(
     p = dialect.param
     where: list[str] = []
     params: list[Any] = []
+    source = "deliveries"
+    head: list[Any] = []
+    found_by: str | None = None
+    if query.phone is not None:
+        # one index per field (migration 11), ORed; the few rows are sorted
+        found_by = " OR ".join(f"{dialect.field.format(name)} = {p}" for name in PHONE_FIELDS)
+        head.extend([query.phone] * len(PHONE_FIELDS))
+    elif query.email is not None:
+        found_by = f"lower({dialect.field.format('email')}) = lower({p})"
+        head.append(query.email)
+    if found_by is not None:
+        # materialised first: a planner that misjudges how many rows match would else walk
+        # the creation-time index newest first, filtering every row (PostgreSQL does)
+        source = (
+            f"(WITH found AS MATERIALIZED (SELECT * FROM deliveries WHERE {found_by}) "
+            "SELECT * FROM found) deliveries"
+        )
+    if query.phone is not None and query.email is not None:
+        where.append(f"lower({dialect.field.format('email')}) = lower({p})")
+        params.append(query.email)
     if query.recipient is not None:
         where.append(f"{dialect.recipient_id} = {p}")
         params.append(query.recipient)
@@ -333,14 +353,6 @@ def list_sql(
             f"AND a.channel = {p})"
         )
         params.append(query.channel)
-    if query.phone is not None:
-        # one index per field (migration 11); the planner ORs them, the few rows are sorted
-        either = " OR ".join(f"{dialect.field.format(name)} = {p}" for name in PHONE_FIELDS)
-        where.append(f"({either})")
-        params.extend([query.phone] * len(PHONE_FIELDS))
-    if query.email is not None:
-        where.append(f"lower({dialect.field.format('email')}) = lower({p})")
-        params.append(query.email)
     if query.idempotency_key is not None:
         where.append(f"idempotency_key = {p}")
         params.append(query.idempotency_key)
@@ -351,12 +363,12 @@ def list_sql(
         f"SELECT id, policy, {dialect.recipient_id}, status, channel, created_ts, finished_ts, "
         "(SELECT count(*) FROM attempts a WHERE a.delivery_id = deliveries.id), "
         f"(SELECT {SPENT} FROM attempts a WHERE a.delivery_id = deliveries.id) "
-        "FROM deliveries"
+        f"FROM {source}"
         + (f" WHERE {' AND '.join(where)}" if where else "")
         + f" ORDER BY created_ts DESC, id DESC LIMIT {p}"
     )
     params.append(limit + 1)
-    return sql, params
+    return sql, [*head, *params]
 
 
 def page_from_rows(found: Sequence[Sequence[Any]], limit: int) -> DeliveryPage:
