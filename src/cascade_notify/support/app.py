@@ -13,6 +13,7 @@ Any page takes `tz=Area/City`: the agent's time zone, for this page.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -119,9 +120,12 @@ class SupportApp:
     that see phone numbers and e-mail addresses in full; `timezone` the agents' zone when
     neither their Grant nor `?tz=` names one; `secret` signs the forms' CSRF tokens (give
     every process behind one address the same one). `figures_for`: how many seconds the
-    operator's view keeps a period's figures before it counts again (they aggregate the
-    whole period; breakers are always read anew). The notifier must be running: the host
-    app starts it; served alone, the lifespan does."""
+    operator's view shows a period's figures before it counts them again (they aggregate
+    the whole period, seconds on a big store): once they are older, the next view shows
+    them still and starts a count in the background, which the view after shows; only a
+    period's first view waits for its count. 0: count on every view. Breakers are always
+    read anew. The notifier must be running: the host app starts it; served alone, the
+    lifespan does."""
 
     def __init__(
         self,
@@ -146,6 +150,7 @@ class SupportApp:
         self.templates = _environment()
         self.figures_for = figures_for
         self._figures: dict[str, tuple[float, pages.Operator]] = {}
+        self._counting: dict[str, asyncio.Task[None]] = {}
         self._started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -262,12 +267,16 @@ class SupportApp:
         except ValueError:
             period, seconds = "7d", 7 * 86400.0
         now = self.notifier.clock.now()
-        kept = self._figures.get(period)
-        if kept is not None and now - kept[0] < self.figures_for:
-            seen = await pages.fresh_breakers(self.notifier, kept[1])
-        else:
+        kept = self._figures.get(period) if self.figures_for > 0 else None
+        if kept is None:
             seen = await pages.operator(self.notifier, now - seconds, now)
-            self._figures = {period: (now, seen)}  # one period kept: a bounded cache
+            self._keep(period, now, seen)
+        else:
+            if now - kept[0] >= self.figures_for and period not in self._counting:
+                task = asyncio.create_task(self._count(period, seconds))
+                self._counting[period] = task
+                task.add_done_callback(lambda _: self._counting.pop(period, None))
+            seen = await pages.fresh_breakers(self.notifier, kept[1])
         channels = seen.by_channel.rows
         rate = [Bar(str(r.key[0]), (r.delivery_rate,), _pct(r.delivery_rate)) for r in channels]
         times = [
@@ -287,6 +296,17 @@ class SupportApp:
             may_act=grant.role == "operator", csrf=self.csrf.token(grant, time.time()),
             changed=changed, problem=problem, counted=pages.when(seen.until, zone),
         )  # fmt: skip
+
+    def _keep(self, period: str, now: float, seen: pages.Operator) -> None:
+        if self.figures_for > 0:
+            self._figures[period] = (now, seen)  # one entry per period of PERIODS at most
+
+    async def _count(self, period: str, seconds: float) -> None:
+        now = self.notifier.clock.now()
+        try:
+            self._keep(period, now, await pages.operator(self.notifier, now - seconds, now))
+        except Exception:  # the view goes on showing the last count; say why it is old
+            log.exception("support page: counting the operator's view of %s", period)
 
     async def _breaker(
         self,
