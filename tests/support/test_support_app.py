@@ -318,3 +318,33 @@ async def test_operator_figures_are_kept_a_minute_and_breakers_never(
         if counted(again.text) != counted(first.text):
             break
     assert counted(again.text) != counted(first.text)
+
+
+async def test_served_alone_the_page_starts_and_stops_its_notifier() -> None:
+    """Under uvicorn on its own (lifespan on), the page starts the notifier it was given
+    and stops it at shutdown."""
+    from cascade_notify import Notifier
+    from webhook_harness import serve
+
+    notifier = Notifier.from_yaml(POLICY, store="memory://", worker=False)
+    app = notifier.support_app(auth=header_auth)
+    async with serve(app, lifespan="on") as url, httpx.AsyncClient(base_url=url) as http:
+        assert notifier.running
+        page = await http.get("/", headers=AGENT)
+        assert page.status_code == 200 and "The newest deliveries." in page.text
+    assert not notifier.running
+
+
+async def test_a_national_number_without_a_region_says_how_it_was_read(scene: Scene) -> None:
+    """Without `default_region` a number typed without its country code is no phone: the
+    page says why and searches the text as an id."""
+    from cascade_notify import Notifier
+
+    policy = POLICY.replace("default_region: RU\n", "")
+    async with Notifier.from_yaml(policy, store="memory://", worker=False) as plain:
+        app = plain.support_app(auth=header_auth)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            page = await c.get("/", params={"q": TYPED}, headers=AGENT)
+    assert "not read as a phone number" in page.text
+    assert "Nothing found for" in page.text
