@@ -392,7 +392,7 @@ def _secure(nonce: str) -> dict[str, str]:
     return {
         "content-type": "text/html; charset=utf-8",
         "content-security-policy": (
-            f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; "
+            f"default-src 'none'; style-src 'nonce-{nonce}'; "
             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         ),
         "x-frame-options": "DENY",
