@@ -49,6 +49,7 @@ SECTIONS = (
     "bulk",
     "stats",
     "support",
+    "routing",
 )
 
 
@@ -101,6 +102,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import support
 
         return support.run
+    if name == "routing":
+        from benchmarks import routing
+
+        return routing.run
     if name == "processes":
         from benchmarks import sqlite_processes
 

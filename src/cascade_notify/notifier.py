@@ -37,6 +37,7 @@ from cascade_notify.errors import (
 from cascade_notify.events import Event, Listener, emit
 from cascade_notify.models import (
     CHANNEL_KINDS,
+    EXPLICIT_ROUTE,
     AttemptStatus,
     Delivery,
     DeliveryStatus,
@@ -57,6 +58,7 @@ from cascade_notify.polling import Poller
 from cascade_notify.providers.base import Inbound, Provider, WebhookResponse, WithdrawRequest
 from cascade_notify.providers.call.queue import CallQueueProvider
 from cascade_notify.resilience import Breakers, Protection
+from cascade_notify.routing import Router
 from cascade_notify.stores import (
     AddressBook,
     Batching,
@@ -118,6 +120,7 @@ class Notifier:
             policy.name: any(built[n].signals for step in policy.steps for n in step.providers)
             for policy in config.policies.values()
         }
+        self._router = Router(config.routes, config.default_policy)
         self._guard = Protection(config, self.clock)
         #: List, open and close circuit breakers by hand.
         self.breakers: Breakers = self._guard.breakers
@@ -289,6 +292,10 @@ class Notifier:
     ) -> Delivery:
         """Persist a cascade and start it; return at once with its `Delivery`.
 
+        The cascade follows `policy`; without it, the first of the file's `routes:` that
+        matches the recipient and message, else its `default_policy` (docs/routing.md);
+        `Delivery.route` records which and why.
+
         The same `idempotency_key` returns the delivery it first made, and sends nothing;
         with another recipient, message or policy it is an `IdempotencyConflict` naming
         that delivery. A key is a non-empty string of at most 256 characters (else
@@ -401,11 +408,18 @@ class Notifier:
                 "Message(text=...)"
             )
         check_idempotency_key(item.idempotency_key)
-        chosen = self.policy(item.policy or defaults[0])
+        named = item.policy or defaults[0]
+        if named:
+            chosen, route = self.policy(named), EXPLICIT_ROUTE
+            self._check_overrides(chosen, message)
+            recipient = recipient.localised(self.config.default_region)
+        else:  # the routes read the recipient's numbers in E.164
+            recipient = recipient.localised(self.config.default_region)
+            name, route = self._router.choose(recipient, message)
+            chosen = self.policy(name)
+            self._check_overrides(chosen, message)
         at = item.at if item.at is not None else defaults[1]
         priority = _priority(item.priority or defaults[2] or chosen.priority)
-        self._check_overrides(chosen, message)
-        recipient = recipient.localised(self.config.default_region)
         fingerprint = (
             _fingerprint(recipient, message, chosen.name) if item.idempotency_key else None
         )
@@ -426,6 +440,7 @@ class Notifier:
             unusable=unusable,
             fingerprint=fingerprint,
             priority=priority,
+            route=route,
         )
         if at is not None:
             start = bulk.quiet_start(chosen, delivery, start)

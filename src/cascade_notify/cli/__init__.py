@@ -87,6 +87,8 @@ def validate(
         chain = " → ".join(step.channel for step in policy.steps)
         marker = " (default)" if policy.name == config.default_policy else ""
         out.print(f"  {escape(policy.name)}{marker}: {chain}; ttl {format_duration(policy.ttl)}")
+    for rule in config.routes:  # first match wins
+        out.print(f"  {escape(rule.route.describe())} → {escape(rule.policy)}")
 
 
 @app.command()

@@ -25,7 +25,7 @@ from cascade_notify.policy import Config, load_config
 
 AT_HELP: Final = 'When to start: an ISO time with its offset ("2026-05-01T09:00+03:00") or "+2h".'
 _ADDRESSES: Final = ("whatsapp", "telegram", "viber", "max", "vk", "sms", "email", "call", "app")
-_RECIPIENT: Final = ("id", *_ADDRESSES, "locale", "timezone", "region")
+_RECIPIENT: Final = ("id", *_ADDRESSES, "locale", "timezone", "region", "tags")
 _MESSAGE: Final = ("text", "subject", "category")
 _SEND: Final = ("idempotency_key", "policy", "at", "priority")
 #: The columns (CSV) or keys (JSON Lines) a row may have.
@@ -112,7 +112,12 @@ def _row(line: int, fields: dict[str, Any]) -> Row:
     if unknown:
         return Row(line, None, f"unknown field {unknown[0]!r}")
     try:
-        recipient = Recipient(**{k: fields[k] for k in _RECIPIENT if k in fields})
+        given = {k: fields[k] for k in _RECIPIENT if k in fields}
+        if isinstance(given.get("tags"), str):  # a CSV cell: "vip, b2b"
+            given["tags"] = [t.strip() for t in given["tags"].split(",") if t.strip()]
+        if isinstance(given.get("tags"), list):
+            given["tags"] = frozenset(given["tags"])
+        recipient = Recipient(**given)
         metadata = fields.get("metadata") or {}
         if isinstance(metadata, str):
             metadata = json.loads(metadata)

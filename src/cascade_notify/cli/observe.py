@@ -119,6 +119,8 @@ def status(
         f"recipient {escape(d.recipient.id)} · [{color}]{d.status.value}{where}[/{color}]"
     )
     created = datetime.fromtimestamp(d.created_ts, story.zone)
+    if d.route is not None:
+        _out.print(f"[dim]policy chosen by {escape(d.route.describe())}[/dim]")
     _out.print(f"[dim]times in {story.zone_name}; created {created:%Y-%m-%d %H:%M:%S}[/dim]")
     table = Table(box=None, pad_edge=False)
     for column in ("", "after", "at", "step", "channel", "provider", "what", "detail", "cost"):

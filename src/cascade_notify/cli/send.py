@@ -226,6 +226,10 @@ def send(
     app_id: Annotated[
         str | None, typer.Option("--to-app", help="The recipient's id in your own app.")
     ] = None,
+    tags: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="A tag of the recipient, for routes: (repeatable)."),
+    ] = None,
     subject: Annotated[str | None, typer.Option("--subject", help="Subject (email).")] = None,
     idempotency_key: Annotated[
         str | None,
@@ -258,6 +262,7 @@ def send(
             email=email,
             call=call,
             app=app_id,
+            tags=frozenset(tags or ()),
         )
         message = Message(text=text, subject=subject)
     except (CascadeError, ValueError) as exc:

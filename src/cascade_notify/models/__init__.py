@@ -29,6 +29,8 @@ from cascade_notify.models.recipient import (
     Recipient,
 )
 from cascade_notify.models.records import (
+    DEFAULT_ROUTE,
+    EXPLICIT_ROUTE,
     OPEN_ATTEMPT,
     Attempt,
     AttemptStatus,
@@ -37,6 +39,7 @@ from cascade_notify.models.records import (
     Priority,
     Receipt,
     ReceiptStatus,
+    Route,
     Signal,
     SignalKind,
     SkippedStep,
@@ -50,6 +53,8 @@ __all__ = [
     "ADDRESS_LIMIT",
     "CHANNELS",
     "CHANNEL_KINDS",
+    "DEFAULT_ROUTE",
+    "EXPLICIT_ROUTE",
     "ID_KEY_LIMIT",
     "OPEN_ATTEMPT",
     "OPEN_CALL",
@@ -66,6 +71,7 @@ __all__ = [
     "Receipt",
     "ReceiptStatus",
     "Recipient",
+    "Route",
     "Signal",
     "SignalKind",
     "SkippedStep",

@@ -3,6 +3,7 @@ numbers normalised to E.164."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -65,10 +66,44 @@ def normalize_phone(
         raise RecipientError(
             field_name, f"{value!r} is not a phone number: {exc._msg}{hint}"
         ) from None
-    if not phonenumbers.is_valid_number(number):
+    # is_valid_number() is these two calls (with None for a number no country owns); the
+    # country it finds is kept for routing
+    country: str | None = phonenumbers.region_code_for_number(number)
+    if not phonenumbers.is_valid_number_for_region(number, country):  # type: ignore[arg-type]
         raise RecipientError(field_name, f"{value!r} is not a valid phone number")
     e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    _remember(e164, number, country)
     return e164
+
+
+#: Numbers read lately, E.164 -> (parsed, ISO country or None): what routing asks of a
+#: recipient's number is known from the parse its Recipient made, not parsed again.
+_READ: dict[str, tuple[phonenumbers.PhoneNumber, str | None]] = {}
+_READ_LIMIT: Final = 8192
+
+
+def _remember(
+    e164: str, number: phonenumbers.PhoneNumber, country: str | None
+) -> tuple[phonenumbers.PhoneNumber, str | None]:
+    if len(_READ) >= _READ_LIMIT:
+        with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread's
+            del _READ[next(iter(_READ))]
+    found = _READ[e164] = (number, None if country == "001" else country)
+    return found
+
+
+def read_phone(e164: str) -> tuple[phonenumbers.PhoneNumber, str | None] | None:
+    """An E.164 number parsed, with its ISO country (None for a non-geographic one);
+    from the parse of the `Recipient` that holds it when that was lately, else parsed
+    now. None if it is not a number."""
+    found = _READ.get(e164)
+    if found is not None:
+        return found
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return _remember(e164, number, phonenumbers.region_code_for_number(number))
 
 
 #: How to give a number that has no country code.

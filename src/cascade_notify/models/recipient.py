@@ -37,6 +37,8 @@ class Recipient:
     a `region` such a number is kept as given until `send()`, which reads it in the
     policy file's `default_region` (or refuses it, saying how to write it).
     `addresses` holds any other channel (`max`, `vk`, a plugin's) by name.
+    `tags` are the caller's own labels (`vip`, `b2b`), which `routes:` in the policy
+    file can choose a policy by.
     """
 
     id: str
@@ -54,6 +56,7 @@ class Recipient:
     timezone: str | None = None
     opted_out: frozenset[str] = frozenset()
     region: str | None = None
+    tags: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -119,6 +122,7 @@ class Recipient:
                 raise RecipientError("opted_out", f"{channel!r} is not a channel name")
             _check_text(channel, "opted_out", _SHORT_LIMIT, RecipientError)
         object.__setattr__(self, "opted_out", opted_out)
+        object.__setattr__(self, "tags", _tags(self.tags))
         if self.timezone is not None:
             if not isinstance(self.timezone, str):
                 raise RecipientError("timezone", "must be an IANA time zone name")
@@ -167,12 +171,16 @@ class Recipient:
             data["addresses"] = dict(self.addresses)
         if self.opted_out:
             data["opted_out"] = sorted(self.opted_out)
+        if self.tags:
+            data["tags"] = sorted(self.tags)
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipient:
         values = dict(data)
         values["opted_out"] = frozenset(values.get("opted_out", ()))
+        if isinstance(values.get("tags"), list | tuple):  # JSON's lists; a str is refused
+            values["tags"] = frozenset(values["tags"])
         return cls(**values)
 
     @classmethod
@@ -189,7 +197,22 @@ class Recipient:
                 object.__setattr__(recipient, name, extra.pop(name))
         object.__setattr__(recipient, "addresses", extra)
         object.__setattr__(recipient, "opted_out", frozenset(data.get("opted_out", ())))
+        object.__setattr__(recipient, "tags", frozenset(data.get("tags", ())))
         return recipient
+
+
+def _tags(given: object) -> frozenset[str]:
+    if isinstance(given, str):
+        raise RecipientError("tags", f"must be a collection of tags, not a str ({given!r})")
+    try:
+        tags: frozenset[str] = frozenset(given)  # type: ignore[call-overload]
+    except TypeError:
+        raise RecipientError("tags", "must be a collection of tags (strings)") from None
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip():
+            raise RecipientError("tags", f"{tag!r} is not a tag (a non-empty string)")
+        _check_text(tag, "tags", _SHORT_LIMIT, RecipientError)
+    return tags
 
 
 _RECIPIENT_FIELDS = (*_NAMED_CHANNELS, "id", "locale", "timezone", "region")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from cascade_notify._text import CODE_LIMIT, ID_LIMIT, RECEIPT_ID_LIMIT, TEXT_LIMIT, storable
 from cascade_notify.models.message import Message
@@ -325,6 +325,61 @@ class SkippedStep:
         return datetime.fromtimestamp(self.ts, UTC)
 
 
+#: The keys a route's `when` may hold, in the order they are kept and shown.
+ROUTE_KEYS: Final = ("country", "region", "locale", "tags", "category", "channels")
+#: How a delivery's policy was chosen (`Route.source`).
+RouteSource = Literal["route", "default", "explicit"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """How a delivery's policy was chosen, and why.
+
+    `source` is `route` (the policy file's `routes[index]` matched: `when` holds its
+    conditions, key -> the values it takes, every one of which held), `default` (no
+    route matched, or the file has none: its `default_policy`) or `explicit` (the
+    caller named the policy: `send(..., policy=)`)."""
+
+    source: RouteSource
+    index: int | None = None
+    when: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def describe(self) -> str:
+        """For people: `routes[2]: country RU or KZ; tags vip`,
+        `default_policy: no route matched` or `the caller: send(policy=)`."""
+        if self.source == "explicit":
+            return "the caller: send(policy=)"
+        if self.source == "default":
+            return "default_policy: no route matched"
+        said = "; ".join(f"{key} {' or '.join(values)}" for key, values in self.when)
+        return f"routes[{self.index}]: {said or 'matches everything'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"source": self.source}
+        if self.index is not None:
+            data["index"] = self.index
+        if self.when:
+            data["when"] = {key: list(values) for key, values in self.when}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Route:
+        when = data.get("when") or {}
+        index = data.get("index")
+        # in ROUTE_KEYS order whatever the store kept (PostgreSQL's jsonb sorts keys)
+        keys = sorted(when, key=lambda k: (ROUTE_KEYS.index(k) if k in ROUTE_KEYS else 99, k))
+        return cls(
+            source=data["source"],
+            index=None if index is None else int(index),
+            when=tuple((str(k), tuple(str(v) for v in when[k])) for k in keys),
+        )
+
+
+#: The routes of a policy chosen by default, or by the caller: shared, never changed.
+DEFAULT_ROUTE: Final = Route(source="default")
+EXPLICIT_ROUTE: Final = Route(source="explicit")
+
+
 @dataclass(slots=True, kw_only=True)
 class Delivery:
     """The state of one cascade.
@@ -354,6 +409,9 @@ class Delivery:
     #: library kept one (or not by `send`), so not checked.
     fingerprint: str | None = None
     priority: Priority = Priority.NORMAL
+    #: How its policy was chosen (a route of the policy file, its default, or the
+    #: caller); None: made before the library recorded it, or not by `send`.
+    route: Route | None = None
 
     @property
     def created_at(self) -> datetime:
@@ -405,4 +463,5 @@ class Delivery:
             unusable=dict(self.unusable),
             fingerprint=self.fingerprint,
             priority=self.priority,
+            route=self.route,
         )

@@ -62,6 +62,7 @@ class Timeline:
         return {
             "id": d.id,
             "policy": d.policy,
+            "route": None if d.route is None else d.route.to_dict(),
             "recipient": d.recipient.id,
             "status": d.status.value,
             "channel": d.channel,
@@ -103,7 +104,10 @@ def timeline(delivery: Delivery) -> Timeline:
     """The timeline of `delivery` (a snapshot from `notifier.get` or a store)."""
     start = delivery.created_ts
     starts = {a.id: a.started_ts for a in delivery.attempts}
-    entries = [Entry(ts=start, offset=0.0, kind="created", detail=delivery.policy)]
+    made = delivery.policy
+    if delivery.route is not None:  # how the policy was chosen
+        made = f"{made} by {delivery.route.describe()}"
+    entries = [Entry(ts=start, offset=0.0, kind="created", detail=made)]
     for skip in delivery.skipped:
         detail = skip.reason if skip.detail is None else f"{skip.reason}: {skip.detail}"
         entries.append(

@@ -22,6 +22,7 @@ from cascade_notify.policy.schema import (
     Loc,
     Policy,
     ProviderConfig,
+    RouteEntry,
     _Policy,
     _Refs,
     _Step,
@@ -33,6 +34,7 @@ from cascade_notify.resilience.settings import (
     ProviderResilience,
     RetrySettings,
 )
+from cascade_notify.routing import Rule
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -166,7 +168,8 @@ class Check:
                     self.add(sub, _message(error, raw))
                     continue
                 key = str(error["loc"][-1])
-                allowed = [*_allowed_keys(model, error["loc"][:-1]), *skip]
+                nested = len(error["loc"]) > 1  # the keys checked apart sit at the top
+                allowed = [*_allowed_keys(model, error["loc"][:-1]), *(() if nested else skip)]
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 self.add(
@@ -382,7 +385,7 @@ class Check:
             self.add((), f"the policy {what}; it needs providers: and policies:")
             self.raise_if_any()
         data = interpolate(data, (), os.environ if env is None else env, self)
-        top = self.validate(_Top, data, (), skip=("providers", "policies"))
+        top = self.validate(_Top, data, (), skip=("providers", "policies", "routes"))
         self.defined = self.mapping(data, "providers")
         for name, raw in self.defined.items():
             if cfg := self.provider(name, raw):
@@ -400,6 +403,7 @@ class Check:
             self.add(("default_policy",), f"is required with several policies (defined: {names})")
         elif default is not None and default not in raw_policies:
             self.add(("default_policy",), f"{default!r} is not a policy (defined: {names})")
+        routes = self.routes(data.get("routes"), raw_policies)
         self.raise_if_any()
         assert top is not None
         return Config(
@@ -414,4 +418,44 @@ class Check:
             warnings=tuple(self.sorted(self.warnings)),
             links=top.links,
             support=top.support,
+            routes=routes,
         )
+
+    def routes(self, raw: Any, policies: Mapping[str, Any]) -> tuple[Rule, ...]:
+        """`routes:` compiled, each checked on its own and naming a defined policy; a route
+        an earlier one catches whole is never reached, and said so (a warning: the file
+        still works)."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            self.add(("routes",), f"must be a list of {{when: ..., policy: ...}}, got {_kind(raw)}")
+            return ()
+        rules: list[Rule] = []
+        names = ", ".join(policies) or "none"
+        for index, item in enumerate(raw):
+            entry = self.validate(RouteEntry, item, ("routes", index))
+            if entry is None:
+                continue
+            if entry.policy not in policies:
+                close = difflib.get_close_matches(entry.policy, list(policies), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.add(
+                    ("routes", index, "policy"),
+                    f"{entry.policy!r} is not a policy{hint} (defined: {names})",
+                )
+            when = {k: v for k, v in entry.when.model_dump().items() if v is not None}
+            rule = Rule.compile(index, when, entry.policy)
+            earlier = next((r for r in rules if r.covers(rule)), None)
+            if earlier is not None:
+                what = (
+                    "matches every send"
+                    if not earlier.tests
+                    else "matches every send this one does"
+                )
+                self.warn(
+                    ("routes", index),
+                    f"this route can never match: routes[{earlier.route.index}] before it "
+                    f"{what} (the first match wins); move it up or drop it",
+                )
+            rules.append(rule)
+        return tuple(rules)

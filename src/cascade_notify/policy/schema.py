@@ -9,7 +9,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+)
 
 from cascade_notify._duration import Duration
 from cascade_notify.errors import PolicyIssue
@@ -24,6 +32,7 @@ from cascade_notify.resilience.settings import (
     RateLimitSettings,
     RetrySettings,
 )
+from cascade_notify.routing import Rule
 
 Loc = tuple[str | int, ...]
 _CHANNEL: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -58,41 +67,118 @@ class _Strict(BaseModel):
 
 
 class _QuietHours(_Strict):
-    start: _Minutes
-    end: _Minutes
-    wait: bool = False  # wait for their end instead of skipping the step
+    start: _Minutes = Field(
+        description="When the quiet hours begin, in the recipient's time zone (UTC when unknown)."
+    )
+    end: _Minutes = Field(
+        description="When they end; an end before the start runs past midnight (22:00 to 08:00)."
+    )
+    wait: bool = Field(
+        default=False,
+        description="`true`: wait for their end instead of skipping the step (skipped all the "
+        "same when the delivery would expire first; a call task needs 30 minutes left).",
+    )
 
 
 class _Refs(BaseModel):
     """What a step refers to, read on its own so a typo elsewhere in the step hides nothing."""
 
-    channel: _Channel
-    providers: list[str] = Field(min_length=1)
-    wait_for: WaitFor = WaitFor.DELIVERED
+    channel: _Channel = Field(
+        description="The channel this step sends on (`whatsapp`, `telegram`, `sms`, ...: a "
+        "lower-case letter, then up to 31 lower-case letters, digits or `_`); the recipient's "
+        "address for it is used, and each channel appears once in a policy."
+    )
+    providers: list[str] = Field(
+        min_length=1,
+        description="Names under `providers:` to try in this order; each must send on the "
+        "step's channel. A provider that cannot be reached or whose breaker is open hands "
+        "over to the next at once.",
+    )
+    wait_for: WaitFor = Field(
+        default=WaitFor.DELIVERED,
+        description="The receipt that makes the step succeed; a provider that can never "
+        "report it is refused at load time.",
+    )
 
 
 class _Step(_Refs):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    timeout: Duration = Field(default=600.0, gt=0)
-    retry: RetrySettings = RetrySettings()
-    quiet_hours: _QuietHours | None = None
-    categories: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
-    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    withdraw_superseded: bool | None = None  # None: the policy's
-    on_too_long: Literal["split", "truncate", "skip"] = "skip"
-    max_segments: int | None = Field(default=None, ge=1, le=255)
-    transliterate: bool = False
+    timeout: Duration = Field(
+        default=600.0,
+        gt=0,
+        description="How long to wait for the `wait_for` receipt after each send (and the "
+        "longest a retry may wait); then the step's next provider, or the next step.",
+    )
+    retry: RetrySettings = Field(
+        default=RetrySettings(),
+        description="Transient errors within the step; keys not given here come from the "
+        "`retry:` of the step's first provider that has one.",
+    )
+    quiet_hours: _QuietHours | None = Field(
+        default=None,
+        description="Hours of the recipient's day in which the step is skipped (or waited out).",
+    )
+    categories: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="The message categories this step sends (`transactional`, `marketing`); "
+        "a message of another category skips it. `null`: every category.",
+    )
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per provider of the step, by name: the provider type's options (see its "
+        "options under Provider types), checked at load time; `Message.overrides` win.",
+    )
+    withdraw_superseded: bool | None = Field(
+        default=None,
+        description="Take back this step's unconfirmed messages once another step succeeds, "
+        "where the provider can; `null`: the policy's `withdraw_superseded`.",
+    )
+    on_too_long: Literal["split", "truncate", "skip"] = Field(
+        default="skip",
+        description="A text over the step's limit: `skip` the step (reason `too_long`), "
+        "`truncate` it, or `split` it into several messages.",
+    )
+    max_segments: int | None = Field(
+        default=None,
+        ge=1,
+        le=255,
+        description="sms steps only: the most segments a text may be billed as.",
+    )
+    transliterate: bool = Field(
+        default=False,
+        description="Write Cyrillic in Latin letters first, so an SMS fits GSM-7 (160 "
+        "characters a segment, not 70).",
+    )
 
 
 class _Policy(_Strict):
-    ttl: Duration = Field(default=86400.0, gt=0)
-    withdraw_superseded: bool = False
-    brakes: BrakeSettings = BrakeSettings()
-    priority: Priority = Priority.NORMAL
-    #: A send scheduled (`at=`) into the quiet hours of the step it would start on
-    #: starts when they end.
-    respect_quiet_hours: bool = False
+    ttl: Duration = Field(
+        default=86400.0,
+        gt=0,
+        description="How long a delivery may take in all; then it ends `expired`.",
+    )
+    withdraw_superseded: bool = Field(
+        default=False,
+        description="The default of every step's `withdraw_superseded`: once a step succeeds, "
+        "take back the other steps' messages that were sent but never confirmed.",
+    )
+    brakes: BrakeSettings = Field(
+        default=BrakeSettings(),
+        description="Limits on this policy's sms and call steps against SMS pumping and "
+        "runaway cost.",
+    )
+    priority: Priority = Field(
+        default=Priority.NORMAL,
+        description="The priority of this policy's deliveries: workers take due deliveries "
+        "of a higher priority first.",
+    )
+    respect_quiet_hours: bool = Field(
+        default=False,
+        description="A send scheduled (`at=`) into the quiet hours of the step it would "
+        "start on starts when they end.",
+    )
 
 
 def _as_secrets(value: object) -> object:
@@ -119,8 +205,16 @@ class LinkSettings(_Strict):
         BeforeValidator(_as_secrets),
         Field(min_length=1),
         AfterValidator(_check_link_secrets),
-    ]
-    ttl: Duration = Field(default=7 * 86400.0, gt=0, le=366 * 86400.0)
+    ] = Field(
+        description="Signs link tokens; at least 32 characters. One, or a list: the first "
+        "signs new links, all are accepted (rotation)."
+    )
+    ttl: Duration = Field(
+        default=7 * 86400.0,
+        gt=0,
+        le=366 * 86400.0,
+        description="How long a link made now links (at most 366 days).",
+    )
 
     @property
     def keys(self) -> tuple[bytes, ...]:
@@ -147,22 +241,122 @@ class SupportSettings(_Strict):
         return self.show_text and category not in self.hide_text_for
 
 
+def _as_list(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+_Values = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=64)]],
+    BeforeValidator(_as_list),
+    Field(min_length=1),
+]
+
+
+class RouteWhen(_Strict):
+    """`when:` of a route: each key takes one value or a list (any of them matches), and
+    every key given must match; none given matches every send."""
+
+    country: list[Country] | None = Field(
+        default=None,
+        min_length=1,
+        description="ISO 3166 codes (RU, KZ): the country of the recipient's first phone "
+        "number (whatsapp, sms, call)",
+    )
+    region: _Values | None = Field(
+        default=None,
+        description="regions (Moscow, St Petersburg), case aside: the recipient's region, or "
+        "where it has none, the area the phonenumbers geocoder gives its number's range",
+    )
+    locale: _Values | None = Field(
+        default=None,
+        description="locales (ru, ru-RU), case and -/_ aside; a language alone matches every "
+        "locale of it",
+    )
+    tags: _Values | None = Field(
+        default=None, description="tags: the recipient has at least one of them"
+    )
+    category: _Values | None = Field(
+        default=None, description="message categories (transactional, marketing)"
+    )
+    channels: list[_Channel] | None = Field(
+        default=None,
+        min_length=1,
+        description="channels: the recipient has an address on at least one, not opted out",
+    )
+
+    @field_validator("country", "channels", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return _as_list(value)
+
+
+class RouteEntry(_Strict):
+    """One entry of `routes:`: the policy a send gets when its `when` holds."""
+
+    when: RouteWhen = Field(
+        default_factory=RouteWhen, description="the conditions; all must hold (none: always)"
+    )
+    policy: str = Field(min_length=1, description="the policy (a name under policies:)")
+
+
 class WorkerSettings(_Strict):
     """How a worker leases due deliveries: lease length (seconds), parallel sends, batch size."""
 
-    lease: Duration = Field(default=30.0, gt=0)
-    concurrency: int = Field(default=100, ge=1)
-    batch: int = Field(default=100, ge=1)
+    lease: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="How long a worker holds a delivery it took; another worker takes it "
+        "over when the lease runs out unrenewed (a dead worker).",
+    )
+    concurrency: int = Field(
+        default=100, ge=1, description="Deliveries one worker advances at once."
+    )
+    batch: int = Field(
+        default=100, ge=1, description="Most due deliveries a worker leases in one store call."
+    )
 
 
 class _Top(_Strict):
-    store: str = Field(default=DEFAULT_STORE, min_length=1)
-    default_policy: str | None = None
-    worker: WorkerSettings = WorkerSettings()
-    sender_country: Country | None = None
-    default_region: Country | None = None
-    links: LinkSettings | None = None
-    support: SupportSettings = SupportSettings()
+    store: str = Field(
+        default=DEFAULT_STORE,
+        min_length=1,
+        description="Where deliveries, attempts, receipts and timers live: a store URL "
+        "(see Store URLs below).",
+    )
+    default_policy: str | None = Field(
+        default=None,
+        description="The policy `send()` uses when it names none; required when there are "
+        "several policies.",
+    )
+    worker: WorkerSettings = Field(
+        default=WorkerSettings(), description="How workers lease and advance due deliveries."
+    )
+    sender_country: Country | None = Field(
+        default=None,
+        description="The sender's own country: every policy's default "
+        "`brakes.allowed_countries`, so sms and call steps send only to its numbers.",
+    )
+    default_region: Country | None = Field(
+        default=None,
+        description="Where a phone number written without its country code is read "
+        "(`8 916 123 45 67` with `RU`); without it such a number is refused at `send()`.",
+    )
+    links: LinkSettings | None = Field(
+        default=None,
+        description="How deep links that link a customer's messenger account are signed; "
+        "needed by `cascade-notify link` and `Notifier.link`.",
+    )
+    # checked apart, route by route, so one broken route hides nothing of the others
+    routes: list[RouteEntry] = Field(
+        default_factory=list,
+        description="Which policy a send gets: the first route whose `when` holds, else "
+        "`default_policy`; `send(policy=)` overrides (see Routing).",
+    )
+    support: SupportSettings = Field(
+        default=SupportSettings(),
+        description="What the support page (`notifier.support_app`) shows of messages: "
+        "`show_text`, `hide_text_for`.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,3 +406,5 @@ class Config:
     links: LinkSettings | None = None
     #: What the support page shows of messages.
     support: SupportSettings = SupportSettings()  # noqa: RUF009 - frozen, shared safely
+    #: `routes:`, compiled, in order.
+    routes: tuple[Rule, ...] = ()

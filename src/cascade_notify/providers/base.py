@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cascade_notify._text import CODE_LIMIT, ID_LIMIT, TEXT_LIMIT, finite, storable
 from cascade_notify.clock import Clock, SystemClock
@@ -79,7 +79,7 @@ class ProviderOverrides(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    text: str | None = None
+    text: str | None = Field(default=None, description="Replaces the message text on this channel.")
 
 
 @dataclass(frozen=True, slots=True)

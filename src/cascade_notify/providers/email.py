@@ -110,22 +110,66 @@ def _loopback(host: str) -> bool:
 class SmtpSettings(ProviderSettings):
     """Settings of `type: smtp`. `port` defaults by `tls`: 587, 465 or 25."""
 
-    host: str = Field(min_length=1)
-    port: int | None = Field(default=None, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    from_addr: str
-    tls: Tls = "starttls"
-    timeout: Duration = Field(default=30.0, gt=0)
-    pool_size: int = Field(default=4, ge=1, le=64)
-    #: Messages one connection carries before it is closed and replaced.
-    max_per_connection: int = Field(default=100, ge=1)
-    list_unsubscribe: str | None = None
-    ca_file: str | None = None
-    verify: bool = True
-    local_hostname: str | None = None
-    #: The token bounces are POSTed with (`Authorization: Bearer …`); None: no bounces.
-    bounce_secret: SecretStr | None = None
+    host: str = Field(min_length=1, description="The SMTP server's host name.")
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Its port; `null`: by `tls`, 587 (`starttls`), 465 (`implicit`) or 25 "
+        "(`none`).",
+    )
+    username: str | None = Field(default=None, description="The login, if the server wants one.")
+    password: SecretStr | None = Field(
+        default=None,
+        description="The password; needs `username`, and TLS unless the server is on loopback.",
+    )
+    from_addr: str = Field(
+        description="The `From` address; its domain also names each `Message-ID`."
+    )
+    tls: Tls = Field(
+        default="starttls",
+        description="`starttls`: upgrade a plain connection; `implicit`: TLS from the first "
+        "byte; `none`: no TLS.",
+    )
+    timeout: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="How long connecting, waiting for a free pooled connection, or one SMTP "
+        "command may take.",
+    )
+    pool_size: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="The most connections kept open to the server, each used by one send at a "
+        "time.",
+    )
+    max_per_connection: int = Field(
+        default=100,
+        ge=1,
+        description="Messages one connection carries before it is closed and replaced.",
+    )
+    list_unsubscribe: str | None = Field(
+        default=None,
+        description="The `List-Unsubscribe` header for every message (a message's own override "
+        "wins).",
+    )
+    ca_file: str | None = Field(
+        default=None,
+        description="A PEM file of the roots to verify the server's certificate against "
+        "(default: the system's).",
+    )
+    verify: bool = Field(
+        default=True, description="`false`: accept any server certificate (tests only)."
+    )
+    local_hostname: str | None = Field(
+        default=None, description="The name given in EHLO; `null`: this host's."
+    )
+    bounce_secret: SecretStr | None = Field(
+        default=None,
+        description="The token bounces are POSTed with (`Authorization: Bearer ...`); `null`: "
+        "the provider takes no bounces.",
+    )
 
     @field_validator("from_addr")
     @classmethod
@@ -152,9 +196,13 @@ class EmailOverrides(ProviderOverrides):
     """`Message.overrides["email"]` (and a step's options): `text`, `html`, `subject`,
     `list_unsubscribe` (e.g. a per-recipient link; it wins over the setting)."""
 
-    html: str | None = None
-    subject: str | None = None
-    list_unsubscribe: str | None = None
+    html: str | None = Field(default=None, description="An HTML alternative to the text.")
+    subject: str | None = Field(default=None, description="The subject (default the message's).")
+    list_unsubscribe: str | None = Field(
+        default=None,
+        description="The `List-Unsubscribe` header for this message (a per-recipient link); "
+        "wins over the setting.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

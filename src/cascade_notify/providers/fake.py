@@ -85,21 +85,57 @@ ReceiptName = Literal["accepted", "sent", "delivered", "read", "failed"]
 
 
 class FakeSettings(ProviderSettings):
-    channel: str = Field(min_length=1)
-    behavior: Behavior = "deliver"
-    failures: int = Field(default=1, ge=0)
-    receipt_delay: Duration = 0.0
-    latency: Duration = 0.0
-    retry_after: Duration | None = None
-    cost: float | None = None
-    #: On sms: what a segment costs (the engine bills segments x this), and in what.
-    price_per_segment: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-    overrides: dict[str, Behavior] = Field(default_factory=dict)
-    #: The receipts it reports (`accepted`: none after the send); default: those the
-    #: channel's real providers give (`CHANNEL_RECEIPTS`). Others its behaviour would
-    #: bring are not reported, and a step waiting for one is refused at load time.
-    receipts: list[ReceiptName] | None = None
+    channel: str = Field(min_length=1, description="The channel the fake plays (any channel name).")
+    behavior: Behavior = Field(
+        default="deliver",
+        description="How it answers every send: `deliver` (accepted, then `delivered`), `read` "
+        "(then `read` too), `no_receipt`, `fail_receipt` (a `failed` receipt), "
+        "`fail` (a permanent error), `unreachable` (the recipient is not on this "
+        "channel), `down` (connection refused, every time), `transient` "
+        "(`failures` transient errors per delivery, then `deliver`), `unknown` "
+        "(the request times out after it was taken; `delivered` follows).",
+    )
+    failures: int = Field(
+        default=1,
+        ge=0,
+        description="With `behavior: transient`: how many transient errors each delivery gets "
+        "before it is accepted.",
+    )
+    receipt_delay: Duration = Field(
+        default=0.0,
+        description="How long after the send its receipts come (on the injected clock).",
+    )
+    latency: Duration = Field(
+        default=0.0, description="How long each send takes (on the injected clock)."
+    )
+    retry_after: Duration | None = Field(
+        default=None,
+        description="The wait a `down` or `transient` error asks for (a Retry-After); `null`: "
+        "none.",
+    )
+    cost: float | None = Field(
+        default=None, description="The cost each accepted send reports; `null`: none."
+    )
+    price_per_segment: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="On sms: what one segment costs; the attempt's cost is the text's segments "
+        "times this.",
+    )
+    currency: str = Field(
+        default="USD", pattern=r"^[A-Z]{3}$", description="The ISO 4217 code the costs are in."
+    )
+    overrides: dict[str, Behavior] = Field(
+        default_factory=dict,
+        description="A behavior per recipient id, over `behavior` (one customer blocked the bot).",
+    )
+    receipts: list[ReceiptName] | None = Field(
+        default=None,
+        description="The receipts it reports (`accepted`: none after the send); `null`: those "
+        "the channel's real providers give. A step waiting for one it does not "
+        "report is refused at load time.",
+    )
 
 
 def fake_receipts(settings: FakeSettings) -> frozenset[ReceiptStatus]:

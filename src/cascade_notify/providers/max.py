@@ -81,22 +81,45 @@ def _check_secret(secret: SecretStr | None) -> SecretStr | None:
 class MaxSettings(ProviderSettings):
     """Settings of `type: max_bot`."""
 
-    token: SecretStr
-    api_url: str = DEFAULT_API_URL
-    ca_bundle: FilePath | None = None
-    timeout: Duration = Field(default=10.0, gt=0)
-    webhook_secret: Annotated[SecretStr | None, AfterValidator(_check_secret)] = None
-    #: The bot's username, for its deep links `https://max.ru/<username>?start=…`.
-    username: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    token: SecretStr = Field(description="The bot's token, sent as the `Authorization` header.")
+    api_url: str = Field(
+        default=DEFAULT_API_URL, description="The MAX Bot API root (an emulator's in tests)."
+    )
+    ca_bundle: FilePath | None = Field(
+        default=None,
+        description="A PEM file of extra root certificates to trust beside the system's (MAX "
+        "asks integrators to trust the Russian Ministry of Digital Development's "
+        "root).",
+    )
+    timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="How long one API call may take before it counts as a timeout (transient, "
+        "or an unknown outcome once the request went out).",
+    )
+    webhook_secret: Annotated[SecretStr | None, AfterValidator(_check_secret)] = Field(
+        default=None,
+        description="The secret webhook updates carry in `X-Max-Bot-Api-Secret`; without it "
+        "the bot takes no webhooks.",
+    )
+    username: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = Field(
+        default=None,
+        description="The bot's username, for its deep links `https://max.ru/<username>?start=...`.",
+    )
 
 
 class MaxOverrides(ProviderOverrides):
     """`Message.overrides["max"]`: `format` for text authored as markup, `notify: false`
     for a silent message, `disable_link_preview`."""
 
-    format: Literal["markdown", "html"] | None = None
-    notify: bool = True
-    disable_link_preview: bool = False
+    format: Literal["markdown", "html"] | None = Field(
+        default=None,
+        description="The markup an overriding `text` is written in; `null`: plain text.",
+    )
+    notify: bool = Field(default=True, description="`false`: a silent message.")
+    disable_link_preview: bool = Field(
+        default=False, description="`true`: no preview of links in the text."
+    )
 
 
 def _code_class(code: str, message: str) -> tuple[type[ProviderError], str | None] | None:

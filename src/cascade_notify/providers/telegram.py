@@ -132,16 +132,38 @@ def _check_secret(secret: SecretStr | None) -> SecretStr | None:
 class TelegramSettings(ProviderSettings):
     """Settings of `type: telegram_bot`."""
 
-    token: Annotated[SecretStr, AfterValidator(_check_token)]
-    #: The Bot API server root; requests go to `{api_url}/bot{token}/{method}`.
-    api_url: str = DEFAULT_API_URL
-    timeout: Duration = Field(default=10.0, gt=0)
-    parse_mode: ParseMode = "none"
-    #: What `setWebhook(secret_token=...)` was given; updates without it are refused.
-    secret_token: Annotated[SecretStr | None, AfterValidator(_check_secret)] = None
-    #: The bot's @username (without the @), for its deep links; once started, the
-    #: provider knows it from `getMe` if this is not set.
-    username: str | None = None
+    token: Annotated[SecretStr, AfterValidator(_check_token)] = Field(
+        description="The bot token from @BotFather (`123456:ABC...`); it is part of every "
+        "request URL and masked in logs."
+    )
+    api_url: str = Field(
+        default=DEFAULT_API_URL,
+        description="The Bot API server root; requests go to `{api_url}/bot{token}/{method}` "
+        "(a local Bot API server, an emulator).",
+    )
+    timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="How long one API call may take before it counts as a timeout (transient, "
+        "or an unknown outcome once the request went out).",
+    )
+    parse_mode: ParseMode = Field(
+        default="none",
+        description="The parse mode messages are sent in (`none`: plain text); the message's "
+        "own text is escaped for it.",
+    )
+    secret_token: Annotated[SecretStr | None, AfterValidator(_check_secret)] = Field(
+        default=None,
+        description="What `setWebhook(secret_token=...)` was given: updates without it in "
+        "`X-Telegram-Bot-Api-Secret-Token` are refused. `null`: the bot takes no "
+        "webhooks.",
+    )
+    username: str | None = Field(
+        default=None,
+        description="The bot's @username (without the @), for its deep links "
+        "`https://t.me/<username>?start=...`; once started, the provider learns it "
+        "from `getMe` if this is unset.",
+    )
 
     @field_validator("username")
     @classmethod
@@ -175,9 +197,19 @@ class TelegramOverrides(ProviderOverrides):
     JSON object (`inline_keyboard`, `keyboard`, `remove_keyboard` or `force_reply`).
     """
 
-    parse_mode: ParseMode | None = None
-    disable_notification: bool | None = None
-    reply_markup: dict[str, Any] | None = None
+    parse_mode: ParseMode | None = Field(
+        default=None,
+        description="The parse mode for this message; an overriding `text` is taken as markup "
+        "written in it.",
+    )
+    disable_notification: bool | None = Field(
+        default=None, description="`true`: deliver silently (no sound on the phone)."
+    )
+    reply_markup: dict[str, Any] | None = Field(
+        default=None,
+        description="The Bot API's `reply_markup` object, passed on as it is (one of "
+        "`inline_keyboard`, `keyboard`, `remove_keyboard`, `force_reply`).",
+    )
 
     @field_validator("reply_markup")
     @classmethod

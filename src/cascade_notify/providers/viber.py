@@ -94,13 +94,28 @@ class ViberSettings(ProviderSettings):
     """Settings of `type: viber_bot`; each may be `${ENV}` in YAML. `api_url` is the API
     root or its `/pa` base, either way."""
 
-    auth_token: SecretStr
-    sender_name: Annotated[str, Field(min_length=1, max_length=MAX_SENDER_NAME)]
-    api_url: Annotated[str, AfterValidator(_base_url)] = VIBER_API
-    timeout: Duration = Field(default=10.0, gt=0)
-    #: The bot's URI (`get_account_info`'s `uri`), for its deep links
-    #: `viber://pa?chatURI=<uri>&context=…`.
-    uri: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")] | None = None
+    auth_token: SecretStr = Field(
+        description="The bot's authentication token (`X-Viber-Auth-Token`); it also keys the "
+        "callbacks' signatures."
+    )
+    sender_name: Annotated[str, Field(min_length=1, max_length=MAX_SENDER_NAME)] = Field(
+        description="The sender name shown with each message."
+    )
+    api_url: Annotated[str, AfterValidator(_base_url)] = Field(
+        default=VIBER_API,
+        description="The Viber REST API root or its `/pa` base (an emulator's in tests).",
+    )
+    timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="How long one API call may take before it counts as a timeout (transient, "
+        "or an unknown outcome once the request went out).",
+    )
+    uri: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")] | None = Field(
+        default=None,
+        description="The bot's URI (`get_account_info`'s `uri`), for its deep links "
+        "`viber://pa?chatURI=<uri>&context=...`.",
+    )
 
 
 class ViberOverrides(ProviderOverrides):
@@ -108,8 +123,14 @@ class ViberOverrides(ProviderOverrides):
     `keyboard` (Viber's keyboard object, passed on as it is) and `min_api_version`
     (clients below it answer status 13)."""
 
-    keyboard: dict[str, Any] | None = None
-    min_api_version: Annotated[int, Field(ge=1)] | None = None
+    keyboard: dict[str, Any] | None = Field(
+        default=None, description="Viber's keyboard object, passed on as it is."
+    )
+    min_api_version: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="The least Viber client API version the message needs (clients below it "
+        "answer status 13).",
+    )
 
 
 class ViberBotProvider(HttpProvider):

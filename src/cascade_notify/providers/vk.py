@@ -70,16 +70,36 @@ _GONE = {901: "not_allowed"}
 class VkSettings(ProviderSettings):
     """Settings of `type: vk_community`."""
 
-    access_token: SecretStr
-    group_id: int = Field(gt=0)
-    confirmation_code: str = Field(min_length=1)
-    secret: Annotated[SecretStr, Field(min_length=1, max_length=50)]
-    api_url: str = DEFAULT_API_URL
-    api_version: str = DEFAULT_API_VERSION
-    timeout: Duration = Field(default=10.0, gt=0)
-    #: The community's short name, for its deep links `https://vk.me/<name>?ref=…`
-    #: (default `club<group_id>`, which every community answers to).
-    screen_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,64}$")] | None = None
+    access_token: SecretStr = Field(
+        description="The community's access token with the messages permission "
+        "(`Authorization: Bearer`)."
+    )
+    group_id: int = Field(gt=0, description="The community's id.")
+    confirmation_code: str = Field(
+        min_length=1,
+        description="The string the Callback API's `confirmation` request is answered with "
+        "(from the community's Callback API settings).",
+    )
+    secret: Annotated[SecretStr, Field(min_length=1, max_length=50)] = Field(
+        description="The Callback API secret key every event must carry; others are refused (403)."
+    )
+    api_url: str = Field(
+        default=DEFAULT_API_URL, description="The VK API root (an emulator's in tests)."
+    )
+    api_version: str = Field(
+        default=DEFAULT_API_VERSION, description="The API version sent as `v` with each call."
+    )
+    timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="How long one API call may take before it counts as a timeout (transient, "
+        "or an unknown outcome once the request went out).",
+    )
+    screen_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,64}$")] | None = Field(
+        default=None,
+        description="The community's short name, for its deep links "
+        "`https://vk.me/<name>?ref=...`; `null`: `club<group_id>`.",
+    )
 
 
 class VkOverrides(ProviderOverrides):
@@ -100,10 +120,23 @@ class VkOverrides(ProviderOverrides):
             "game_notification",
         ]
         | None
-    ) = None
-    subscribe_id: int | None = Field(default=None, ge=0, le=100)
-    dont_parse_links: bool = True
-    disable_mentions: bool = True
+    ) = Field(
+        default=None,
+        description="The message's `intent`, which VK requires for messages the person did "
+        "not just ask for; `null`: none sent.",
+    )
+    subscribe_id: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="With a newsletter `intent`: the subscription the message belongs to.",
+    )
+    dont_parse_links: bool = Field(
+        default=True, description="`true`: no snippets for links in the text."
+    )
+    disable_mentions: bool = Field(
+        default=True, description="`true`: mentions in the text notify nobody."
+    )
 
 
 def random_id(group_id: int, attempt_id: str) -> int:

@@ -86,16 +86,31 @@ def _check_url(url: str) -> str:
 class WebhookSettings(ProviderSettings):
     """Settings of `type: webhook`. `secret` is one `whsec_` secret or a list (rotation)."""
 
-    url: Annotated[str, AfterValidator(_check_url)]
+    url: Annotated[str, AfterValidator(_check_url)] = Field(
+        description="Where the messages are POSTed (http or https), signed the Standard "
+        "Webhooks way."
+    )
     secret: Annotated[
         tuple[SecretStr, ...],
         BeforeValidator(_as_list),
         Field(min_length=1),
         AfterValidator(_check_secrets),
-    ]
-    timeout: Duration = Field(default=10.0, gt=0)
-    tolerance: Duration = Field(default=300.0, gt=0)
-    channel: str = Field(default="app", min_length=1)
+    ] = Field(
+        description="The `whsec_...` secret that signs requests both ways; a list signs with "
+        "each and accepts any (rotation)."
+    )
+    timeout: Duration = Field(
+        default=10.0, gt=0, description="How long the POST to `url` may take."
+    )
+    tolerance: Duration = Field(
+        default=300.0,
+        gt=0,
+        description="How far a receipt's `webhook-timestamp` may be from wall-clock time "
+        "before it is refused.",
+    )
+    channel: str = Field(
+        default="app", min_length=1, description="The channel this app takes messages on."
+    )
 
 
 class WebhookOverrides(ProviderOverrides):

@@ -115,13 +115,31 @@ Parameters = tuple[Parameter, ...] | dict[str, Parameter]
 class WhatsAppSettings(ProviderSettings):
     """Settings of `type: whatsapp_cloud`; each may be `${ENV}` in YAML."""
 
-    phone_number_id: Annotated[str, Field(pattern=r"^[0-9]{1,32}$")]
-    access_token: SecretStr
-    app_secret: SecretStr
-    verify_token: SecretStr
-    api_url: Annotated[str, AfterValidator(_check_url)] = GRAPH_API
-    api_version: Annotated[str, AfterValidator(_check_version)] = "v23.0"
-    timeout: Duration = Field(default=10.0, gt=0)
+    phone_number_id: Annotated[str, Field(pattern=r"^[0-9]{1,32}$")] = Field(
+        description="The WhatsApp Business phone number id messages are sent from."
+    )
+    access_token: SecretStr = Field(
+        description="The access token requests carry (`Authorization: Bearer`)."
+    )
+    app_secret: SecretStr = Field(
+        description="The Meta app's secret: status webhooks are signed with it "
+        "(`X-Hub-Signature-256`)."
+    )
+    verify_token: SecretStr = Field(
+        description="What the webhook's verification handshake (`hub.verify_token`) must carry."
+    )
+    api_url: Annotated[str, AfterValidator(_check_url)] = Field(
+        default=GRAPH_API, description="The Graph API root (an emulator's in tests)."
+    )
+    api_version: Annotated[str, AfterValidator(_check_version)] = Field(
+        default="v23.0", description="The Graph API version in each request path, such as `v23.0`."
+    )
+    timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="How long one API call may take before it counts as a timeout (transient, "
+        "or an unknown outcome once the request went out).",
+    )
 
 
 class WhatsAppTemplate(BaseModel):
@@ -131,10 +149,20 @@ class WhatsAppTemplate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Annotated[str, Field(min_length=1, max_length=512)]
-    language: str | None = None
-    parameters: Parameters = ()
-    components: tuple[dict[str, Any], ...] = ()
+    name: Annotated[str, Field(min_length=1, max_length=512)] = Field(
+        description="The approved template's name."
+    )
+    language: str | None = Field(default=None, description="Its language code (`ru`, `en_US`).")
+    parameters: Parameters = Field(
+        default=(),
+        description="The body's parameters: a list (positional) or a mapping (named "
+        "parameters); numbers are taken as text.",
+    )
+    components: tuple[dict[str, Any], ...] = Field(
+        default=(),
+        description="Further template components (a header, buttons), passed on as they are "
+        "after the body.",
+    )
 
 
 def _as_template(value: object) -> object:
@@ -150,10 +178,22 @@ class WhatsAppOverrides(ProviderOverrides):
     for a link preview on free-form text.
     """
 
-    template: Annotated[WhatsAppTemplate | None, BeforeValidator(_as_template)] = None
-    language: str | None = None
-    parameters: Parameters | None = None
-    preview_url: bool = False
+    template: Annotated[WhatsAppTemplate | None, BeforeValidator(_as_template)] = Field(
+        default=None,
+        description="An approved template to send instead of free-form text: its name, or a "
+        "mapping.",
+    )
+    language: str | None = Field(
+        default=None, description="The template's language; wins over the template's own."
+    )
+    parameters: Parameters | None = Field(
+        default=None,
+        description="The template's body parameters; win over the template's own, so a step "
+        "names the template and each message gives its parameters.",
+    )
+    preview_url: bool = Field(
+        default=False, description="`true`: ask for a link preview on free-form text."
+    )
 
 
 class WhatsAppCloudProvider(HttpProvider):

@@ -52,6 +52,7 @@ def _recipient(index: int, segment: _Segment) -> Recipient:
     return Recipient(
         id=f"c{index:07d}",
         region=segment.region,
+        tags=frozenset(segment.tags),
         addresses=other,
         **named,  # type: ignore[arg-type]
     )

@@ -102,6 +102,9 @@ class _Segment(_Strict):
     share: float = Field(gt=0)
     channels: list[_Name] = Field(min_length=1)
     region: str | None = None
+    tags: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="the recipients' tags (Recipient.tags), for routes:"
+    )
     phone_prefix: str = Field(default="+7916", pattern=r"^\+\d{1,8}$")
     reads: _Share = 0.8  # share of recipients who read the message
     read_after: Delay = _Delay(fixed=60.0)  # from the `delivered` receipt to `read`

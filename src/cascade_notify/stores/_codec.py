@@ -24,6 +24,7 @@ from cascade_notify.models import (
     Receipt,
     ReceiptStatus,
     Recipient,
+    Route,
     SkippedStep,
     Step,
     WaitFor,
@@ -203,15 +204,45 @@ def decode_skipped(text: str | bytes | Any) -> list[SkippedStep]:
     return [] if text == "[]" else [skipped_from_dict(s) for s in loads(text)]
 
 
-def encode_unusable(unusable: dict[str, str]) -> str:
-    return dumps(unusable) if unusable else "{}"
+#: The key of `Delivery.route` in the `unusable` column: both are written once, when
+#: the delivery is made, and no channel name can begin with "@" (so no migration).
+ROUTE_KEY = "@route"
 
 
-def decode_unusable(value: str | bytes | Any) -> dict[str, str]:
-    """`Delivery.unusable` from its column (text, or what the driver decoded of jsonb)."""
+def encode_unusable(unusable: dict[str, str], route: Route | None = None) -> str:
+    if route is None:
+        return dumps(unusable) if unusable else "{}"
+    if not unusable:
+        return _route_only(route)
+    return dumps({**unusable, ROUTE_KEY: route.to_dict()})
+
+
+@functools.lru_cache(maxsize=1024)
+def _route_only(route: Route) -> str:
+    """The column of a delivery with no unusable channel: one text per route of a file."""
+    return dumps({ROUTE_KEY: route.to_dict()})
+
+
+def decode_unusable(value: str | bytes | Any) -> tuple[dict[str, str], Route | None]:
+    """`Delivery.unusable` and `Delivery.route` from their column (text, or what the
+    driver decoded of jsonb)."""
     if value is None or value == "{}" or value == {}:
-        return {}
-    return {str(channel): str(reason) for channel, reason in loads(value).items()}
+        return {}, None
+    if isinstance(value, str):
+        unusable, route = _decoded_text(value)
+        return dict(unusable), route
+    return _decoded(loads(value))
+
+
+@functools.lru_cache(maxsize=1024)
+def _decoded_text(text: str) -> tuple[dict[str, str], Route | None]:
+    return _decoded(json.loads(text))
+
+
+def _decoded(data: dict[str, Any]) -> tuple[dict[str, str], Route | None]:
+    route = data.get(ROUTE_KEY)
+    unusable = {str(c): str(reason) for c, reason in data.items() if c != ROUTE_KEY}
+    return unusable, None if route is None else Route.from_dict(route)
 
 
 def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
@@ -231,7 +262,7 @@ def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
         dumps(delivery.message.to_dict()),
         encode_steps(delivery.steps),
         encode_skipped(delivery.skipped),
-        encode_unusable(delivery.unusable),
+        encode_unusable(delivery.unusable, delivery.route),
         delivery.fingerprint,
         delivery.priority.rank,
     )
@@ -273,6 +304,7 @@ def delivery_from_row(
         recipient, message = Recipient.restore(loads(row[10])), Message.restore(loads(row[11]))
     else:
         recipient, message = unchanging.decode(row[0], row[10], row[11])
+    unusable, route = decode_unusable(row[14])
     return Delivery(
         id=row[0],
         policy=row[1],
@@ -288,10 +320,11 @@ def delivery_from_row(
         message=message,
         steps=steps_from_json(row[12]),
         skipped=decode_skipped(row[13]),
-        unusable=decode_unusable(row[14]),
+        unusable=unusable,
         fingerprint=row[15],
         priority=Priority.of_rank(int(row[16])),
         attempts=attempts,
+        route=route,
     )
 
 

@@ -48,11 +48,25 @@ class CallOverrides(ProviderOverrides):
     """A call step's `options:` (or `Message.overrides["call"]`): who should call, how
     urgently, and the customer's name for the operator."""
 
-    priority: Literal["low", "normal", "high"] = "normal"
-    queue: str | None = Field(default=None, max_length=200)
-    user_ref: str | None = Field(default=None, max_length=200)
-    customer_name: str | None = Field(default=None, max_length=200)
-    title: str | None = Field(default=None, max_length=255)
+    priority: Literal["low", "normal", "high"] = Field(
+        default="normal", description="How urgent the call is, for the operator."
+    )
+    queue: str | None = Field(
+        default=None, max_length=200, description="The operators' queue the task is for."
+    )
+    user_ref: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The operator the task is for, in the call centre's own terms.",
+    )
+    customer_name: str | None = Field(
+        default=None, max_length=200, description="The customer's name, for the operator."
+    )
+    title: str | None = Field(
+        default=None,
+        max_length=255,
+        description="The task's title; default `Call the customer: <the text's first line>`.",
+    )
 
 
 def iso(ts: float) -> str:

@@ -53,14 +53,39 @@ class AmoCrmSettings(ProviderSettings):
     Kommo or the emulator), a long-lived `access_token`, the operator, and the secret
     `key` its webhook URL carries (`{receipts}/{name}?key=<webhook_secret>`)."""
 
-    subdomain: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,63}$")
-    api_url: str | None = None
-    access_token: SecretStr
-    responsible_user_id: int = Field(gt=0)
-    webhook_secret: SecretStr | None = None
-    on_unknown_customer: Literal["create_contact", "fail"] = "create_contact"
-    timeout: Duration = Field(default=15.0, gt=0)
-    channel: str = Field(default="call", min_length=1)
+    subdomain: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9-]{1,63}$",
+        description="The account's subdomain: `https://<subdomain>.amocrm.ru`; give this or "
+        "`api_url`.",
+    )
+    api_url: str | None = Field(
+        default=None,
+        description="The account's API root instead of `subdomain` (Kommo, the emulator).",
+    )
+    access_token: SecretStr = Field(
+        description="A long-lived access token (`Authorization: Bearer`)."
+    )
+    responsible_user_id: int = Field(
+        gt=0, description="The amoCRM user id of the operator the tasks are for."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="The key the webhook URL carries (`{receipts}/{name}?key=...`); requests "
+        "without it are refused. `null`: no webhooks, open tasks are polled.",
+    )
+    on_unknown_customer: Literal["create_contact", "fail"] = Field(
+        default="create_contact",
+        description="A phone number no contact has: `create_contact` (a new contact gets the "
+        "task) or `fail` the step.",
+    )
+    timeout: Duration = Field(
+        default=15.0,
+        gt=0,
+        description="How long one API call may take before it counts as a timeout (transient, "
+        "or an unknown outcome once the request went out).",
+    )
+    channel: str = Field(default="call", min_length=1, description="The channel the tasks are for.")
 
     @model_validator(mode="after")
     def _account(self) -> AmoCrmSettings:

@@ -69,13 +69,35 @@ class Bitrix24Settings(ProviderSettings):
     URL is the credential: keep it in `${ENV}`); `application_token` is the outgoing
     webhook's token that authenticates its events."""
 
-    webhook_url: Annotated[SecretStr, AfterValidator(_check_webhook)]
-    responsible_id: int = Field(gt=0)
-    application_token: SecretStr | None = None
-    on_unknown_customer: Literal["create_lead", "fail"] = "create_lead"
-    ping_offsets: tuple[int, ...] = (0, 30)
-    timeout: Duration = Field(default=15.0, gt=0)
-    channel: str = Field(default="call", min_length=1)
+    webhook_url: Annotated[SecretStr, AfterValidator(_check_webhook)] = Field(
+        description="The inbound webhook URL (`https://<portal>/rest/<user_id>/<code>/`, scope "
+        "`crm`); the URL is the credential: keep it in `${ENV}`."
+    )
+    responsible_id: int = Field(
+        gt=0, description="The Bitrix24 user id of the operator the to-dos are for."
+    )
+    application_token: SecretStr | None = Field(
+        default=None,
+        description="The outgoing webhook's token that authenticates its events; `null`: "
+        "events are refused (open to-dos are still polled).",
+    )
+    on_unknown_customer: Literal["create_lead", "fail"] = Field(
+        default="create_lead",
+        description="A phone number no contact or lead has: `create_lead` (a new lead gets the "
+        "to-do) or `fail` the step.",
+    )
+    ping_offsets: tuple[int, ...] = Field(
+        default=(0, 30),
+        description="Reminders to the operator, in minutes before the to-do's deadline "
+        "(`pingOffsets`).",
+    )
+    timeout: Duration = Field(
+        default=15.0,
+        gt=0,
+        description="How long one API call may take before it counts as a timeout (transient, "
+        "or an unknown outcome once the request went out).",
+    )
+    channel: str = Field(default="call", min_length=1, description="The channel the tasks are for.")
 
 
 class Bitrix24CallTaskProvider(HttpProvider):

@@ -47,7 +47,7 @@ class CallSink(Protocol):
 class CallQueueSettings(ProviderSettings):
     """Settings of `type: call_queue`: none but the channel."""
 
-    channel: str = Field(default="call", min_length=1)
+    channel: str = Field(default="call", min_length=1, description="The channel the tasks are for.")
 
 
 class CallQueueProvider(Provider):

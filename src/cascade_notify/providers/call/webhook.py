@@ -54,17 +54,33 @@ class CallWebhookSettings(ProviderSettings):
     (rotation); `callback_url` is where the call centre posts outcomes (the public
     address of `{prefix}/{provider name}` of the receipts app)."""
 
-    url: Annotated[str, AfterValidator(_check_url)]
+    url: Annotated[str, AfterValidator(_check_url)] = Field(
+        description="Where the tasks are POSTed (http or https), signed the Standard Webhooks way."
+    )
     secret: Annotated[
         tuple[SecretStr, ...],
         BeforeValidator(_as_list),
         Field(min_length=1),
         AfterValidator(_check_secrets),
-    ]
-    callback_url: str | None = None
-    timeout: Duration = Field(default=15.0, gt=0)
-    tolerance: Duration = Field(default=300.0, gt=0)
-    channel: str = Field(default="call", min_length=1)
+    ] = Field(
+        description="The `whsec_...` secret that signs requests both ways; a list signs with "
+        "each and accepts any (rotation)."
+    )
+    callback_url: str | None = Field(
+        default=None,
+        description="Where the call centre posts outcomes: the public address of this "
+        "provider's receipts endpoint, sent in each task.",
+    )
+    timeout: Duration = Field(
+        default=15.0, gt=0, description="How long the POST to `url` may take."
+    )
+    tolerance: Duration = Field(
+        default=300.0,
+        gt=0,
+        description="How far an outcome's `webhook-timestamp` may be from wall-clock time "
+        "before it is refused.",
+    )
+    channel: str = Field(default="call", min_length=1, description="The channel the tasks are for.")
 
 
 class CallWebhookProvider(HttpProvider):

@@ -95,14 +95,38 @@ DETAILS: Final[dict[int, str]] = {
 class SmscSettings(ProviderSettings):
     """Settings of `type: smsc`."""
 
-    login: str = Field(min_length=1)
-    password: SecretStr
-    sender: str | None = Field(default=None, min_length=1)
-    api_url: Url = API_URL
-    timeout: Duration = Field(default=10.0, gt=0)
-    poll_interval: Duration = Field(default=60.0, gt=0)
-    price_per_segment: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    login: str = Field(min_length=1, description="The SMSC.ru account login.")
+    password: SecretStr = Field(description="The account's password (sent as `psw`).")
+    sender: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The approved sender name; `null`: the account's default.",
+    )
+    api_url: Url = Field(
+        default=API_URL, description="The SMSC.ru API root (an emulator's in tests)."
+    )
+    timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="How long one API call may take before it counts as a timeout (transient, "
+        "or an unknown outcome once the request went out).",
+    )
+    poll_interval: Duration = Field(
+        default=60.0,
+        gt=0,
+        description="How often the status of messages awaiting a receipt is polled (SMSC takes "
+        "no webhooks here).",
+    )
+    price_per_segment: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="What one SMS segment costs; the attempt's cost is the text's segments "
+        "times this when the gateway reports no price. `null`: no cost recorded.",
+    )
+    currency: str = Field(
+        default="USD", pattern=r"^[A-Z]{3}$", description="The ISO 4217 code the costs are in."
+    )
 
 
 class SmscProvider(HttpProvider):

@@ -115,13 +115,39 @@ _WAITS: Final = {206: 3600.0, 231: 60.0}
 class SmsRuSettings(ProviderSettings):
     """Settings of `type: smsru`."""
 
-    api_id: SecretStr
-    sender: str | None = Field(default=None, min_length=1)
-    api_url: Url = API_URL
-    timeout: Duration = Field(default=10.0, gt=0)
-    poll_interval: Duration | None = Field(default=300.0, gt=0)
-    price_per_segment: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    api_id: SecretStr = Field(
+        description="The SMS.ru `api_id`; it also keys the delivery callbacks' hash."
+    )
+    sender: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The approved sender name (`from`); `null`: the account's default.",
+    )
+    api_url: Url = Field(
+        default=API_URL, description="The SMS.ru API root (an emulator's in tests)."
+    )
+    timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="How long one API call may take before it counts as a timeout (transient, "
+        "or an unknown outcome once the request went out).",
+    )
+    poll_interval: Duration | None = Field(
+        default=300.0,
+        gt=0,
+        description="How often the status of messages awaiting a receipt is polled; `null`: "
+        "rely on the delivery callback alone.",
+    )
+    price_per_segment: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="What one SMS segment costs; the attempt's cost is the text's segments "
+        "times this when the gateway reports no price. `null`: no cost recorded.",
+    )
+    currency: str = Field(
+        default="USD", pattern=r"^[A-Z]{3}$", description="The ISO 4217 code the costs are in."
+    )
 
 
 class SmsRuProvider(HttpProvider):

@@ -131,15 +131,51 @@ class TwilioSettings(ProviderSettings):
     reaches it (without it no status callback is asked for, and only `accepted` can be
     waited for)."""
 
-    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
-    auth_token: SecretStr
-    from_number: str | None = Field(default=None, min_length=1)
-    messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
-    api_url: Url = API_URL
-    public_url: Url | None = None
-    timeout: Duration = Field(default=10.0, gt=0)
-    price_per_segment: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    account_sid: str = Field(
+        pattern=r"^AC[0-9a-fA-F]{32}$",
+        description="The Twilio account SID (`AC...`); with `auth_token`, the HTTP Basic "
+        "credentials.",
+    )
+    auth_token: SecretStr = Field(
+        description="The account's auth token; it also keys the status callbacks' signatures."
+    )
+    from_number: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The sender (`From`): a number in E.164 or a sender id Twilio allows; give "
+        "this or `messaging_service_sid`.",
+    )
+    messaging_service_sid: str | None = Field(
+        default=None,
+        pattern=r"^MG[0-9a-fA-F]{32}$",
+        description="A Messaging Service (`MG...`) that picks the sender; give this or "
+        "`from_number`.",
+    )
+    api_url: Url = Field(
+        default=API_URL, description="The Twilio API root (an emulator's in tests)."
+    )
+    public_url: Url | None = Field(
+        default=None,
+        description="This provider's receipts endpoint as Twilio reaches it: sent as "
+        "`StatusCallback` and the URL signatures are checked over. `null`: no "
+        "callbacks, so only `accepted` can be waited for.",
+    )
+    timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="How long one API call may take before it counts as a timeout (transient, "
+        "or an unknown outcome once the request went out).",
+    )
+    price_per_segment: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="What one SMS segment costs; the attempt's cost is the text's segments "
+        "times this when the gateway reports no price. `null`: no cost recorded.",
+    )
+    currency: str = Field(
+        default="USD", pattern=r"^[A-Z]{3}$", description="The ISO 4217 code the costs are in."
+    )
 
     @model_validator(mode="after")
     def _one_sender(self) -> Self:
