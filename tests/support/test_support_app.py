@@ -221,7 +221,10 @@ async def test_breaker_form_refusals_change_nothing(
 async def test_unknown_pages_and_methods(client: httpx.AsyncClient) -> None:
     assert (await client.get("/d/nope", headers=AGENT)).status_code == 404
     assert (await client.get("/nowhere", headers=AGENT)).status_code == 404
-    assert (await client.post("/", headers=AGENT)).status_code == 405
+    refused = await client.post("/", headers=AGENT)
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+    head = await client.head("/", headers=AGENT)
+    assert head.status_code == 200 and head.content == b""
     token = await _csrf(client)
     posted = await client.post(
         "/breakers/ghost", data={"csrf": token, "action": "close", "reason": "x"}, headers=OPERATOR

@@ -170,7 +170,8 @@ class SupportApp:
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": response.body})
+        body = b"" if scope.get("method") == "HEAD" else response.body
+        await send({"type": "http.response.body", "body": body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -230,7 +231,7 @@ class SupportApp:
             )
         if request.method not in ("GET", "HEAD"):
             return self._error(
-                405, "Method not allowed", "this page is read-only", nonce, allow="GET"
+                405, "Method not allowed", "this page is read-only", nonce, allow="GET, HEAD"
             )
         if path in ("", "/"):
             found = await pages.search(
