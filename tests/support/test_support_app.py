@@ -223,6 +223,8 @@ async def test_unknown_pages_and_methods(client: httpx.AsyncClient) -> None:
     assert (await client.get("/nowhere", headers=AGENT)).status_code == 404
     refused = await client.post("/", headers=AGENT)
     assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+    bad = await client.get("/", params={"cursor": "not-ours"}, headers=AGENT)
+    assert bad.status_code == 400 and "cursor" in bad.text
     head = await client.head("/", headers=AGENT)
     assert head.status_code == 200 and head.content == b""
     token = await _csrf(client)

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cascade_notify._duration import parse_duration
 from cascade_notify.errors import CascadeError
+from cascade_notify.observe.types import QueryError
 from cascade_notify.support import pages
 from cascade_notify.support.auth import (
     AccessDenied,
@@ -193,6 +194,8 @@ class SupportApp:
         base = _base(scope)
         try:
             response = await self._route(request, base, nonce, receive)
+        except QueryError as exc:  # a hand-edited cursor, say
+            response = self._error(400, "Bad request", str(exc), nonce)
         except CascadeError as exc:
             log.warning("support page %s %s: %s", request.method, request.path, exc)
             response = self._error(500, "Something went wrong", str(exc), nonce)
