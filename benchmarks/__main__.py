@@ -48,6 +48,7 @@ SECTIONS = (
     "addresses",
     "bulk",
     "stats",
+    "support",
     "routing",
 )
 
@@ -97,6 +98,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import observe
 
         return observe.run
+    if name == "support":
+        from benchmarks import support
+
+        return support.run
     if name == "routing":
         from benchmarks import routing
 

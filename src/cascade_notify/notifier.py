@@ -72,6 +72,7 @@ from cascade_notify.worker import POLL_INTERVAL, Worker
 
 if TYPE_CHECKING:
     from cascade_notify.providers._http import HttpClient
+    from cascade_notify.support import Auth, Role, SupportApp
 
 log = _logmask.logger("cascade_notify")
 
@@ -911,6 +912,32 @@ class Notifier:
             max_body=max_body,
             public_url=public_url,
             read_timeout=read_timeout,
+        )
+
+    def support_app(
+        self,
+        *,
+        auth: Auth,
+        reveal: tuple[Role, ...] = ("operator",),
+        timezone: str = "UTC",
+        secret: bytes | None = None,
+        figures_for: float = 60.0,
+    ) -> SupportApp:
+        """The support page, an ASGI app to mount in the host's app (docs/support.md).
+
+        `auth(request)` returns the role (`"agent"`, `"operator"`), a `Grant`, or None
+        (401), or raises `AccessDenied` (403). `reveal`: the roles that see phone numbers
+        and e-mail addresses in full; `figures_for`: seconds the operator's view keeps a
+        period's figures. Needs the extra `support` (Jinja2)."""
+        from cascade_notify.support import SupportApp
+
+        return SupportApp(
+            self,
+            auth=auth,
+            reveal=reveal,
+            timezone=timezone,
+            secret=secret,
+            figures_for=figures_for,
         )
 
     def _resolve(self, delivery: Delivery) -> None:

@@ -22,11 +22,12 @@ from rich.markup import escape
 from cascade_notify import _logmask
 from cascade_notify.cli import _metrics
 from cascade_notify.cli._output import setup_logging, store_label
-from cascade_notify.errors import PolicyError
+from cascade_notify.errors import CascadeError, PolicyError
 from cascade_notify.notifier import Notifier
 from cascade_notify.observe.metrics import TelemetryError
 from cascade_notify.observe.prometheus import METRICS_PATH, metrics_route
 from cascade_notify.policy import Config, load_config
+from cascade_notify.support.auth import TOKEN_ENV
 from cascade_notify.webhooks import HEALTH_PATH, MAX_BODY, asgi_app
 
 _errors = Console(stderr=True, highlight=False)
@@ -55,6 +56,46 @@ def _announce(path: Path, config: Config, notifier: Notifier, prefix: str, worke
         else:
             log.info("provider %s (%s, %s): takes no webhooks", name, kind, provider.channel)
     log.info("health: GET %s%s", prefix, HEALTH_PATH)
+
+
+#: Where `serve --support` puts the support page.
+SUPPORT_PATH = "/support"
+
+
+def with_support(receipts: Any, notifier: Notifier) -> Any:
+    """`receipts` with the support page at /support, signed in by the tokens in the
+    environment (`cascade_notify.support.env_auth`); lifespan goes to `receipts`."""
+    import hashlib
+    import os
+
+    from cascade_notify.support import env_auth
+
+    auth = env_auth()
+    # every `serve` with the same token signs forms alike, so a balancer may mix them
+    secret = hashlib.sha256(b"support csrf\n" + os.environ[TOKEN_ENV].encode()).digest()
+    page = notifier.support_app(auth=auth, secret=secret)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (
+            path == SUPPORT_PATH or path.startswith(SUPPORT_PATH + "/")
+        ):
+            if path == SUPPORT_PATH:
+                await _moved(send, SUPPORT_PATH + "/")
+                return
+            await page(
+                {**scope, "root_path": scope.get("root_path", "") + SUPPORT_PATH}, receive, send
+            )
+        else:
+            await receipts(scope, receive, send)
+
+    return app
+
+
+async def _moved(send: Any, location: str) -> None:
+    headers = [(b"location", location.encode()), (b"cache-control", b"no-store")]
+    await send({"type": "http.response.start", "status": 308, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 class _Stopped(Exception):
@@ -96,6 +137,13 @@ def serve(
             "the otel extra, is installed).",
         ),
     ] = None,
+    support: Annotated[
+        bool,
+        typer.Option(
+            "--support/--no-support",
+            help="Also serve the support page at /support (needs CASCADE_NOTIFY_SUPPORT_TOKEN).",
+        ),
+    ] = False,
 ) -> None:
     """Take delivery receipts over HTTP at {prefix}/{provider}, until SIGINT or SIGTERM."""
     try:
@@ -128,6 +176,13 @@ def serve(
         else:
             app = metrics_route(app, prometheus, _metrics.refresher(notifier))
             log.info("metrics: GET %s", METRICS_PATH)
+    if support:
+        try:
+            app = with_support(app, notifier)
+        except CascadeError as exc:
+            _errors.print(f"[red]error[/red] --support: {escape(str(exc))}")
+            raise typer.Exit(1) from None
+        log.info("support page: GET %s/ (token in %s)", SUPPORT_PATH, TOKEN_ENV)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -30,7 +30,13 @@ from cascade_notify.stores.base import (
 from cascade_notify.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
+    from cascade_notify.observe.types import (
+        DeliveryPage,
+        DeliveryQuery,
+        Dimension,
+        FailureRow,
+        Stats,
+    )
 
 SCHEMES = ("memory://", "sqlite:///", "postgresql://", "postgres://")
 
@@ -113,6 +119,11 @@ class Observable(Protocol):
 
     async def stats(self, since: float, until: float, by: Sequence[Dimension]) -> Stats:
         """Statistics of the deliveries created in `[since, until)`, grouped `by`."""
+        ...
+
+    async def failures(self, since: float, until: float) -> list[FailureRow]:
+        """The failed attempts of the deliveries created in `[since, until)`, counted by
+        channel, provider, status and code, most frequent first."""
         ...
 
 

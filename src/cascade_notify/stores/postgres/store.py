@@ -43,6 +43,7 @@ from cascade_notify.observe.types import (
     DeliveryPage,
     DeliveryQuery,
     Dimension,
+    FailureRow,
     Stats,
     check_by,
     check_window,
@@ -498,6 +499,11 @@ class PostgresStore:
         """How many deliveries are not final, by status."""
         return await self._run(views.unfinished)
 
+    async def failures(self, since: float, until: float) -> list[FailureRow]:
+        """Failed attempts of the deliveries created in `[since, until)`, by kind."""
+        check_window(since, until)
+        return await self._run(lambda conn: views.failures(conn, since, until))
+
     # AddressBook (the work in `postgres.addresses`)
 
     async def record_signals(self, signals: Sequence[Signal]) -> list[SignalOutcome]:
@@ -537,6 +543,9 @@ class PostgresStore:
     ) -> list[QueuedCall]:
         states = _calls.wanted(status)
         return await self._run(lambda conn: queue.listed(conn, states, limit))
+
+    async def call(self, task_id: str) -> QueuedCall | None:
+        return await self._run(lambda conn: queue.one(conn, task_id))
 
     async def claim_call(
         self, operator: str, now: float, task_id: str | None = None
