@@ -88,6 +88,10 @@ PROVIDER_DOWN = frozenset({"connect"})
 #: A claim this close to its lease's end is not used for a send: the intent could be
 #: written, and the lease be gone before the call. It is left for the next claim.
 LEASE_MARGIN = 0.25
+#: A delivery waiting on a polled attempt comes due in the store every this many poll
+#: intervals: the poller asks in between, and this is its safety net (a restart, a dead
+#: worker's attempts picked up by another).
+REARM_INTERVALS = 5
 
 
 class LeaseRanOut(LeaseLost):
@@ -285,8 +289,11 @@ def decide(
                 if interval and last.provider_message_id is not None:
                     # a receipt just heard (by a poll or a webhook) answers for a while
                     heard = max((r.ts for r in last.receipts), default=last.started_ts)
-                    due = now >= max(last.started_ts, heard) + interval
-                    return _wait(change, min(wake, now + interval), last if due else None)
+                    heard = max(heard, last.started_ts)
+                    if now < heard + interval:
+                        return _wait(change, min(wake, heard + interval))
+                    # the poller asks every interval from here; the timer is its safety net
+                    return _wait(change, min(wake, now + REARM_INTERVALS * interval), last)
                 return _wait(change, wake)
             change.attempts.append(
                 _close(

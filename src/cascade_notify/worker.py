@@ -1,11 +1,18 @@
 """The claim loop: lease due deliveries from the store and advance each in a task.
 
-A worker claims no more deliveries than it has free slots (`concurrency`), so a claim
-never waits for a slot while its lease runs out: every claim is advanced at once, and
-finishes, waits or is left to the next claim well inside its lease. A slot is a
+A worker advances no more deliveries at once than it has slots (`concurrency`), and
+every claim it starts is advanced at once, so it finishes, waits or is left to the next
+claim well inside its lease. A slot is a
 delivery with provider calls left to make: it is freed when the last one returned,
 before that delivery's outcome is committed, so the next claim and that outcome share a
 commit instead of waiting on each other's (on SQLite, an fsync each).
+
+A worker also keeps up to `concurrency` claims ready beside the ones in hand, so a freed
+slot starts the next delivery at once instead of waiting for a claim's round trip (on
+SQLite a commit each): claiming runs ahead of the slots, not in their way. A ready claim
+is leased like one in hand; one whose lease has run too low by the time a slot frees is
+left alone (its lease runs out and the next claim takes it again), and `stop()` advances
+the ready claims rather than leaving them leased.
 
 It sleeps until the store's next due time, or until poked: by a send or a receipt in
 this process, or by a store that is `Watchable` (other processes' news). A store shared
@@ -16,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
 from cascade_notify import _logmask
 from cascade_notify.clock import Clock
-from cascade_notify.engine import Engine, LeaseRanOut
+from cascade_notify.engine import LEASE_MARGIN, Engine, LeaseRanOut
 from cascade_notify.errors import CascadeError, LeaseLost
 from cascade_notify.models import Delivery, DeliveryStatus
 from cascade_notify.stores import Watchable
@@ -57,6 +65,7 @@ class Worker:
         self._poke = asyncio.Event()
         self._free = asyncio.Event()
         self._busy = 0
+        self._ready: deque[Claim] = deque()  # claimed ahead, waiting for a free slot
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -81,21 +90,22 @@ class Worker:
         if self._loop_task is not None:
             await self._loop_task
             self._loop_task = None
+        while self._ready:  # leased already: advance them rather than leave them held
+            self._start(self._ready.popleft())
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._stopping:
-            free = self.concurrency - self._busy
-            if free <= 0:
+            room = 2 * self.concurrency - self._busy - len(self._ready)
+            if room <= 0:
                 self._free.clear()
                 await self._free.wait()
                 continue
             self._poke.clear()
             try:
                 claims = await self.store.claim(
-                    self.clock.now(), limit=min(self.batch, free), lease=self.lease
+                    self.clock.now(), limit=min(self.batch, room), lease=self.lease
                 )
             except CascadeError:
                 log.exception("claiming due deliveries failed; retrying")
@@ -106,11 +116,8 @@ class Worker:
                     "claimed %d due deliveries: %s", len(claims),
                     ", ".join(c.delivery.id for c in claims),
                 )  # fmt: skip
-            for claim in claims:
-                self._busy += 1
-                task = loop.create_task(self._advance(claim))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            self._ready.extend(claims)
+            self._fill()
             if claims:
                 await asyncio.sleep(0)
                 continue
@@ -173,8 +180,25 @@ class Worker:
             # the store may have re-queued it (a receipt came in while we held the lease)
             self._poke.set()
 
+    def _fill(self) -> None:
+        """Start ready claims in the free slots."""
+        while self._ready and self._busy < self.concurrency:
+            claim = self._ready.popleft()
+            if self.clock.now() >= claim.lease_until - 2 * LEASE_MARGIN:
+                # too little lease left to write an intent and call: the engine would only
+                # write a short wait; the lease runs out and the next claim takes it again
+                continue
+            self._start(claim)
+
+    def _start(self, claim: Claim) -> None:
+        self._busy += 1
+        task = asyncio.get_running_loop().create_task(self._advance(claim))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _release_slot(self) -> None:
         self._busy -= 1
+        self._fill()
         self._free.set()
         self._poke.set()
 

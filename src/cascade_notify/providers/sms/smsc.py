@@ -244,9 +244,10 @@ class SmscProvider(HttpProvider):
         if isinstance(data, dict) and "error_code" in data:
             raise self.refused(data.get("error_code"), data.get("error"))
         entries = data if isinstance(data, list) else [data]
+        named = _by_id(entries)
         receipts = []
         for index, (message, phone) in enumerate(pairs):
-            entry = _entry_for(entries, index, message, phone)
+            entry = _entry_for(entries, named, index, message, phone)
             receipt = None if entry is None else self.receipt(f"{message}:{phone}", entry)
             if receipt is not None:
                 receipts.append(receipt)
@@ -282,14 +283,29 @@ def split(message_id: str) -> tuple[str, str] | None:
     return (sent, phone) if sent and phone else None
 
 
-def _entry_for(entries: list[Any], index: int, message: str, phone: str) -> dict[str, Any] | None:
+def _by_id(entries: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    """The answer's entries that name their `id`, by it, in the answer's order: one pass,
+    so matching a batch of 100 ids is not 100 scans of the answer."""
+    named: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        if isinstance(entry, dict) and "id" in entry:
+            named.setdefault(str(entry["id"]), []).append(entry)
+    return named
+
+
+def _entry_for(
+    entries: list[Any],
+    named: dict[str, list[dict[str, Any]]],
+    index: int,
+    message: str,
+    phone: str,
+) -> dict[str, Any] | None:
     """The answer's entry for one message: by its `id` (and `phone`) where the entries name
     them, else by position (the answer follows the order asked)."""
-    for entry in entries:
-        if isinstance(entry, dict) and str(entry.get("id", "")) == message:
-            named = entry.get("phone")
-            if named is None or digits(str(named)) == phone:
-                return entry
+    for entry in named.get(message, ()):
+        said = entry.get("phone")
+        if said is None or digits(str(said)) == phone:
+            return entry
     if index < len(entries) and isinstance(entries[index], dict) and "id" not in entries[index]:
         found: dict[str, Any] = entries[index]
         return found
