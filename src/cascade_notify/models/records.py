@@ -196,6 +196,9 @@ class Step:
     max_segments: int | None = None
     #: Write Cyrillic in Latin letters first (on sms: GSM-7, up to 2.3x cheaper).
     transliterate: bool = False
+    #: Under the policy's `order: learned`: this step stays where the policy puts it
+    #: (an SMS or call fallback that must never be moved first).
+    keep_place: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -375,6 +378,43 @@ class Route:
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Order:
+    """How a delivery of a policy with `order: learned` ordered its steps, and why.
+
+    `channels` is the order its steps run in; `moved` whether that differs from the
+    policy's; `reasons` says, per channel the store knew something of for the recipient,
+    what (`read 2026-12-01 10:00 UTC`, `unreachable 2026-12-02 09:12 UTC`). A delivery
+    with an `Order` teaches the recipient's history what came of it."""
+
+    channels: tuple[str, ...]
+    moved: bool = False
+    reasons: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> str:
+        """For people: `learned order: viber first (viber read 2026-12-01 10:00 UTC)`."""
+        if not self.reasons:
+            return "learned order: the policy's (nothing learned of this recipient yet)"
+        why = "; ".join(f"{channel} {reason}" for channel, reason in self.reasons)
+        if not self.moved:
+            return f"learned order: the policy's ({why})"
+        return f"learned order: {' → '.join(self.channels)} ({why})"
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"channels": list(self.channels), "moved": self.moved}
+        if self.reasons:
+            data["reasons"] = [list(pair) for pair in self.reasons]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Order:
+        return cls(
+            channels=tuple(str(c) for c in data.get("channels", ())),
+            moved=bool(data.get("moved", False)),
+            reasons=tuple((str(c), str(r)) for c, r in data.get("reasons", ())),
+        )
+
+
 #: The routes of a policy chosen by default, or by the caller: shared, never changed.
 DEFAULT_ROUTE: Final = Route(source="default")
 EXPLICIT_ROUTE: Final = Route(source="explicit")
@@ -412,6 +452,9 @@ class Delivery:
     #: How its policy was chosen (a route of the policy file, its default, or the
     #: caller); None: made before the library recorded it, or not by `send`.
     route: Route | None = None
+    #: How a policy with `order: learned` ordered the steps for this recipient, and why;
+    #: None: the policy's order is fixed (such a delivery teaches no history).
+    order: Order | None = None
 
     @property
     def created_at(self) -> datetime:
@@ -464,4 +507,5 @@ class Delivery:
             fingerprint=self.fingerprint,
             priority=self.priority,
             route=self.route,
+            order=self.order,
         )

@@ -241,6 +241,22 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "ALTER TABLE orphan_receipts ADD COLUMN cost double precision",
         ),
     ),
+    (
+        11,
+        (
+            # the learned order's history (`Learning`): per recipient and channel, the rank
+            # of its best success (a read counts later), when it last reached them and
+            # when it last failed them; read whole per recipient at each send
+            """CREATE TABLE channel_history (
+            recipient_id text NOT NULL,
+            channel text NOT NULL,
+            rank double precision,
+            reached_ts double precision,
+            failed_ts double precision,
+            PRIMARY KEY (recipient_id, channel)
+        )""",
+        ),
+    ),
 ]
 
 

@@ -218,6 +218,22 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "ALTER TABLE orphan_receipts ADD COLUMN cost REAL",
         ),
     ),
+    (
+        11,
+        (
+            # the learned order's history (`Learning`): per recipient and channel, the rank
+            # of its best success (a read counts later), when it last reached them and
+            # when it last failed them; read whole per recipient at each send
+            """CREATE TABLE channel_history (
+            recipient_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            rank REAL,
+            reached_ts REAL,
+            failed_ts REAL,
+            PRIMARY KEY (recipient_id, channel)
+        ) WITHOUT ROWID""",
+        ),
+    ),
 ]
 
 

@@ -1,0 +1,174 @@
+"""`order: learned` on every store (memory, SQLite, PostgreSQL), through the notifier:
+the channel that reached a recipient goes first next time, one that failed them goes
+last, a recipient never seen gets the policy's order, and `forget` erases it (issue 20)."""
+
+from __future__ import annotations
+
+from cascade_notify import DeliveryStatus, Message, Notifier, Recipient
+from cascade_notify.learned import READ_BONUS, Seen, reorder
+from cascade_notify.models import Delivery, Step
+from cascade_notify.observe.timeline import timeline
+from cascade_notify.testing import FakeClock, run_until_final
+
+from .conftest import NOW, StoreFactory
+
+POLICY = """
+providers:
+  wa:  {type: fake, channel: whatsapp, overrides: {olga: no_receipt, ivan: unreachable}}
+  vb:  {type: fake, channel: viber, behavior: read, overrides: {ivan: no_receipt}}
+  sms: {type: fake, channel: sms}
+policies:
+  learned:
+    order: learned
+    steps:
+      - {channel: whatsapp, providers: [wa], timeout: 2m}
+      - {channel: viber, providers: [vb], timeout: 2m}
+      - {channel: sms, providers: [sms], timeout: 2m}
+  pinned:
+    order: learned
+    steps:
+      - {channel: whatsapp, providers: [wa], timeout: 2m}
+      - {channel: viber, providers: [vb], timeout: 2m}
+      - {channel: sms, providers: [sms], timeout: 2m, keep_place: true}
+  fixed:
+    steps:
+      - {channel: whatsapp, providers: [wa], timeout: 2m}
+      - {channel: viber, providers: [vb], timeout: 2m}
+      - {channel: sms, providers: [sms], timeout: 2m}
+default_policy: learned
+"""
+TEXT = Message(text="Your parcel has arrived.")
+
+
+def person(name: str) -> Recipient:
+    return Recipient(id=name, whatsapp="+79161234567", viber=f"v-{name}", sms="+79161234567")
+
+
+def channels(delivery: Delivery) -> list[str]:
+    return [step.channel for step in delivery.steps]
+
+
+async def _twice(
+    store_factory: StoreFactory, name: str, policy: str = "learned"
+) -> tuple[Delivery, Delivery]:
+    """Two deliveries to `name`, the second sent once the first has ended."""
+    clock = FakeClock(NOW)
+    notifier = Notifier.from_yaml(POLICY, clock=clock, store=store_factory())
+    await notifier.start()
+    try:
+        first = await notifier.send(person(name), TEXT, policy=policy)
+        (first,) = await run_until_final(notifier, clock, [first.id])
+        await clock.advance(60.0)
+        second = await notifier.send(person(name), TEXT, policy=policy)
+        (second,) = await run_until_final(notifier, clock, [second.id])
+    finally:
+        await notifier.stop()
+    return first, second
+
+
+async def test_the_recipient_who_reads_viber_gets_viber_first(
+    store_factory: StoreFactory,
+) -> None:
+    """WhatsApp never reaches Olga and Viber is read: her next message goes to Viber first,
+    and is delivered by its first send; the reason is recorded on the delivery."""
+    first, second = await _twice(store_factory, "olga")
+    assert first.channel == "viber" and channels(first) == ["whatsapp", "viber", "sms"]
+    assert first.order is not None and not first.order.moved and first.order.reasons == ()
+    assert second.status is DeliveryStatus.DELIVERED and second.channel == "viber"
+    assert channels(second) == ["viber", "whatsapp", "sms"]
+    assert [a.channel for a in second.attempts] == ["viber"]
+    assert second.order is not None and second.order.moved
+    assert second.order.channels == ("viber", "whatsapp", "sms")
+    ((channel, why),) = second.order.reasons
+    assert channel == "viber" and why.startswith("read 2026-01-01 00:0")
+
+
+async def test_a_blocked_channel_goes_last(store_factory: StoreFactory) -> None:
+    """Ivan is unreachable on WhatsApp and Viber never arrives; SMS reaches him: next time
+    SMS is first, Viber (never heard of) next, WhatsApp (failed him) last."""
+    first, second = await _twice(store_factory, "ivan")
+    assert first.channel == "sms"
+    assert [a.status.value for a in first.attempts] == ["unreachable", "timed_out", "delivered"]
+    assert channels(second) == ["sms", "viber", "whatsapp"]
+    assert second.order is not None
+    reasons = dict(second.order.reasons)
+    assert reasons["sms"].startswith("reached ")
+    assert reasons["whatsapp"].startswith("failed ") and "until it succeeds" in reasons["whatsapp"]
+    assert [a.channel for a in second.attempts] == ["sms"]
+
+
+async def test_a_step_that_keeps_its_place_is_never_moved(store_factory: StoreFactory) -> None:
+    """With `keep_place` on SMS, SMS stays last though it reached Ivan; the others are
+    reordered around it."""
+    _, second = await _twice(store_factory, "ivan", policy="pinned")
+    assert channels(second) == ["viber", "whatsapp", "sms"]
+
+
+async def test_a_never_seen_recipient_gets_the_policys_order(store_factory: StoreFactory) -> None:
+    """Nothing known of Anna: the policy's order, recorded as such; a fixed policy's
+    deliveries teach nothing and record no order."""
+    clock = FakeClock(NOW)
+    notifier = Notifier.from_yaml(POLICY, clock=clock, store=store_factory())
+    await notifier.start()
+    try:
+        fixed = await notifier.send(person("anna"), TEXT, policy="fixed")
+        await run_until_final(notifier, clock, [fixed.id])
+        assert fixed.order is None
+        learned = await notifier.send(person("anna"), TEXT)
+    finally:
+        await notifier.stop()
+    assert channels(learned) == ["whatsapp", "viber", "sms"]
+    assert learned.order is not None and not learned.order.moved
+    assert learned.order.describe() == (
+        "learned order: the policy's (nothing learned of this recipient yet)"
+    )
+
+
+async def test_forget_erases_the_history(store_factory: StoreFactory) -> None:
+    """After `forget("olga")` her next message gets the policy's order again."""
+    clock = FakeClock(NOW)
+    notifier = Notifier.from_yaml(POLICY, clock=clock, store=store_factory())
+    await notifier.start()
+    try:
+        first = await notifier.send(person("olga"), TEXT)
+        await run_until_final(notifier, clock, [first.id])
+        assert await notifier.forget("olga") >= 1
+        again = await notifier.send(person("olga"), TEXT)
+        assert await notifier.forget("olga") == 0
+    finally:
+        await notifier.stop()
+    assert channels(again) == ["whatsapp", "viber", "sms"]
+    assert again.order is not None and again.order.reasons == ()
+
+
+async def test_the_timeline_shows_the_order(store_factory: StoreFactory) -> None:
+    """`cascade-notify status` (the timeline) says how the steps were ordered, and why;
+    its JSON carries the order; a store read back by another object keeps it."""
+    _, second = await _twice(store_factory, "olga")
+    reader = store_factory()
+    await reader.open()
+    try:
+        stored = await reader.get(second.id)
+    finally:
+        await reader.close()
+    assert stored is not None and stored.order == second.order
+    story = timeline(stored)
+    assert story.entries[0].detail.startswith("learned by the caller: send(policy=); ")
+    assert "learned order: viber → whatsapp → sms (viber read " in story.entries[0].detail
+    assert story.to_dict()["order"] == second.order.to_dict()  # type: ignore[union-attr]
+
+
+def test_the_score_a_read_counts_as_a_delivery_a_week_later() -> None:
+    """A read three days ago outranks a delivery today; a read ten days ago does not;
+    ties keep the policy's order."""
+    steps = (Step(channel="whatsapp", providers=("wa",)), Step(channel="viber", providers=("vb",)))
+    day = 86400.0
+    read = Seen(rank=NOW - 3 * day + READ_BONUS, reached_ts=NOW - 3 * day)
+    old_read = Seen(rank=NOW - 10 * day + READ_BONUS, reached_ts=NOW - 10 * day)
+    today = Seen(rank=NOW, reached_ts=NOW)
+    order = [s.channel for s in reorder(steps, {"viber": read, "whatsapp": today})[0]]
+    assert order == ["viber", "whatsapp"]
+    order = [s.channel for s in reorder(steps, {"viber": old_read, "whatsapp": today})[0]]
+    assert order == ["whatsapp", "viber"]
+    order = [s.channel for s in reorder(steps, {"viber": today, "whatsapp": today})[0]]
+    assert order == ["whatsapp", "viber"]
