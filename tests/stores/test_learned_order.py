@@ -172,3 +172,19 @@ def test_the_score_a_read_counts_as_a_delivery_a_week_later() -> None:
     assert order == ["whatsapp", "viber"]
     order = [s.channel for s in reorder(steps, {"viber": today, "whatsapp": today})[0]]
     assert order == ["whatsapp", "viber"]
+
+
+async def test_postgres_without_session_functions_learns_the_same(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """`prepared=false` (PgBouncer in transaction mode: no session functions) teaches the
+    history through its statement-by-statement writes, with the same result."""
+    from cascade_notify.stores.postgres import PostgresStore
+
+    def factory() -> PostgresStore:
+        return PostgresStore(pg_dsn, schema=pg_schema, prepared=False)
+
+    olga = await _twice(factory, "olga")
+    ivan = await _twice(factory, "ivan")
+    assert channels(olga[1]) == ["viber", "whatsapp", "sms"]
+    assert channels(ivan[1]) == ["sms", "viber", "whatsapp"]

@@ -97,7 +97,8 @@ def demo(
         Path | None, typer.Option("--policy", "-p", help="Run another demo policy.")
     ] = None,
 ) -> None:
-    """Watch three deliveries find their way through outages, on fake providers."""
+    """Watch three deliveries find their way through outages, on fake providers; then the
+    2021 WhatsApp outage simulated, cut down, under a fixed and a learned channel order."""
     from cascade_notify.cli.demo import run_demo
 
     bundled = _bundled_demo()
