@@ -49,6 +49,7 @@ SECTIONS = (
     "bulk",
     "stats",
     "routing",
+    "learned",
 )
 
 
@@ -101,6 +102,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import routing
 
         return routing.run
+    if name == "learned":
+        from benchmarks import learned
+
+        return learned.run
     if name == "processes":
         from benchmarks import sqlite_processes
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Final
 
 from cascade_notify.models import Order, Step
@@ -58,15 +57,17 @@ class Seen:
             _later(self.failed_ts, other.failed_ts),
         )
 
-    def describe(self) -> str:
+    def known(self) -> tuple[str, float] | None:
+        """What counts of it: (`failed`, when) if it is failing, else (`read` or `reached`,
+        when) of its best success; None: nothing."""
         if self.failing:
             assert self.failed_ts is not None
-            return f"failed {_when(self.failed_ts)}, last until it succeeds"
+            return "failed", self.failed_ts
         if self.rank is not None and self.reached_ts is not None:
             if self.rank > self.reached_ts:  # its best was a read
-                return f"read {_when(self.rank - READ_BONUS)}"
-            return f"reached {_when(self.reached_ts)}"
-        return "nothing useful"
+                return "read", self.rank - READ_BONUS
+            return "reached", self.reached_ts
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +86,6 @@ def reached(recipient_id: str, channel: str, ts: float, *, read: bool) -> Lesson
 
 def failed(recipient_id: str, channel: str, ts: float) -> Lesson:
     return Lesson(recipient_id, channel, Seen(failed_ts=ts))
-
-
-def _when(ts: float) -> str:
-    return f"{datetime.fromtimestamp(ts, UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def reorder(steps: Sequence[Step], seen: Mapping[str, Seen]) -> tuple[tuple[Step, ...], Order]:
@@ -112,12 +109,12 @@ def reorder(steps: Sequence[Step], seen: Mapping[str, Seen]) -> tuple[tuple[Step
         placed[slot] = steps[index]
     channels = tuple(dict.fromkeys(step.channel for step in placed))
     policy = tuple(dict.fromkeys(step.channel for step in steps))
-    reasons = tuple(
-        (channel, seen[channel].describe())
-        for channel in channels
-        if channel in seen and seen[channel].describe() != "nothing useful"
-    )
-    order = Order(channels=channels, moved=channels != policy, reasons=reasons)
+    reasons = []
+    for channel in channels:
+        known = seen[channel].known() if channel in seen else None
+        if known is not None:
+            reasons.append((channel, *known))
+    order = Order(channels=channels, moved=channels != policy, reasons=tuple(reasons))
     return tuple(placed), order
 
 

@@ -383,27 +383,38 @@ class Order:
     """How a delivery of a policy with `order: learned` ordered its steps, and why.
 
     `channels` is the order its steps run in; `moved` whether that differs from the
-    policy's; `reasons` says, per channel the store knew something of for the recipient,
-    what (`read 2026-12-01 10:00 UTC`, `unreachable 2026-12-02 09:12 UTC`). A delivery
-    with an `Order` teaches the recipient's history what came of it."""
+    policy's; `reasons` what the store knew of the recipient, per channel: (channel,
+    `read` or `reached` or `failed`, when). A delivery with an `Order` teaches the
+    recipient's history what came of it."""
 
     channels: tuple[str, ...]
     moved: bool = False
-    reasons: tuple[tuple[str, str], ...] = ()
+    reasons: tuple[tuple[str, str, float], ...] = ()
 
     def describe(self) -> str:
-        """For people: `learned order: viber first (viber read 2026-12-01 10:00 UTC)`."""
+        """For people: `learned order: viber → whatsapp → sms (viber read 2026-12-01
+        10:00 UTC)`, or `learned order: the policy's (...)`."""
         if not self.reasons:
             return "learned order: the policy's (nothing learned of this recipient yet)"
-        why = "; ".join(f"{channel} {reason}" for channel, reason in self.reasons)
+        why = "; ".join(self.reason(channel) or channel for channel, _, _ in self.reasons)
         if not self.moved:
             return f"learned order: the policy's ({why})"
         return f"learned order: {' → '.join(self.channels)} ({why})"
 
+    def reason(self, channel: str) -> str | None:
+        """What was known of `channel`, for people: `viber read 2026-12-01 10:00 UTC`;
+        `whatsapp failed ... UTC, last until it succeeds`; None: nothing."""
+        for name, what, ts in self.reasons:
+            if name == channel:
+                when = f"{datetime.fromtimestamp(ts, UTC):%Y-%m-%d %H:%M} UTC"
+                tail = ", last until it succeeds" if what == "failed" else ""
+                return f"{channel} {what} {when}{tail}"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"channels": list(self.channels), "moved": self.moved}
         if self.reasons:
-            data["reasons"] = [list(pair) for pair in self.reasons]
+            data["reasons"] = [list(reason) for reason in self.reasons]
         return data
 
     @classmethod
@@ -411,7 +422,7 @@ class Order:
         return cls(
             channels=tuple(str(c) for c in data.get("channels", ())),
             moved=bool(data.get("moved", False)),
-            reasons=tuple((str(c), str(r)) for c, r in data.get("reasons", ())),
+            reasons=tuple((str(c), str(w), float(t)) for c, w, t in data.get("reasons", ())),
         )
 
 
