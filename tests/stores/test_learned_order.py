@@ -191,3 +191,26 @@ async def test_postgres_without_session_functions_learns_the_same(
     ivan = await _twice(factory, "ivan")
     assert channels(olga[1]) == ["viber", "whatsapp", "sms"]
     assert channels(ivan[1]) == ["sms", "viber", "whatsapp"]
+
+
+def test_validate_shows_the_order_and_refuses_an_unknown_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`validate` lists a learned policy with its pinned steps marked; `order: random` is
+    an error at its line naming the allowed values."""
+    import pytest
+    from typer.testing import CliRunner
+
+    from cascade_notify.cli import app
+    from cascade_notify.errors import PolicyError
+    from cascade_notify.policy import load_config
+
+    path = tmp_path / "cascade.yaml"
+    path.write_text(POLICY)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "learned (default): whatsapp → viber → sms; order learned; ttl 1d" in result.stdout
+    assert "pinned: whatsapp → viber → sms*; order learned (* keeps its place)" in result.stdout
+    with pytest.raises(PolicyError) as caught:
+        load_config(POLICY.replace("order: learned", "order: random", 1))
+    (issue,) = caught.value.issues
+    assert issue.path == "policies.learned.order" and issue.line == 8
+    assert "'fixed'" in issue.message and "'learned'" in issue.message

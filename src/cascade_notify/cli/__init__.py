@@ -86,6 +86,12 @@ def validate(
     for policy in config.policies.values():
         chain = " → ".join(step.channel for step in policy.steps)
         marker = " (default)" if policy.name == config.default_policy else ""
+        if policy.order == "learned":  # the steps as written; pinned ones marked
+            pinned = {s.channel for s in policy.steps if s.keep_place}
+            chain = " → ".join(
+                s.channel + ("*" if s.channel in pinned else "") for s in policy.steps
+            )
+            chain += "; order learned" + (" (* keeps its place)" if pinned else "")
         out.print(f"  {escape(policy.name)}{marker}: {chain}; ttl {format_duration(policy.ttl)}")
     for rule in config.routes:  # first match wins
         out.print(f"  {escape(rule.route.describe())} → {escape(rule.policy)}")
