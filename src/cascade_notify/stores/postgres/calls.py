@@ -209,7 +209,7 @@ END
 $fn$"""  # noqa: S608 - constant columns
 
 # p_items: transitions, each [delivery id, token, attempts, skipped, step, set status,
-# status, channel, finished_ts, wake_ts, release]. One transaction for them all; returns,
+# status, channel, finished_ts, wake_ts, release, lessons (`history`)]. One transaction for them all; returns,
 # in order, whether each was written (false: its lease is another's now, nothing written).
 # The common writes go set-wise, a few statements for the whole group; a write the store
 # learned something for meanwhile (see `_slow`) goes through cn_write alone. The planner
@@ -249,7 +249,7 @@ BEGIN
     -- the recipients' history learns what the fenced writes teach (`history`)
     SELECT coalesce(jsonb_agg(l), '[]') INTO v_lessons
     FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n), jsonb_array_elements(i->11) l
-    WHERE n = ANY (v_ok) AND jsonb_typeof(i->11) = 'array';
+    WHERE n = ANY (v_ok);
     IF jsonb_array_length(v_lessons) > 0 THEN
         {history.TEACH.format(l="v_lessons")};
         {history.TRIM.format(l="v_lessons")};
@@ -550,7 +550,7 @@ def _item(claim: Claim, transition: Transition) -> list[Any]:
         transition.release,
         history.lessons_json(_history.from_transition(claim.delivery, transition))
         if claim.delivery.order is not None
-        else None,
+        else [],
     ]
 
 
