@@ -214,3 +214,23 @@ def test_validate_shows_the_order_and_refuses_an_unknown_one(tmp_path) -> None: 
     (issue,) = caught.value.issues
     assert issue.path == "policies.learned.order" and issue.line == 8
     assert "'fixed'" in issue.message and "'learned'" in issue.message
+
+
+def test_status_prints_the_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`cascade-notify status ID` prints how the steps were ordered, under the route."""
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from cascade_notify.cli import app
+    from cascade_notify.stores.sqlite import SQLiteStore
+
+    database = tmp_path / "cascade.db"
+    _, second = asyncio.run(_twice(lambda: SQLiteStore(database), "olga"))
+    path = tmp_path / "cascade.yaml"
+    path.write_text(f"store: sqlite:///{database}\n{POLICY}")
+    shown = CliRunner().invoke(app, ["status", second.id, "--policy", str(path)])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    route = next(i for i, line in enumerate(lines) if line.startswith("policy chosen by"))
+    assert lines[route + 1].startswith("learned order: viber → whatsapp → sms (viber read ")

@@ -209,8 +209,9 @@ END
 $fn$"""  # noqa: S608 - constant columns
 
 # p_items: transitions, each [delivery id, token, attempts, skipped, step, set status,
-# status, channel, finished_ts, wake_ts, release, lessons (`history`)]. One transaction for them all; returns,
-# in order, whether each was written (false: its lease is another's now, nothing written).
+# status, channel, finished_ts, wake_ts, release, lessons (`history`)]. One transaction
+# for them all; returns, in order, whether each was written (false: its lease is
+# another's now, nothing written).
 # The common writes go set-wise, a few statements for the whole group; a write the store
 # learned something for meanwhile (see `_slow`) goes through cn_write alone. The planner
 # is kept off sequential scans and hash joins: it guesses 100 rows for every
