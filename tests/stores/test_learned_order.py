@@ -234,3 +234,26 @@ def test_status_prints_the_order(tmp_path) -> None:  # type: ignore[no-untyped-d
     lines = shown.stdout.splitlines()
     route = next(i for i, line in enumerate(lines) if line.startswith("policy chosen by"))
     assert lines[route + 1].startswith("learned order: viber → whatsapp → sms (viber read ")
+
+
+async def test_the_history_keeps_sixteen_channels_a_recipient(store) -> None:  # type: ignore[no-untyped-def]
+    """Seventeen learned-order deliveries to Anna, each delivered on a channel of its own:
+    the store keeps the sixteen heard of last, in the commit that ends each one."""
+    from cascade_notify.learned import HISTORY_LIMIT
+    from cascade_notify.models import Order
+    from cascade_notify.stores.base import Transition
+
+    from .conftest import delivery
+
+    for i in range(HISTORY_LIMIT + 1):
+        steps = (Step(channel=f"c{i}", providers=("p",)),)
+        made = delivery(now=NOW + i, steps=steps, order=Order(channels=(f"c{i}",)))
+        await store.create(made)
+        (claim,) = await store.claim(NOW + i, limit=1, lease=30.0)
+        done = Transition(status=DeliveryStatus.DELIVERED, channel=f"c{i}", finished_ts=NOW + i)
+        await store.commit(claim, done)
+    known = await store.history("anna")
+    assert sorted(known) == sorted(f"c{i}" for i in range(1, HISTORY_LIMIT + 1))
+    assert known["c5"] == Seen(rank=NOW + 5, reached_ts=NOW + 5)
+    assert await store.forget("anna") == HISTORY_LIMIT
+    assert await store.history("anna") == {}
