@@ -4,7 +4,7 @@ from a receipt (delivered, read, failed). Only deliveries with an `Order` teach.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from cascade_notify.learned import HISTORY_LIMIT, Lesson, Seen, failed, reached
 from cascade_notify.models import AttemptStatus, Delivery, DeliveryStatus, ReceiptStatus
@@ -72,7 +72,3 @@ def seen_from_rows(rows: Iterable[tuple[object, ...]]) -> dict[str, Seen]:
 
 def _f(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
-
-
-def copy_of(book: Mapping[str, Mapping[str, Seen]], recipient_id: str) -> dict[str, Seen]:
-    return dict(book.get(recipient_id, {}))
