@@ -48,6 +48,7 @@ SECTIONS = (
     "addresses",
     "bulk",
     "stats",
+    "support",
     "routing",
     "learned",
 )
@@ -98,6 +99,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import observe
 
         return observe.run
+    if name == "support":
+        from benchmarks import support
+
+        return support.run
     if name == "routing":
         from benchmarks import routing
 

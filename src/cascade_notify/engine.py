@@ -17,11 +17,12 @@ same way (`withdrawal.py`: which ones, and the calls).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from cascade_notify import _logmask
+from cascade_notify._logfields import attempt_fields, log_transition
 from cascade_notify.clock import Clock
 from cascade_notify.errors import (
     LeaseLost,
@@ -67,7 +68,7 @@ from cascade_notify.withdrawal import (
     superseded,
 )
 
-log = logging.getLogger("cascade_notify.engine")
+log = _logmask.logger("cascade_notify.engine")
 
 _MEETS = {
     WaitFor.ACCEPTED: frozenset(
@@ -386,6 +387,7 @@ class Engine:
                 calls_done()
             await self.store.commit(claim, write)
             apply_transition(delivery, change, own=True)
+            log_transition(log, delivery.id, write)
             if self.guard is not None:
                 for written in write.attempts:
                     if written.status is not AttemptStatus.SENDING and (
@@ -393,7 +395,7 @@ class Engine:
                     ):
                         self.guard.observe(written, now)
             if self._listeners:
-                for event in transition_events(delivery.id, write, now):
+                for event in transition_events(delivery.id, write, now, delivery.created_ts):
                     emit(self._listeners, event)
             if isinstance(action, Poll) and self._poll is not None:
                 self._poll(action.attempt)
@@ -463,7 +465,10 @@ class Engine:
             try:
                 await self._signals([gone])
             except Exception:  # the outcome must be written whatever became of the signal
-                log.warning("an address signal of %s was lost", provider.name, exc_info=True)
+                log.warning(
+                    "an address signal of %s was lost", provider.name, exc_info=True,
+                    extra=attempt_fields(attempt),
+                )  # fmt: skip
         done = outcome(attempt, result, step, tries(delivery, attempt.step, attempt.provider), now)
         if isinstance(result, SendResult):
             bill(done, provider.settings, parts)

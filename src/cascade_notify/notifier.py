@@ -18,7 +18,7 @@ from datetime import datetime
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from cascade_notify import bulk, learned, linking, webhooks
+from cascade_notify import _logmask, bulk, learned, linking, webhooks
 from cascade_notify.bulk import Send, SendManyResult
 from cascade_notify.calls import Calls
 from cascade_notify.clock import Clock, SystemClock
@@ -73,8 +73,9 @@ from cascade_notify.worker import POLL_INTERVAL, Worker
 
 if TYPE_CHECKING:
     from cascade_notify.providers._http import HttpClient
+    from cascade_notify.support import Auth, Role, SupportApp
 
-log = logging.getLogger("cascade_notify")
+log = _logmask.logger("cascade_notify")
 
 
 class Notifier:
@@ -730,8 +731,24 @@ class Notifier:
                     "receipt %s from %s for a message not known (yet): kept a while",
                     result.receipt.status.value,
                     result.receipt.provider,
+                    extra={"provider": result.receipt.provider},
                 )
-            elif not result.duplicate:
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "delivery %s: receipt %s from %s%s",
+                    result.delivery_id,
+                    result.receipt.status.value,
+                    result.receipt.provider,
+                    " (a duplicate)" if result.duplicate else "",
+                    extra={
+                        "delivery_id": result.delivery_id,
+                        "provider": result.receipt.provider,
+                        "status": result.receipt.status.value,
+                        "attempt_id": result.receipt.attempt_id,
+                        "provider_message_id": result.receipt.provider_message_id,
+                    },
+                )
+            if result.delivery_id is not None and not result.duplicate:
                 woke = True
                 if self._listeners:
                     self._emit(
@@ -739,9 +756,11 @@ class Notifier:
                             "receipt",
                             result.delivery_id,
                             self.clock.now(),
+                            channel=_channel_of(self._providers, result.receipt.provider),
                             provider=result.receipt.provider,
                             status=result.receipt.status.value,
                             detail=result.receipt.error,
+                            attempt_id=result.receipt.attempt_id,
                         )
                     )
         if woke:
@@ -901,10 +920,41 @@ class Notifier:
             read_timeout=read_timeout,
         )
 
+    def support_app(
+        self,
+        *,
+        auth: Auth,
+        reveal: tuple[Role, ...] = ("operator",),
+        timezone: str = "UTC",
+        secret: bytes | None = None,
+        figures_for: float = 60.0,
+    ) -> SupportApp:
+        """The support page, an ASGI app to mount in the host's app (docs/support.md).
+
+        `auth(request)` returns the role (`"agent"`, `"operator"`), a `Grant`, or None
+        (401), or raises `AccessDenied` (403). `reveal`: the roles that see phone numbers
+        and e-mail addresses in full; `figures_for`: seconds the operator's view keeps a
+        period's figures. Needs the extra `support` (Jinja2)."""
+        from cascade_notify.support import SupportApp
+
+        return SupportApp(
+            self,
+            auth=auth,
+            reveal=reveal,
+            timezone=timezone,
+            secret=secret,
+            figures_for=figures_for,
+        )
+
     def _resolve(self, delivery: Delivery) -> None:
         for future in self._waiters.pop(delivery.id, []):
             if not future.done():
                 future.set_result(delivery.copy())
+
+
+def _channel_of(providers: Mapping[str, Provider], name: str) -> str | None:
+    provider = providers.get(name)
+    return None if provider is None else provider.channel
 
 
 def _noop() -> None:

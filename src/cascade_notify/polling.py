@@ -13,15 +13,15 @@ meanwhile wait in the queue, each once.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
+from cascade_notify import _logmask
 from cascade_notify.clock import Clock
 from cascade_notify.models import Attempt, Receipt
 from cascade_notify.providers.base import Provider
 
-log = logging.getLogger("cascade_notify.polling")
+log = _logmask.logger("cascade_notify.polling")
 
 #: The longest back-off after failed status calls, in poll intervals.
 MAX_BACKOFF: Final = 16

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
+from cascade_notify import _logmask
 from cascade_notify.clock import Clock
 from cascade_notify.engine import Engine, LeaseRanOut
 from cascade_notify.errors import CascadeError, LeaseLost
@@ -26,7 +27,7 @@ from cascade_notify.models import Delivery, DeliveryStatus
 from cascade_notify.stores import Watchable
 from cascade_notify.stores.base import Claim, Store
 
-log = logging.getLogger("cascade_notify")
+log = _logmask.logger("cascade_notify.worker")
 
 #: How often an idle worker looks at a shared store for work other processes did.
 POLL_INTERVAL: Final = 1.0
@@ -100,6 +101,11 @@ class Worker:
                 log.exception("claiming due deliveries failed; retrying")
                 await self._park(POLL_INTERVAL)
                 continue
+            if claims and log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "claimed %d due deliveries: %s", len(claims),
+                    ", ".join(c.delivery.id for c in claims),
+                )  # fmt: skip
             for claim in claims:
                 self._busy += 1
                 task = loop.create_task(self._advance(claim))
@@ -150,13 +156,17 @@ class Worker:
             if delivery.final:
                 self._on_final(delivery)
         except LeaseRanOut as lost:
-            log.warning("%s; it is left for the next claim", lost)
+            log.warning(
+                "%s; it is left for the next claim", lost,
+                extra={"delivery_id": claim.delivery.id},
+            )  # fmt: skip
         except LeaseLost:
             await self._stepped_back(claim.delivery.id)
         except Exception:
             log.exception(
                 "advancing delivery %s failed; it will be retried when its lease expires",
                 claim.delivery.id,
+                extra={"delivery_id": claim.delivery.id, "step": claim.delivery.step},
             )
         finally:
             calls_done()
@@ -176,9 +186,15 @@ class Worker:
         except CascadeError:
             now = None
         if now is not None and now.status is DeliveryStatus.CANCELLED:
-            log.info("delivery %s was cancelled while in hand; stepping back", now.id)
+            log.info(
+                "delivery %s was cancelled while in hand; stepping back", now.id,
+                extra={"delivery_id": now.id},
+            )  # fmt: skip
         else:
-            log.warning("lease on delivery %s was taken over; stepping back", delivery_id)
+            log.warning(
+                "lease on delivery %s was taken over; stepping back", delivery_id,
+                extra={"delivery_id": delivery_id},
+            )  # fmt: skip
 
 
 __all__ = ["POLL_INTERVAL", "Worker"]

@@ -23,6 +23,7 @@ from cascade_notify.policy.schema import (
     LinkSettings,
     Policy,
     ProviderConfig,
+    SupportSettings,
     WorkerSettings,
 )
 
@@ -65,6 +66,7 @@ __all__ = [
     "LinkSettings",
     "Policy",
     "ProviderConfig",
+    "SupportSettings",
     "WorkerSettings",
     "load_config",
     "load_config_data",

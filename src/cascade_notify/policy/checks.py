@@ -419,6 +419,7 @@ class Check:
             default_region=top.default_region,
             warnings=tuple(self.sorted(self.warnings)),
             links=top.links,
+            support=top.support,
             routes=routes,
         )
 

@@ -234,6 +234,26 @@ class LinkSettings(_Strict):
         return tuple(secret.get_secret_value().encode() for secret in self.secret)
 
 
+class SupportSettings(_Strict):
+    """`support:` at the top of a policy: what the support page (`notifier.support_app`)
+    shows of a delivery's message."""
+
+    show_text: bool = Field(
+        default=True,
+        description="Show message texts (and subjects) on the support page; false hides "
+        "them for every delivery.",
+    )
+    hide_text_for: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        default=(),
+        description="Message categories whose texts the support page hides even when "
+        "show_text is true (e.g. [medical, legal]).",
+    )
+
+    def shows(self, category: str) -> bool:
+        """Whether a message of `category` has its text shown."""
+        return self.show_text and category not in self.hide_text_for
+
+
 def _as_list(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
@@ -345,6 +365,11 @@ class _Top(_Strict):
         description="Which policy a send gets: the first route whose `when` holds, else "
         "`default_policy`; `send(policy=)` overrides (see Routing).",
     )
+    support: SupportSettings = Field(
+        default=SupportSettings(),
+        description="What the support page (`notifier.support_app`) shows of messages: "
+        "`show_text`, `hide_text_for`.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,5 +419,7 @@ class Config:
     #: What the load found doubtful but not wrong (the file is used as it is).
     warnings: tuple[PolicyIssue, ...] = ()
     links: LinkSettings | None = None
+    #: What the support page shows of messages.
+    support: SupportSettings = SupportSettings()  # noqa: RUF009 - frozen, shared safely
     #: `routes:`, compiled, in order.
     routes: tuple[Rule, ...] = ()

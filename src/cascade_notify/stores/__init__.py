@@ -32,7 +32,13 @@ from cascade_notify.stores.base import (
 from cascade_notify.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
+    from cascade_notify.observe.types import (
+        DeliveryPage,
+        DeliveryQuery,
+        Dimension,
+        FailureRow,
+        Stats,
+    )
 
 SCHEMES = ("memory://", "sqlite:///", "postgresql://", "postgres://")
 
@@ -117,6 +123,21 @@ class Observable(Protocol):
         """Statistics of the deliveries created in `[since, until)`, grouped `by`."""
         ...
 
+    async def failures(self, since: float, until: float) -> list[FailureRow]:
+        """The failed attempts of the deliveries created in `[since, until)`, counted by
+        channel, provider, status and code, most frequent first."""
+        ...
+
+
+@runtime_checkable
+class Counting(Protocol):
+    """A store that says how many deliveries are not final (every bundled store), for
+    the `cascade_notify_deliveries_unfinished` gauge."""
+
+    async def unfinished(self) -> dict[str, int]:
+        """How many deliveries are not final, by status (`scheduled`, `pending`)."""
+        ...
+
 
 def open_store(url: str) -> Store:
     """The store a `store:` URL names (not yet opened)."""
@@ -151,6 +172,7 @@ __all__ = [
     "AddressBook",
     "Batching",
     "Claim",
+    "Counting",
     "Learning",
     "MemoryStore",
     "Migratable",

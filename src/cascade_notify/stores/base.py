@@ -247,6 +247,10 @@ class CallQueue(Protocol):
         """Calls in these states (all: None), soonest due first, at most `limit`."""
         ...
 
+    async def call(self, task_id: str) -> QueuedCall | None:
+        """The call `task_id` as it stands (who took it, how it ended), or None."""
+        ...
+
     async def claim_call(
         self, operator: str, now: float, task_id: str | None = None
     ) -> QueuedCall | None:

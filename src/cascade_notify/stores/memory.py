@@ -28,7 +28,7 @@ from cascade_notify.models import (
     SignalKind,
 )
 from cascade_notify.observe import compute
-from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
+from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, FailureRow, Stats
 from cascade_notify.resilience.shared import SharedTable
 from cascade_notify.stores import _addresses, _calls, _history
 from cascade_notify.stores.base import (
@@ -364,6 +364,18 @@ class MemoryStore:
         """Statistics of the deliveries created in `[since, until)`, grouped `by`."""
         return compute.stats((row.delivery for row in self._rows.values()), since, until, by)
 
+    async def unfinished(self) -> dict[str, int]:
+        """How many deliveries are not final, by status."""
+        counts = {"scheduled": 0, "pending": 0}
+        for row in self._rows.values():
+            if not row.delivery.final:
+                counts[row.delivery.status.value] = counts.get(row.delivery.status.value, 0) + 1
+        return counts
+
+    async def failures(self, since: float, until: float) -> list[FailureRow]:
+        """Failed attempts of the deliveries created in `[since, until)`, by kind."""
+        return compute.failures((row.delivery for row in self._rows.values()), since, until)
+
     # AddressBook
 
     async def record_signals(self, signals: Sequence[Signal]) -> list[SignalOutcome]:
@@ -457,6 +469,10 @@ class MemoryStore:
         found = [c for c in self._calls.values() if states is None or c.status.value in states]
         found.sort(key=lambda c: (c.due_by, c.created_ts, c.task_id))
         return [c.copy() for c in found[:limit]]
+
+    async def call(self, task_id: str) -> QueuedCall | None:
+        found = self._calls.get(task_id)
+        return None if found is None else found.copy()
 
     async def claim_call(
         self, operator: str, now: float, task_id: str | None = None

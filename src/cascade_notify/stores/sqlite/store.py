@@ -36,6 +36,7 @@ from cascade_notify.observe.types import (
     DeliveryPage,
     DeliveryQuery,
     Dimension,
+    FailureRow,
     Stats,
     check_by,
     check_window,
@@ -351,6 +352,15 @@ class SQLiteStore:
         check_window(since, until)
         return await self._read_snapshot(partial(views.stats, since=since, until=until, by=dims))
 
+    async def unfinished(self) -> dict[str, int]:
+        """How many deliveries are not final, by status."""
+        return await self._read_snapshot(views.unfinished)
+
+    async def failures(self, since: float, until: float) -> list[FailureRow]:
+        """Failed attempts of the deliveries created in `[since, until)`, by kind."""
+        check_window(since, until)
+        return await self._read_snapshot(partial(views.failures, since=since, until=until))
+
     async def _read_snapshot(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run a read-only `work` on a connection of its own in a thread (a snapshot of
         the file: no write lock held, the event loop free meanwhile)."""
@@ -447,6 +457,9 @@ class SQLiteStore:
     ) -> list[QueuedCall]:
         states = _calls.wanted(status)
         return await self._call(partial(queue.listed, states=states, limit=limit), light=True)
+
+    async def call(self, task_id: str) -> QueuedCall | None:
+        return await self._call(partial(queue.one, task_id=task_id), light=True)
 
     async def claim_call(
         self, operator: str, now: float, task_id: str | None = None
