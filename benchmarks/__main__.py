@@ -50,6 +50,7 @@ SECTIONS = (
     "stats",
     "support",
     "routing",
+    "learned",
 )
 
 
@@ -106,6 +107,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import routing
 
         return routing.run
+    if name == "learned":
+        from benchmarks import learned
+
+        return learned.run
     if name == "processes":
         from benchmarks import sqlite_processes
 

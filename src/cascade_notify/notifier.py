@@ -18,7 +18,7 @@ from datetime import datetime
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from cascade_notify import _logmask, bulk, linking, webhooks
+from cascade_notify import _logmask, bulk, learned, linking, webhooks
 from cascade_notify.bulk import Send, SendManyResult
 from cascade_notify.calls import Calls
 from cascade_notify.clock import Clock, SystemClock
@@ -62,6 +62,7 @@ from cascade_notify.routing import Router
 from cascade_notify.stores import (
     AddressBook,
     Batching,
+    Learning,
     Rescheduling,
     Settling,
     SignalOutcome,
@@ -427,12 +428,16 @@ class Notifier:
         start = now if at is None else bulk.start_ts(at, now)
         recipient, unusable = await self._addresses_known(self.store, chosen, recipient)
         _check_reachable(chosen, recipient, unusable)
+        steps, order = chosen.steps, None
+        store = self.store
+        if chosen.order == "learned" and isinstance(store, Learning):
+            steps, order = learned.reorder(steps, await store.history(recipient.id))
         delivery = Delivery(
             id=new_id(),
             policy=chosen.name,
             recipient=recipient,
             message=message,
-            steps=chosen.steps,
+            steps=steps,
             created_ts=now,
             expires_ts=now + chosen.ttl,
             wake_ts=now,
@@ -441,6 +446,7 @@ class Notifier:
             fingerprint=fingerprint,
             priority=priority,
             route=route,
+            order=order,
         )
         if at is not None:
             start = bulk.quiet_start(chosen, delivery, start)
@@ -578,8 +584,8 @@ class Notifier:
         return await store.linked(recipient_id) if isinstance(store, AddressBook) else {}
 
     async def forget(self, recipient_id: str) -> int:
-        """Erase what the store remembers of `recipient_id`'s addresses (a deletion
-        request); return how many entries went."""
+        """Erase what the store remembers of `recipient_id`'s addresses and channel history
+        (a deletion request); return how many entries went."""
         store = self.store
         return await store.forget(recipient_id) if isinstance(store, AddressBook) else 0
 

@@ -151,6 +151,12 @@ class _Step(_Refs):
         description="Write Cyrillic in Latin letters first, so an SMS fits GSM-7 (160 "
         "characters a segment, not 70).",
     )
+    keep_place: bool = Field(
+        default=False,
+        description="With the policy's `order: learned`: this step stays where it is (an "
+        "SMS or call fallback that must not move first once it has reached someone); the "
+        "other steps are reordered around it.",
+    )
 
 
 class _Policy(_Strict):
@@ -178,6 +184,13 @@ class _Policy(_Strict):
         default=False,
         description="A send scheduled (`at=`) into the quiet hours of the step it would "
         "start on starts when they end.",
+    )
+    order: Literal["fixed", "learned"] = Field(
+        default="fixed",
+        description="`fixed`: the steps run as written. `learned`: the same steps, with the "
+        "channel that last reached the recipient first (a read counts more than a delivery, "
+        "recent more than old) and one that failed them last, from the store's history of "
+        "each recipient; the written order for recipients never seen and for ties.",
     )
 
 
@@ -386,6 +399,8 @@ class Policy:
     brakes: BrakeSettings = DEFAULT_BRAKES
     priority: Priority = Priority.NORMAL
     respect_quiet_hours: bool = False
+    #: `fixed` or `learned` (the steps reordered per recipient by the store's history).
+    order: str = "fixed"
 
 
 @dataclass(frozen=True, slots=True)

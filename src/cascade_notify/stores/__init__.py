@@ -8,7 +8,8 @@ which tell workers at once when another process makes a delivery due), `Settling
 store: many new deliveries in one transaction), `Rescheduling` (every store: a
 scheduled delivery's start moved), `AddressBook` (every store: what providers
 learned about addresses, gone or linked to a recipient, for later cascades to skip or
-fill them) and `Observable` (every store: the read-only `deliveries` and `stats`
+fill them), `Learning` (every store: each recipient's channel history, for policies
+with `order: learned`) and `Observable` (every store: the read-only `deliveries` and `stats`
 views, docs/observability.md).
 """
 
@@ -22,6 +23,7 @@ from cascade_notify.models import Delivery
 from cascade_notify.stores.base import (
     AddressBook,
     Claim,
+    Learning,
     ReceiptResult,
     SignalOutcome,
     Store,
@@ -171,6 +173,7 @@ __all__ = [
     "Batching",
     "Claim",
     "Counting",
+    "Learning",
     "MemoryStore",
     "Migratable",
     "Observable",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from cascade_notify.learned import Seen
 from cascade_notify.models import (
     Attempt,
     CallStatus,
@@ -209,6 +210,21 @@ class AddressBook(Protocol):
     async def forget(self, recipient_id: str) -> int:
         """Erase everything remembered about `recipient_id` (a deletion request), and
         the signals about its linked addresses; return how many entries went."""
+        ...
+
+
+@runtime_checkable
+class Learning(Protocol):
+    """A store that keeps each recipient's channel history for `order: learned`.
+
+    It is taught inside the writes that learn something: `commit` of a transition that
+    ends a learned-order delivery `delivered` (or finds an address unreachable), and
+    `record_receipts` of a `delivered`, `read` or `failed` receipt for one; at most
+    `learned.HISTORY_LIMIT` channels per recipient; `forget` erases it.
+    """
+
+    async def history(self, recipient_id: str) -> dict[str, Seen]:
+        """What is known of `recipient_id`'s channels: channel -> `Seen` (one indexed read)."""
         ...
 
 

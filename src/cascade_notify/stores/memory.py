@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cascade_notify.errors import LeaseLost
+from cascade_notify.learned import Seen
 from cascade_notify.models import (
     OPEN_ATTEMPT,
     AttemptStatus,
@@ -29,7 +30,7 @@ from cascade_notify.models import (
 from cascade_notify.observe import compute
 from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, FailureRow, Stats
 from cascade_notify.resilience.shared import SharedTable
-from cascade_notify.stores import _addresses, _calls
+from cascade_notify.stores import _addresses, _calls, _history
 from cascade_notify.stores.base import (
     Claim,
     ReceiptResult,
@@ -75,6 +76,8 @@ class MemoryStore:
         self._by_recipient: dict[str, set[tuple[str, str]]] = {}
         # digests of the link tokens that linked -> when
         self._spent: dict[str, float] = {}
+        # the learned order's history: recipient id -> channel -> what is known
+        self._history: dict[str, dict[str, Seen]] = {}
 
     async def open(self) -> None:
         return None
@@ -165,6 +168,8 @@ class MemoryStore:
         if row is None or row.token != claim.token:
             raise LeaseLost(f"delivery {claim.delivery.id} is leased by another worker now")
         delivery = row.delivery
+        if delivery.order is not None:
+            _history.merge_into(self._history, _history.from_transition(delivery, transition))
         apply_transition(delivery, transition)
         for attempt in transition.attempts:
             self._by_attempt.setdefault(attempt.id, delivery.id)
@@ -210,6 +215,13 @@ class MemoryStore:
                 continue
             attempt = next(a for a in row.delivery.attempts if a.id == attempt_id)
             fresh = attempt.absorb(receipt)
+            if fresh and row.delivery.order is not None:
+                lesson = _history.from_receipt(
+                    row.delivery.recipient.id, attempt.channel, receipt.status,
+                    attempt.status, receipt.ts,
+                )  # fmt: skip
+                if lesson is not None:
+                    _history.merge_into(self._history, [lesson])
             if fresh and row.delivery.status is DeliveryStatus.PENDING and not row.poked:
                 row.poked = True
                 if row.lease_until <= now:
@@ -435,7 +447,12 @@ class MemoryStore:
         keys = list(self._by_recipient.get(recipient_id, ()))
         for key in keys:
             self._drop(key)
-        return len(keys)
+        return len(keys) + len(self._history.pop(recipient_id, {}))
+
+    # Learning
+
+    async def history(self, recipient_id: str) -> dict[str, Seen]:
+        return dict(self._history.get(recipient_id, {}))
 
     # CallQueue (the rules in `stores._calls`)
 

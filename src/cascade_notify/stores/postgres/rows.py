@@ -17,6 +17,7 @@ from cascade_notify.models import (
     Receipt,
     status_after,
 )
+from cascade_notify.stores import _history
 from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
     DELIVERY_COLUMNS,
@@ -32,6 +33,7 @@ from cascade_notify.stores._codec import (
 from cascade_notify.stores._common import cancel_transition, written
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition, apply_transition
 from cascade_notify.stores.memory import ORPHAN_LIMIT, ORPHAN_TTL
+from cascade_notify.stores.postgres import history
 
 Conn = AsyncConnection[Any]
 
@@ -175,6 +177,13 @@ _AFTER_RECEIPT = """
 """
 
 
+# a receipt's delivery, if it teaches (its policy's order is learned): recipient, channel
+_LEARNER = """
+    SELECT d.recipient->>'id', a.channel FROM deliveries d JOIN attempts a ON a.id = %s
+    WHERE d.id = %s AND d.unusable ? '@order'
+"""
+
+
 def _lock_key(provider: str, message_id: str) -> str:
     return f"cascade_notify message {provider}\x1f{message_id}"
 
@@ -241,6 +250,11 @@ async def commit(conn: Conn, claim: Claim, transition: Transition) -> None:
             claim.token,
         )
         await conn.execute(*writes(list(merged.values()), fresh, _COMMIT, update))
+        if claim.delivery.order is not None:
+            for statement in history.teach_statements(
+                _history.from_transition(claim.delivery, transition)
+            ):
+                await conn.execute(*statement)
 
 
 async def record(conn: Conn, *, receipt: Receipt, now: float) -> ReceiptResult:
@@ -264,6 +278,13 @@ async def record(conn: Conn, *, receipt: Receipt, now: float) -> ReceiptResult:
             return ReceiptResult(receipt, delivery_id, True)
         after = status_after(AttemptStatus(row[0]), receipt.status)
         await conn.execute(_AFTER_RECEIPT, (after.value, attempt_id, delivery_id))
+        learner = await (await conn.execute(_LEARNER, (attempt_id, delivery_id))).fetchone()
+        if learner is not None:
+            lesson = _history.from_receipt(
+                learner[0], learner[1], receipt.status, after, receipt.ts
+            )
+            for statement in history.teach_statements([] if lesson is None else [lesson]):
+                await conn.execute(*statement)
         return ReceiptResult(receipt, delivery_id, False)
 
 

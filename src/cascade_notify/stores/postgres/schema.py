@@ -256,6 +256,22 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "(lower(recipient->>'email'), created_ts) WHERE lower(recipient->>'email') IS NOT NULL",
         ),
     ),
+    (
+        12,
+        (
+            # the learned order's history (`Learning`): per recipient and channel, the rank
+            # of its best success (a read counts later), when it last reached them and
+            # when it last failed them; read whole per recipient at each send
+            """CREATE TABLE channel_history (
+            recipient_id text NOT NULL,
+            channel text NOT NULL,
+            rank double precision,
+            reached_ts double precision,
+            failed_ts double precision,
+            PRIMARY KEY (recipient_id, channel)
+        )""",
+        ),
+    ),
 ]
 
 

@@ -37,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from cascade_notify import _logmask
 from cascade_notify.errors import LeaseLost, StoreError
+from cascade_notify.learned import Seen
 from cascade_notify.models import CallStatus, Delivery, DeliveryStatus, QueuedCall, Receipt, Signal
 from cascade_notify.observe.compute import check_limit
 from cascade_notify.observe.types import (
@@ -56,7 +57,7 @@ from cascade_notify.stores._common import PURGE_CHUNK
 from cascade_notify.stores.base import Claim, ReceiptResult, SignalOutcome, Transition
 from cascade_notify.stores.memory import ORPHAN_TTL
 from cascade_notify.stores.postgres import addresses as book
-from cascade_notify.stores.postgres import calls, queue, rows, shared
+from cascade_notify.stores.postgres import calls, history, queue, rows, shared
 from cascade_notify.stores.postgres import observe as views
 from cascade_notify.stores.postgres import schema as schema_module
 from cascade_notify.stores.postgres.connection import (
@@ -527,6 +528,17 @@ class PostgresStore:
         if not _addresses.storable(recipient_id):
             return {}
         return await self._run(lambda conn: book.known(conn, recipient_id))
+
+    async def history(self, recipient_id: str) -> dict[str, Seen]:
+        """The recipient's channel history (`Learning`): one primary-key range read."""
+        if not _addresses.storable(recipient_id):
+            return {}
+
+        async def work(conn: Conn) -> dict[str, Seen]:
+            cur = await conn.execute(history.HISTORY, (recipient_id,))
+            return history.seen(await cur.fetchall())
+
+        return await self._run(work)
 
     async def forget(self, recipient_id: str) -> int:
         if not _addresses.storable(recipient_id):

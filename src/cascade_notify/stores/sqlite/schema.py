@@ -236,6 +236,22 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "WHERE lower(json_extract(recipient, '$.email')) IS NOT NULL",
         ),
     ),
+    (
+        12,
+        (
+            # the learned order's history (`Learning`): per recipient and channel, the rank
+            # of its best success (a read counts later), when it last reached them and
+            # when it last failed them; read whole per recipient at each send
+            """CREATE TABLE channel_history (
+            recipient_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            rank REAL,
+            reached_ts REAL,
+            failed_ts REAL,
+            PRIMARY KEY (recipient_id, channel)
+        ) WITHOUT ROWID""",
+        ),
+    ),
 ]
 
 

@@ -29,6 +29,7 @@ from typing import ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from cascade_notify.errors import StoreError
+from cascade_notify.learned import Seen
 from cascade_notify.models import CallStatus, Delivery, QueuedCall, Receipt, Signal
 from cascade_notify.observe.compute import check_limit
 from cascade_notify.observe.types import (
@@ -438,6 +439,13 @@ class SQLiteStore:
         if not _addresses.storable(recipient_id):
             return 0
         return await self._call(partial(book.forget, recipient_id=recipient_id), light=True)
+
+    # Learning: the history is written by `commit` and `record_receipts` (`sqlite.calls`)
+
+    async def history(self, recipient_id: str) -> dict[str, Seen]:
+        if not _addresses.storable(recipient_id):
+            return {}
+        return await self._read(partial(calls.history, recipient_id=recipient_id))
 
     # CallQueue (the work in `sqlite.queue`)
 
