@@ -34,7 +34,7 @@ from cascade_notify.errors import (
 from cascade_notify.models import Receipt, ReceiptStatus
 from cascade_notify.providers._http import Answer, HttpProvider, form_body
 from cascade_notify.providers.base import ProviderSettings, SendRequest, SendResult
-from cascade_notify.providers.sms import segments
+from cascade_notify.providers.sms.pricing import SmsPricing
 from cascade_notify.providers.sms.twilio import Url
 
 API_URL: Final = "https://smsc.ru"
@@ -92,7 +92,7 @@ DETAILS: Final[dict[int, str]] = {
 }
 
 
-class SmscSettings(ProviderSettings):
+class SmscSettings(SmsPricing):
     """Settings of `type: smsc`."""
 
     login: str = Field(min_length=1, description="The SMSC.ru account login.")
@@ -116,16 +116,6 @@ class SmscSettings(ProviderSettings):
         gt=0,
         description="How often the status of messages awaiting a receipt is polled (SMSC takes "
         "no webhooks here).",
-    )
-    price_per_segment: float | None = Field(
-        default=None,
-        ge=0,
-        allow_inf_nan=False,
-        description="What one SMS segment costs; the attempt's cost is the text's segments "
-        "times this when the gateway reports no price. `null`: no cost recorded.",
-    )
-    currency: str = Field(
-        default="USD", pattern=r"^[A-Z]{3}$", description="The ISO 4217 code the costs are in."
     )
 
 
@@ -189,14 +179,7 @@ class SmscProvider(HttpProvider):
                 code="no_id",
             )
         reported = _number(data.get("cost") if data is not None else None)
-        price = self.settings.price_per_segment
-        cost = (
-            reported
-            if reported is not None
-            else None
-            if price is None
-            else segments.cost(request.text, price)
-        )
+        cost = self.settings.estimate(request.text, reported)
         return SendResult(f"{sent}:{digits(request.address)}", cost)
 
     def refused(self, code: object, words: object) -> ProviderError:
