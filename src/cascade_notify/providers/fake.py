@@ -35,7 +35,7 @@ from cascade_notify.providers.base import (
     SendResult,
     WithdrawRequest,
 )
-from cascade_notify.providers.sms.pricing import SmsPricing
+from cascade_notify.providers.sms.pricing import Currency, PricePerSegment
 
 Behavior = Literal[
     "deliver",  # accepted, then a `delivered` receipt
@@ -85,7 +85,7 @@ CHANNEL_RECEIPTS: Final[Mapping[str, frozenset[ReceiptStatus]]] = MappingProxyTy
 ReceiptName = Literal["accepted", "sent", "delivered", "read", "failed"]
 
 
-class FakeSettings(SmsPricing):
+class FakeSettings(ProviderSettings):
     channel: str = Field(min_length=1, description="The channel the fake plays (any channel name).")
     behavior: Behavior = Field(
         default="deliver",
@@ -117,6 +117,8 @@ class FakeSettings(SmsPricing):
     cost: float | None = Field(
         default=None, description="The cost each accepted send reports; `null`: none."
     )
+    price_per_segment: PricePerSegment = None
+    currency: Currency = "USD"
     overrides: dict[str, Behavior] = Field(
         default_factory=dict,
         description="A behavior per recipient id, over `behavior` (one customer blocked the bot).",

@@ -34,7 +34,7 @@ from cascade_notify.errors import (
 from cascade_notify.models import Receipt, ReceiptStatus
 from cascade_notify.providers._http import Answer, HttpProvider, form_body
 from cascade_notify.providers.base import ProviderSettings, SendRequest, SendResult
-from cascade_notify.providers.sms.pricing import SmsPricing
+from cascade_notify.providers.sms.pricing import Currency, PricePerSegment, estimate
 from cascade_notify.providers.sms.twilio import Url
 
 API_URL: Final = "https://smsc.ru"
@@ -92,7 +92,7 @@ DETAILS: Final[dict[int, str]] = {
 }
 
 
-class SmscSettings(SmsPricing):
+class SmscSettings(ProviderSettings):
     """Settings of `type: smsc`."""
 
     login: str = Field(min_length=1, description="The SMSC.ru account login.")
@@ -117,6 +117,8 @@ class SmscSettings(SmsPricing):
         description="How often the status of messages awaiting a receipt is polled (SMSC takes "
         "no webhooks here).",
     )
+    price_per_segment: PricePerSegment = None
+    currency: Currency = "USD"
 
 
 class SmscProvider(HttpProvider):
@@ -179,7 +181,7 @@ class SmscProvider(HttpProvider):
                 code="no_id",
             )
         reported = _number(data.get("cost") if data is not None else None)
-        cost = self.settings.estimate(request.text, reported)
+        cost = estimate(self.settings, request.text, reported)
         return SendResult(f"{sent}:{digits(request.address)}", cost)
 
     def refused(self, code: object, words: object) -> ProviderError:

@@ -47,7 +47,7 @@ from cascade_notify.providers.base import (
     WebhookRequest,
     WebhookResponse,
 )
-from cascade_notify.providers.sms.pricing import SmsPricing
+from cascade_notify.providers.sms.pricing import Currency, PricePerSegment, estimate
 from cascade_notify.providers.sms.twilio import Url
 
 API_URL: Final = "https://sms.ru"
@@ -112,7 +112,7 @@ STATUSES: Final[dict[int, tuple[ReceiptStatus, str | None]]] = {
 _WAITS: Final = {206: 3600.0, 231: 60.0}
 
 
-class SmsRuSettings(SmsPricing):
+class SmsRuSettings(ProviderSettings):
     """Settings of `type: smsru`."""
 
     api_id: SecretStr = Field(
@@ -138,6 +138,8 @@ class SmsRuSettings(SmsPricing):
         description="How often the status of messages awaiting a receipt is polled; `null`: "
         "rely on the delivery callback alone.",
     )
+    price_per_segment: PricePerSegment = None
+    currency: Currency = "USD"
 
 
 class SmsRuProvider(HttpProvider):
@@ -208,7 +210,7 @@ class SmsRuProvider(HttpProvider):
                 provider=self.name,
                 code="no_sms_id",
             )
-        return SendResult(sms_id, self.settings.estimate(request.text))
+        return SendResult(sms_id, estimate(self.settings, request.text))
 
     async def _post(self, method: str, fields: list[tuple[str, str]]) -> Answer:
         answer = await self.request(

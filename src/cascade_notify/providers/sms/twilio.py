@@ -49,7 +49,7 @@ from cascade_notify.providers.base import (
     SendResult,
     WebhookRequest,
 )
-from cascade_notify.providers.sms.pricing import SmsPricing
+from cascade_notify.providers.sms.pricing import Currency, PricePerSegment, estimate
 
 API_URL: Final = "https://api.twilio.com"
 API_VERSION: Final = "2010-04-01"
@@ -125,7 +125,7 @@ def _check_url(url: str) -> str:
 Url = Annotated[str, AfterValidator(_check_url)]
 
 
-class TwilioSettings(SmsPricing):
+class TwilioSettings(ProviderSettings):
     """Settings of `type: twilio_sms`: exactly one of `from_number` and
     `messaging_service_sid`; `public_url` is this provider's receipts endpoint as Twilio
     reaches it (without it no status callback is asked for, and only `accepted` can be
@@ -166,6 +166,8 @@ class TwilioSettings(SmsPricing):
         description="How long one API call may take before it counts as a timeout (transient, "
         "or an unknown outcome once the request went out).",
     )
+    price_per_segment: PricePerSegment = None
+    currency: Currency = "USD"
 
     @model_validator(mode="after")
     def _one_sender(self) -> Self:
@@ -253,7 +255,7 @@ class TwilioSmsProvider(HttpProvider):
                 provider=self.name,
                 code="no_sid",
             )
-        return SendResult(sid, self.settings.estimate(request.text))
+        return SendResult(sid, estimate(self.settings, request.text))
 
     def refused(self, answer: Answer) -> ProviderError:
         """The error for a refusal: by Twilio's code (section 4.4), then by HTTP status."""
