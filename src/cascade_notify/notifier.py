@@ -31,6 +31,7 @@ from cascade_notify.errors import (
     NotRunning,
     RecipientError,
     ScheduleError,
+    StoreError,
     UnknownPolicy,
     WaitTimeout,
 )
@@ -53,6 +54,7 @@ from cascade_notify.models import (
 )
 from cascade_notify.observe import api as views
 from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
+from cascade_notify.outbox import OutboxSender
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.polling import Poller
 from cascade_notify.providers.base import Inbound, Provider, WebhookResponse, WithdrawRequest
@@ -67,7 +69,7 @@ from cascade_notify.stores import (
     SignalOutcome,
     open_store,
 )
-from cascade_notify.stores.base import CallQueue, ReceiptResult, Store
+from cascade_notify.stores.base import CallQueue, Outbox, ReceiptResult, Store
 from cascade_notify.worker import POLL_INTERVAL, Worker
 
 if TYPE_CHECKING:
@@ -128,6 +130,7 @@ class Notifier:
         self._engine: Engine | None = None
         self._worker: Worker | None = None
         self._poller: Poller | None = None
+        self._outbox: OutboxSender | None = None
         self._remove_idle_check = _noop
         self._settling: Settling | None = None
         #: The call queue of `type: call_queue`: list, claim and close calls.
@@ -192,6 +195,15 @@ class Notifier:
             open_store(self._store_spec) if isinstance(self._store_spec, str) else self._store_spec
         )
         await store.open()
+        events = self.config.events
+        if events is not None:
+            if not isinstance(store, Outbox):
+                await store.close()
+                raise StoreError(
+                    f"events: the store {store!r} keeps no outbox, so it cannot post outcome "
+                    "webhooks; use memory://, sqlite:// or postgresql://"
+                )
+            store.outbox_kinds(frozenset(events.kinds))
         started: list[Provider] = []
         try:
             for provider in self._providers.values():
@@ -219,6 +231,8 @@ class Notifier:
             guard=self._guard,
             poll=self._poller.request,
             signals=self.record_signals,
+            events=frozenset(events.kinds) if events is not None else frozenset(),
+            wrote_events=self._poke_outbox,
         )
         self._remove_idle_check = self.clock.add_idle_check(self._idle)
         if self._run_worker:
@@ -233,6 +247,14 @@ class Notifier:
                 on_final=self._resolve,
             )
             await self._worker.start()
+            if events is not None:
+                assert isinstance(store, Outbox)
+                self._outbox = OutboxSender(store, events, self.clock, shared=store.shared)
+                await self._outbox.start()
+
+    def _poke_outbox(self) -> None:
+        if self._outbox is not None:
+            self._outbox.poke()
 
     async def stop(self) -> None:
         """Stop taking work, let the transitions in hand finish, and close everything."""
@@ -241,6 +263,9 @@ class Notifier:
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None
+        if self._outbox is not None:
+            await self._outbox.stop()
+            self._outbox = None
         if self._poller is not None:
             await self._poller.aclose()
             self._poller = None
@@ -660,6 +685,7 @@ class Notifier:
             raise DeliveryNotFound(delivery_id)
         await self._withdraw_cancelled(delivery, now)
         self._resolve(delivery)
+        self._poke_outbox()
         if self._listeners:
             self._emit(
                 Event("finished", delivery.id, self.clock.now(), status=delivery.status.value)
@@ -740,6 +766,7 @@ class Notifier:
                     )
         if woke:
             self._poke()
+            self._poke_outbox()
         return results
 
     async def _gone_addresses(self, results: Sequence[ReceiptResult]) -> None:

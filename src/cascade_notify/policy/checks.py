@@ -418,6 +418,7 @@ class Check:
             warnings=tuple(self.sorted(self.warnings)),
             links=top.links,
             routes=routes,
+            events=top.events,
         )
 
     def routes(self, raw: Any, policies: Mapping[str, Any]) -> tuple[Rule, ...]:
