@@ -422,19 +422,14 @@ def next_wake(conn: sqlite3.Connection) -> float | None:
 
 # (a delivery whose outcome webhooks are not all posted yet is kept)
 _PURGE = (
-    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
+    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "  # noqa: S608 - constant
     f"WHERE status <> 'pending' AND finished_ts <= ? AND id NOT IN ({outbox.UNSENT}) LIMIT ?)"
 )
 
 
 def purge(conn: sqlite3.Connection, *, cutoff: float, now: float) -> int:
     conn.execute("DELETE FROM orphan_receipts WHERE kept_ts <= ?", (now - ORPHAN_TTL,))
-    return conn.execute(
-        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
-        f"WHERE status <> 'pending' AND finished_ts <= ? AND id NOT IN ({outbox.UNSENT}) "
-        "LIMIT ?)",
-        (cutoff, PURGE_CHUNK),
-    ).rowcount
+    return conn.execute(_PURGE, (cutoff, PURGE_CHUNK)).rowcount
 
 
 def create_many(
