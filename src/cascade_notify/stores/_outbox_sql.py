@@ -55,3 +55,29 @@ def item(row: Sequence[Any]) -> OutboxItem:
     data = row[4] if isinstance(row[4], dict) else json.loads(row[4])
     event = OutboxEvent(row[0], row[1], row[2], float(row[3]), data)
     return OutboxItem(event, int(row[5]), int(row[6]), int(row[7]))
+
+
+def pg(statement: str) -> str:
+    """`statement` with PostgreSQL's placeholders."""
+    return statement.replace("?", "%s")
+
+
+#: PostgreSQL's claim: the due heads, skipping those another sender is leasing now.
+PG_CLAIM = """
+    WITH due AS (
+        SELECT o.id FROM outbox o
+        WHERE o.sent_ts IS NULL AND o.next_ts <= %(now)s AND o.lease_until <= %(now)s
+            AND o.seq = (SELECT min(p.seq) FROM outbox p
+                         WHERE p.delivery_id = o.delivery_id AND p.sent_ts IS NULL)
+        ORDER BY o.next_ts LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE outbox o SET token = o.token + 1, lease_until = %(until)s FROM due
+    WHERE o.id = due.id
+    RETURNING o.id, o.kind, o.delivery_id, o.ts, o.data, o.seq, o.tries, o.token"""
+PG_NEXT = NEXT.replace("max(o.next_ts, o.lease_until)", "greatest(o.next_ts, o.lease_until)")
+
+
+#: A transition's events as `cn_commit` reads them (item 11 of its JSON).
+def pg_events(events: Sequence[OutboxEvent]) -> list[list[Any]]:
+    return [[e.id, e.kind, e.ts, e.data] for e in events]

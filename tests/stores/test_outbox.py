@@ -14,7 +14,7 @@ from cascade_notify import DeliveryStatus, Message, Notifier, PolicyError, Recip
 from cascade_notify.stores import open_store
 from cascade_notify.testing import FakeClock
 
-from .receiver import Receiver, check_arrivals, receiving
+from .outbox_receiver import Receiver, check_arrivals, receiving
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 POLICY = """
@@ -45,14 +45,16 @@ EXPECTED = [
 ]
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "postgres-unprepared"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "memory":
         return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/outbox.db"
     dsn = request.getfixturevalue("pg_dsn")
-    return f"{dsn}?schema={request.getfixturevalue('pg_schema')}"
+    url = f"{dsn}?schema={request.getfixturevalue('pg_schema')}"
+    # unprepared: the statement-by-statement path (PgBouncer in transaction mode)
+    return url + "&prepared=false" if request.param.endswith("unprepared") else url
 
 
 def policy(store: str, url: str, kinds: str = "") -> str:
