@@ -249,7 +249,11 @@ class Notifier:
             await self._worker.start()
             if events is not None:
                 assert isinstance(store, Outbox)
-                self._outbox = OutboxSender(store, events, self.clock, shared=store.shared)
+                # held past a POST's timeout, so a sender alive is not overtaken
+                lease = max(worker.lease, 2 * events.timeout)
+                self._outbox = OutboxSender(
+                    store, events, self.clock, shared=store.shared, lease=lease
+                )
                 await self._outbox.start()
 
     def _poke_outbox(self) -> None:
