@@ -49,6 +49,7 @@ SECTIONS = (
     "bulk",
     "stats",
     "routing",
+    "outbox",
 )
 
 
@@ -101,6 +102,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import routing
 
         return routing.run
+    if name == "outbox":
+        from benchmarks import outbox
+
+        return outbox.run
     if name == "processes":
         from benchmarks import sqlite_processes
 

@@ -282,8 +282,9 @@ class Outbox(Protocol):
         """Lease due head events of up to `limit` deliveries for `lease` seconds."""
         ...
 
-    async def outbox_sent(self, item: OutboxItem, now: float) -> bool:
-        """Mark the item posted (its delivery's next event becomes due); False: fenced out."""
+    async def outbox_sent(self, items: Sequence[OutboxItem], now: float) -> list[bool]:
+        """Mark the items posted, in one write (each delivery's next event becomes due);
+        for each, whether it was (False: fenced out, another sender has it now)."""
         ...
 
     async def outbox_retry(self, item: OutboxItem, at: float) -> bool:

@@ -347,14 +347,16 @@ class MemoryStore:
             return None
         return queue[0]
 
-    async def outbox_sent(self, item: OutboxItem, now: float) -> bool:
-        if self._head(item) is None:
-            return False
-        queue = self._outbox[item.event.delivery_id]
-        queue.popleft()
-        if not queue:
-            del self._outbox[item.event.delivery_id]
-        return True
+    async def outbox_sent(self, items: Sequence[OutboxItem], now: float) -> list[bool]:
+        done: list[bool] = []
+        for item in items:
+            done.append(self._head(item) is not None)
+            if done[-1]:
+                queue = self._outbox[item.event.delivery_id]
+                queue.popleft()
+                if not queue:
+                    del self._outbox[item.event.delivery_id]
+        return done
 
     async def outbox_retry(self, item: OutboxItem, at: float) -> bool:
         head = self._head(item)

@@ -498,12 +498,14 @@ class PostgresStore:
 
         return await self._run(work)
 
-    async def outbox_sent(self, item: OutboxItem, now: float) -> bool:
-        async def work(conn: Conn) -> bool:
-            cur = await conn.execute(_SENT, (now, item.event.id, item.token))
-            return bool(cur.rowcount)
+    async def outbox_sent(self, items: Sequence[OutboxItem], now: float) -> list[bool]:
+        async def work(conn: Conn) -> list[bool]:
+            ids = [i.event.id for i in items]
+            cur = await conn.execute(_SENT, (now, ids, [i.token for i in items]))
+            marked = {row[0] for row in await cur.fetchall()}
+            return [i in marked for i in ids]
 
-        return await self._run(work)
+        return await self._run(work) if items else []
 
     async def outbox_retry(self, item: OutboxItem, at: float) -> bool:
         async def work(conn: Conn) -> bool:
@@ -643,7 +645,12 @@ class PostgresStore:
                 return total
 
 
-_SENT = outbox.pg(outbox.SENT)
+# one statement for a sender's batch
+_SENT = (
+    "UPDATE outbox o SET sent_ts = %s, lease_until = 0 "
+    "FROM unnest(%s::text[], %s::bigint[]) AS s(id, token) "
+    "WHERE o.id = s.id AND o.token = s.token AND o.sent_ts IS NULL RETURNING o.id"
+)
 _RETRY = outbox.pg(outbox.RETRY)
 # (a delivery whose outcome webhooks are not all posted yet is kept)
 _PURGE = (

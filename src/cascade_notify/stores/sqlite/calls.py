@@ -470,8 +470,8 @@ def outbox_claim(
     return [outbox.item(conn.execute(outbox.LEASE, (now + lease, i)).fetchone()) for i in ids]
 
 
-def outbox_sent(conn: sqlite3.Connection, *, item: OutboxItem, now: float) -> bool:
-    return bool(conn.execute(outbox.SENT, (now, item.event.id, item.token)).rowcount)
+def outbox_sent(conn: sqlite3.Connection, *, items: Sequence[OutboxItem], now: float) -> list[bool]:
+    return [bool(conn.execute(outbox.SENT, (now, i.event.id, i.token)).rowcount) for i in items]
 
 
 def outbox_retry(conn: sqlite3.Connection, *, item: OutboxItem, at: float) -> bool:

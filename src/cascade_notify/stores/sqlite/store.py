@@ -313,8 +313,10 @@ class SQLiteStore:
             partial(calls.outbox_claim, now=now, limit=limit, lease=lease), light=True
         )
 
-    async def outbox_sent(self, item: OutboxItem, now: float) -> bool:
-        return await self._call(partial(calls.outbox_sent, item=item, now=now), light=True)
+    async def outbox_sent(self, items: Sequence[OutboxItem], now: float) -> list[bool]:
+        if not items:
+            return []
+        return await self._call(partial(calls.outbox_sent, items=items, now=now), light=True)
 
     async def outbox_retry(self, item: OutboxItem, at: float) -> bool:
         return await self._call(partial(calls.outbox_retry, item=item, at=at), light=True)
