@@ -158,3 +158,40 @@ def test_events_settings_are_checked() -> None:
     assert "events.url" in text
     assert "events.secret" in text
     assert "events.kinds" in text
+
+
+async def test_cancel_posts_finished_cancelled(store_url: str, receiver: Receiver) -> None:
+    """`cancel()` writes the `finished` event with the cancellation, and it is posted."""
+    receiver.fail_first = 0
+    clock = FakeClock()
+    text = policy(store_url, receiver.url, kinds=", kinds: [finished]")
+    text = text.replace("behavior: fail_receipt, receipt_delay: 5s", "behavior: no_receipt")
+    async with Notifier.from_yaml(text, clock=clock) as notifier:
+        delivery = await notifier.send(WHO, Message(text="hi"))
+        await clock.advance(1)
+        await notifier.cancel(delivery.id)
+        await until(clock, lambda: bool(receiver.accepted()))
+    [told] = check_arrivals(receiver, SECRET)[delivery.id]
+    assert (told["type"], told["data"]["status"]) == ("delivery.finished", "cancelled")
+
+
+async def test_purge_keeps_what_is_not_posted(store_url: str, receiver: Receiver) -> None:
+    """A purge while a finished delivery's events are unsent loses none of them: the SQL
+    stores keep the delivery until they are posted, then purge it."""
+    receiver.fail_first = 10**6  # down until told otherwise
+    clock = FakeClock()
+    text = policy(store_url, receiver.url, kinds=", kinds: [finished]")
+    async with Notifier.from_yaml(text, clock=clock) as notifier:
+        delivery = await notifier.send(WHO, Message(text="hi"))
+        await until(clock, lambda: bool(receiver.arrivals))
+        assert (await notifier.get(delivery.id)).final
+        purge = notifier.store.purge  # type: ignore[attr-defined]
+        gone = await purge(0.0, clock.now())
+        assert gone == (1 if store_url == "memory://" else 0)
+        receiver.fail_first = 0
+        await until(clock, lambda: bool(receiver.accepted()), step=60.0)
+        await clock.advance(1)
+        await asyncio.sleep(0.05)
+        assert await purge(0.0, clock.now()) == (0 if store_url == "memory://" else 1)
+    [told] = check_arrivals(receiver, SECRET)[delivery.id]
+    assert told["data"]["status"] == "delivered"
