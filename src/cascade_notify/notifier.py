@@ -82,7 +82,10 @@ class Notifier:
     """Sends messages by cascade. Use as `async with Notifier.from_yaml(...) as notifier:`.
 
     With `worker=False` the notifier only sends and takes receipts: separate
-    `cascade-notify worker` processes on the same store advance the cascades.
+    `cascade-notify worker` processes on the same store advance the cascades. With
+    `events:` in the policy, `outbox` says whether this notifier posts the outcome
+    webhooks: by default where a worker runs; `False` leaves them to other processes on
+    the store, `True` posts them even without a worker (a process that only posts).
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class Notifier:
         worker: bool = True,
         providers: Mapping[str, Provider] | None = None,
         http: HttpClient | None = None,
+        outbox: bool | None = None,
     ) -> None:
         """`providers` replaces the named ones with objects of your own; `http` (an
         `httpx.AsyncClient`, or a transport such as `httpx.MockTransport` or an emulator's)
@@ -103,6 +107,7 @@ class Notifier:
         self._store_spec = store if store is not None else config.store
         self._store: Store | None = None
         self._run_worker = worker
+        self._run_outbox = worker if outbox is None else outbox
         built: dict[str, Provider] = {}
         for name, spec in config.providers.items():
             given = (providers or {}).get(name)
@@ -247,14 +252,12 @@ class Notifier:
                 on_final=self._resolve,
             )
             await self._worker.start()
-            if events is not None:
-                assert isinstance(store, Outbox)
-                # held past a POST's timeout, so a sender alive is not overtaken
-                lease = max(worker.lease, 2 * events.timeout)
-                self._outbox = OutboxSender(
-                    store, events, self.clock, shared=store.shared, lease=lease
-                )
-                await self._outbox.start()
+        if events is not None and self._run_outbox:
+            assert isinstance(store, Outbox)
+            # held past a POST's timeout, so a sender alive is not overtaken
+            lease = max(self.config.worker.lease, 2 * events.timeout)
+            self._outbox = OutboxSender(store, events, self.clock, shared=store.shared, lease=lease)
+            await self._outbox.start()
 
     def _poke_outbox(self) -> None:
         if self._outbox is not None:
