@@ -151,9 +151,11 @@ class Notifier:
         worker: bool = True,
         env: Mapping[str, str] | None = None,
         http: HttpClient | None = None,
+        outbox: bool | None = None,
     ) -> Self:
         """A notifier for the policy file at `source` (a path, or the YAML text itself)."""
-        return cls(load_config(source, env=env), clock=clock, store=store, worker=worker, http=http)
+        config = load_config(source, env=env)
+        return cls(config, clock=clock, store=store, worker=worker, http=http, outbox=outbox)
 
     @property
     def store(self) -> Store:

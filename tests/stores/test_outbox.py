@@ -195,3 +195,29 @@ async def test_purge_keeps_what_is_not_posted(store_url: str, receiver: Receiver
         assert await purge(0.0, clock.now()) == (0 if store_url == "memory://" else 1)
     [told] = check_arrivals(receiver, SECRET)[delivery.id]
     assert told["data"]["status"] == "delivered"
+
+
+async def test_a_process_that_only_posts(store_url: str, receiver: Receiver) -> None:
+    """`outbox=False` writes the events and posts none; `Notifier(worker=False,
+    outbox=True)` on the same store posts them, in order, without advancing anything."""
+    receiver.fail_first = 0
+    clock = FakeClock()
+    text = policy(store_url, receiver.url, kinds=", kinds: [attempt, finished]")
+    store = open_store(store_url) if store_url == "memory://" else None
+    working = Notifier.from_yaml(text, clock=clock, store=store, outbox=False)
+    async with working:
+        delivery = await working.send(WHO, Message(text="hi"))
+        for _ in range(20):
+            await clock.advance(30)
+            await asyncio.sleep(0.01)
+        assert (await working.get(delivery.id)).final
+        assert not receiver.arrivals
+        poster = Notifier.from_yaml(text, clock=clock, store=store, worker=False, outbox=True)
+        async with poster:
+            await until(clock, lambda: len(receiver.accepted()) == 3)
+    told = check_arrivals(receiver, SECRET)[delivery.id]
+    assert [e["type"] for e in told] == [
+        "delivery.attempt",
+        "delivery.attempt",
+        "delivery.finished",
+    ]
