@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -94,7 +94,7 @@ OUTBOX_KINDS: Final = ("attempt", "skipped", "finished", "receipt")
 
 def new_event_id() -> str:
     """A fresh `webhook-id`: unique per event, the same on every retry of it."""
-    return "evt_" + uuid.uuid4().hex
+    return "evt_" + os.urandom(16).hex()  # 128 random bits, a quarter of uuid4()'s cost
 
 
 def _event(kind: str, delivery_id: str, ts: float, data: dict[str, Any]) -> OutboxEvent:
