@@ -141,8 +141,13 @@ class OutboxSender:
                 await self._park(POLL_INTERVAL)
                 continue
             if items:
-                posted = await asyncio.gather(*(self._post(item) for item in items))
-                await self._mark_sent([item for item in posted if item is not None])
+                try:
+                    posted = await asyncio.gather(*(self._post(item) for item in items))
+                    await self._mark_sent([item for item in posted if item is not None])
+                except Exception:
+                    # the sender must outlive any one event; the leases free what it held
+                    log.exception("posting outbox events failed; going on")
+                    await self._park(POLL_INTERVAL)
                 continue
             try:
                 wake = await self.store.outbox_next()

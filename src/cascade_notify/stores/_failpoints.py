@@ -17,6 +17,9 @@ write (nothing of it stored) and `after` it (stored, the caller not told):
 | `finish` | the delivery ends |
 | `receipt` | receipts are recorded and wake their deliveries |
 
+The outbox sender (`cascade_notify.outbox`) has two more, `outbox.before` (an event
+leased, its POST not made) and `outbox.after` (its 2xx in, not yet marked sent).
+
 An `attempt`, `timer` or `finish` write may also carry the outcome of the
 provider request made just before it: `*.before` there is the "request sent,
 outcome not recorded" window, the one place a crash leaves an attempt's outcome
