@@ -23,6 +23,13 @@ log = logging.getLogger("cascade_notify.worker")
 def worker(
     policy: PolicyOption,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    outbox: Annotated[
+        str,
+        typer.Option(
+            help="With `events:`: `post` the outcome webhooks here too (default), `no` "
+            "(other processes post them), or `only` (post them, advance no cascade)."
+        ),
+    ] = "post",
 ) -> None:
     """Advance cascades from the policy's store until SIGTERM or SIGINT.
 
@@ -31,6 +38,8 @@ def worker(
     once they expire.
     """
     config = _config(policy)
+    if outbox not in ("post", "no", "only"):
+        raise _fail(f"--outbox {outbox!r}: use post, no or only", 2)
     if config.store.startswith("memory"):
         raise _fail(
             f"{policy}: store: memory:// lives in one process, so a worker would see nothing "
@@ -39,12 +48,12 @@ def worker(
         )
     setup_logging(log_level)
     try:
-        asyncio.run(_work(config))
+        asyncio.run(_work(config, outbox))
     except CascadeError as exc:
         raise _fail(str(exc)) from None
 
 
-async def _work(config: Config) -> None:
+async def _work(config: Config, outbox: str = "post") -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -60,7 +69,7 @@ async def _work(config: Config) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    notifier = Notifier(config, worker=True)
+    notifier = Notifier(config, worker=outbox != "only", outbox=outbox != "no")
     await notifier.start()
     log.info(
         "worker %d on %s: lease %s, up to %d deliveries at once",
