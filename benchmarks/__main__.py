@@ -48,8 +48,10 @@ SECTIONS = (
     "addresses",
     "bulk",
     "stats",
+    "support",
     "routing",
     "outbox",
+    "learned",
 )
 
 
@@ -98,6 +100,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import observe
 
         return observe.run
+    if name == "support":
+        from benchmarks import support
+
+        return support.run
     if name == "routing":
         from benchmarks import routing
 
@@ -106,6 +112,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import outbox
 
         return outbox.run
+    if name == "learned":
+        from benchmarks import learned
+
+        return learned.run
     if name == "processes":
         from benchmarks import sqlite_processes
 

@@ -17,19 +17,26 @@ With CASCADE_WORKER=off the web processes only send (and take receipts); the
 
 Receipts: POST /receipts/{provider}; health: GET /receipts/-/health.
 POST /notify sends; GET /notify/{delivery_id} says how the delivery stands.
+
+The support page is at /support/ (needs the extra `support`), behind this app's own
+staff sign-in: `Authorization: Bearer TOKEN` of an account in STAFF_TOKENS, written
+`name:role:token,...` (role `agent` or `operator`), the same check the app's own
+`current_staff` dependency makes (GET /staff/me).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel
 
 from cascade_notify import DeliveryNotFound, Message, Notifier, Recipient
+from cascade_notify.support import Grant, SupportRequest
 from cascade_notify.webhooks import asgi_app
 
 POLICY = os.environ.get("CASCADE_POLICY", str(Path(__file__).with_name("app_channel.yaml")))
@@ -40,6 +47,31 @@ class Notice(BaseModel):
     app: str | None = None
     sms: str | None = None
     text: str
+
+
+def staff_from(authorization: str | None) -> Grant | None:
+    """This app's staff sign-in: a bearer token of an account in STAFF_TOKENS."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    for account in os.environ.get("STAFF_TOKENS", "").split(","):
+        name, role, known = ([*account.split(":", 2), "", ""])[:3]
+        if known and secrets.compare_digest(token.encode(), known.encode()):
+            return Grant(role=role, user=name)  # type: ignore[arg-type]
+    return None
+
+
+def current_staff(authorization: str | None = Header(default=None)) -> Grant:
+    """The FastAPI dependency the app's own staff routes use."""
+    staff = staff_from(authorization)
+    if staff is None:
+        raise HTTPException(401, "staff only", headers={"WWW-Authenticate": "Bearer"})
+    return staff
+
+
+def support_auth(request: SupportRequest) -> Grant | None:
+    """The support page signs in exactly as the app's staff routes do."""
+    return staff_from(request.headers.get("authorization"))
 
 
 def create_app(notifier: Notifier) -> FastAPI:
@@ -54,6 +86,11 @@ def create_app(notifier: Notifier) -> FastAPI:
     app = FastAPI(lifespan=lifespan)
     # the mount point is the prefix, so the receipts app itself takes prefix=""
     app.mount("/receipts", asgi_app(notifier, prefix=""))
+    app.mount("/support", notifier.support_app(auth=support_auth))
+
+    @app.get("/staff/me")
+    async def me(staff: Grant = Depends(current_staff)) -> dict[str, str]:
+        return {"user": staff.user, "role": staff.role}
 
     @app.post("/notify")
     async def notify(notice: Notice) -> dict[str, str | int]:

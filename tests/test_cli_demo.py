@@ -80,3 +80,25 @@ def test_columns_line_up_in_terminal_cells_and_no_line_ends_in_spaces() -> None:
 def test_the_closing_line_says_the_store_was_temporary() -> None:
     """The demo's SQLite file is deleted at the end, and the last line says so."""
     assert "temporary SQLite file, deleted now" in _demo()[-1]
+
+
+def test_the_demo_ends_with_the_2021_outage_under_two_orders() -> None:
+    """The last scene: the bundled 2021 scenario, cut down, fixed against learned order,
+    with delivery rate, p95 and SMS sends and cost."""
+    lines = _demo()
+    start = lines.index(
+        "The outage of 4 October 2021, simulated: fixed order against learned order"
+    )
+    table = lines[start:]
+    header = next(line for line in table if line.strip().startswith("order"))
+    assert header.split() == ["order", "delivered", "p95", "SMS", "sends", "SMS", "cost"]
+    rows = [line.split() for line in table if line.strip().startswith(("fixed", "learned"))]
+    assert [row[0] for row in rows] == ["fixed", "learned"]
+    assert all(row[1].endswith("%") and row[-1] == "EUR" for row in rows)
+
+
+def test_the_packaged_outage_files_are_the_examples() -> None:
+    """The demo's copies of the scenario and the two policies are examples/scenarios'."""
+    packaged = ROOT / "src" / "cascade_notify" / "cli" / "outage"
+    for name in ("outage-2021-10-04.yaml", "parcel-policy.yaml", "parcel-policy-learned.yaml"):
+        assert (packaged / name).read_text() == (ROOT / "examples" / "scenarios" / name).read_text()

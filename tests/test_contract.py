@@ -141,7 +141,7 @@ async def test_a_polled_receipt_is_the_same_as_one_by_webhook(fake_clock: FakeCl
     by_poll = await _run(FakeClock(), "poll")
     assert by_poll == by_webhook
     assert [len(ids) for ids in Gateway.polls] == [5]
-    assert ("receipt", "", "gw", "delivered") in by_poll[0]
+    assert ("receipt", "sms", "gw", "delivered") in by_poll[0]
 
 
 async def test_a_failing_status_call_backs_off_and_recovers(fake_clock: FakeClock) -> None:

@@ -131,6 +131,19 @@ def test_polling_provider_is_polled_after_its_interval():
     assert isinstance(action, Poll) and change.wake_ts == 60 and change.release
 
 
+def test_a_polled_attempt_is_the_pollers_then_its_timer_is_a_safety_net():
+    """Once handed to the poller, the delivery comes due again only every
+    REARM_INTERVALS intervals (or at its deadline): the poller asks in between."""
+    from cascade_notify.engine import REARM_INTERVALS
+
+    traits = {**TRAITS, "gw1": Traits(poll=30)}
+    waiting = attempt(AttemptStatus.ACCEPTED, deadline_ts=3600, provider_message_id="m")
+    change, action = decide(delivery(waiting), 10, traits)
+    assert action is None and change.wake_ts == 30  # first due one interval after the send
+    change, action = decide(delivery(waiting), 31, traits)
+    assert isinstance(action, Poll) and change.wake_ts == 31 + REARM_INTERVALS * 30
+
+
 def test_finish_is_a_transition_with_no_action():
     """A receipt that meets the step ends the cascade: the status is in the transition."""
     done = attempt(AttemptStatus.DELIVERED, deadline_ts=60)

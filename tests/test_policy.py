@@ -408,7 +408,7 @@ policies:
     assert issue.message == (
         "unknown key 'wiat_for'; did you mean 'wait_for'? (allowed: channel, providers, "
         "wait_for, timeout, retry, quiet_hours, categories, options, withdraw_superseded, "
-        "on_too_long, max_segments, transliterate)"
+        "on_too_long, max_segments, transliterate, keep_place)"
     )
 
 

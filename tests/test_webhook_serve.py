@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import typer
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from cascade_notify.cli.serve import serve
@@ -91,7 +92,16 @@ async def test_serve_takes_receipts_and_shuts_down_gracefully(
             answer = await http.post(
                 "/receipts/app", content=body, headers=sign(SECRET, "w1", body, time.time())
             )
+            metrics = await http.get("/-/metrics")
         assert health.status_code == 200
+        assert metrics.status_code == 200  # Prometheus text, as its own parser reads it
+        unfinished = {
+            s.labels["status"]: s.value
+            for family in text_string_to_metric_families(metrics.text)
+            for s in family.samples
+            if s.name == "cascade_notify_deliveries_unfinished"
+        }
+        assert unfinished == {"scheduled": 0, "pending": 0}
         assert answer.status_code == 200
         process.send_signal(sig)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
@@ -107,6 +117,7 @@ async def test_serve_takes_receipts_and_shuts_down_gracefully(
     assert re.search(r"store sqlite:////\S+/cascade\.db; worker on", log), log  # absolute
     assert "provider app (webhook, app): POST /receipts/app" in log
     assert "health: GET /receipts/-/health" in log
+    assert "metrics: GET /-/metrics" in log
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z]+ [\w.]+: ", line)
                for line in log.splitlines()), log  # fmt: skip
     # a clean shutdown exits 0 on either signal, as `cascade-notify worker` does

@@ -17,11 +17,12 @@ same way (`withdrawal.py`: which ones, and the calls).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from cascade_notify import _logmask
+from cascade_notify._logfields import attempt_fields, log_transition
 from cascade_notify.clock import Clock
 from cascade_notify.errors import (
     LeaseLost,
@@ -67,7 +68,7 @@ from cascade_notify.withdrawal import (
     superseded,
 )
 
-log = logging.getLogger("cascade_notify.engine")
+log = _logmask.logger("cascade_notify.engine")
 
 _MEETS = {
     WaitFor.ACCEPTED: frozenset(
@@ -87,6 +88,10 @@ PROVIDER_DOWN = frozenset({"connect"})
 #: A claim this close to its lease's end is not used for a send: the intent could be
 #: written, and the lease be gone before the call. It is left for the next claim.
 LEASE_MARGIN = 0.25
+#: A delivery waiting on a polled attempt comes due in the store every this many poll
+#: intervals: the poller asks in between, and this is its safety net (a restart, a dead
+#: worker's attempts picked up by another).
+REARM_INTERVALS = 5
 
 
 class LeaseRanOut(LeaseLost):
@@ -284,8 +289,11 @@ def decide(
                 if interval and last.provider_message_id is not None:
                     # a receipt just heard (by a poll or a webhook) answers for a while
                     heard = max((r.ts for r in last.receipts), default=last.started_ts)
-                    due = now >= max(last.started_ts, heard) + interval
-                    return _wait(change, min(wake, now + interval), last if due else None)
+                    heard = max(heard, last.started_ts)
+                    if now < heard + interval:
+                        return _wait(change, min(wake, heard + interval))
+                    # the poller asks every interval from here; the timer is its safety net
+                    return _wait(change, min(wake, now + REARM_INTERVALS * interval), last)
                 return _wait(change, wake)
             change.attempts.append(
                 _close(
@@ -396,6 +404,7 @@ class Engine:
             if write.events and self._wrote_events is not None:
                 self._wrote_events()
             apply_transition(delivery, change, own=True)
+            log_transition(log, delivery.id, write)
             if self.guard is not None:
                 for written in write.attempts:
                     if written.status is not AttemptStatus.SENDING and (
@@ -403,7 +412,7 @@ class Engine:
                     ):
                         self.guard.observe(written, now)
             if self._listeners:
-                for event in transition_events(delivery.id, write, now):
+                for event in transition_events(delivery.id, write, now, delivery.created_ts):
                     emit(self._listeners, event)
             if isinstance(action, Poll) and self._poll is not None:
                 self._poll(action.attempt)
@@ -473,7 +482,10 @@ class Engine:
             try:
                 await self._signals([gone])
             except Exception:  # the outcome must be written whatever became of the signal
-                log.warning("an address signal of %s was lost", provider.name, exc_info=True)
+                log.warning(
+                    "an address signal of %s was lost", provider.name, exc_info=True,
+                    extra=attempt_fields(attempt),
+                )  # fmt: skip
         done = outcome(attempt, result, step, tries(delivery, attempt.step, attempt.provider), now)
         if isinstance(result, SendResult):
             bill(done, provider.settings, parts)

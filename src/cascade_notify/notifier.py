@@ -18,7 +18,7 @@ from datetime import datetime
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from cascade_notify import bulk, linking, webhooks
+from cascade_notify import _logmask, bulk, learned, linking, webhooks
 from cascade_notify.bulk import Send, SendManyResult
 from cascade_notify.calls import Calls
 from cascade_notify.clock import Clock, SystemClock
@@ -64,6 +64,7 @@ from cascade_notify.routing import Router
 from cascade_notify.stores import (
     AddressBook,
     Batching,
+    Learning,
     Rescheduling,
     Settling,
     SignalOutcome,
@@ -74,8 +75,9 @@ from cascade_notify.worker import POLL_INTERVAL, Worker
 
 if TYPE_CHECKING:
     from cascade_notify.providers._http import HttpClient
+    from cascade_notify.support import Auth, Role, SupportApp
 
-log = logging.getLogger("cascade_notify")
+log = _logmask.logger("cascade_notify")
 
 
 class Notifier:
@@ -460,12 +462,16 @@ class Notifier:
         start = now if at is None else bulk.start_ts(at, now)
         recipient, unusable = await self._addresses_known(self.store, chosen, recipient)
         _check_reachable(chosen, recipient, unusable)
+        steps, order = chosen.steps, None
+        store = self.store
+        if chosen.order == "learned" and isinstance(store, Learning):
+            steps, order = learned.reorder(steps, await store.history(recipient.id))
         delivery = Delivery(
             id=new_id(),
             policy=chosen.name,
             recipient=recipient,
             message=message,
-            steps=chosen.steps,
+            steps=steps,
             created_ts=now,
             expires_ts=now + chosen.ttl,
             wake_ts=now,
@@ -474,6 +480,7 @@ class Notifier:
             fingerprint=fingerprint,
             priority=priority,
             route=route,
+            order=order,
         )
         if at is not None:
             start = bulk.quiet_start(chosen, delivery, start)
@@ -611,8 +618,8 @@ class Notifier:
         return await store.linked(recipient_id) if isinstance(store, AddressBook) else {}
 
     async def forget(self, recipient_id: str) -> int:
-        """Erase what the store remembers of `recipient_id`'s addresses (a deletion
-        request); return how many entries went."""
+        """Erase what the store remembers of `recipient_id`'s addresses and channel history
+        (a deletion request); return how many entries went."""
         store = self.store
         return await store.forget(recipient_id) if isinstance(store, AddressBook) else 0
 
@@ -759,8 +766,24 @@ class Notifier:
                     "receipt %s from %s for a message not known (yet): kept a while",
                     result.receipt.status.value,
                     result.receipt.provider,
+                    extra={"provider": result.receipt.provider},
                 )
-            elif not result.duplicate:
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "delivery %s: receipt %s from %s%s",
+                    result.delivery_id,
+                    result.receipt.status.value,
+                    result.receipt.provider,
+                    " (a duplicate)" if result.duplicate else "",
+                    extra={
+                        "delivery_id": result.delivery_id,
+                        "provider": result.receipt.provider,
+                        "status": result.receipt.status.value,
+                        "attempt_id": result.receipt.attempt_id,
+                        "provider_message_id": result.receipt.provider_message_id,
+                    },
+                )
+            if result.delivery_id is not None and not result.duplicate:
                 woke = True
                 if self._listeners:
                     self._emit(
@@ -768,9 +791,11 @@ class Notifier:
                             "receipt",
                             result.delivery_id,
                             self.clock.now(),
+                            channel=_channel_of(self._providers, result.receipt.provider),
                             provider=result.receipt.provider,
                             status=result.receipt.status.value,
                             detail=result.receipt.error,
+                            attempt_id=result.receipt.attempt_id,
                         )
                     )
         if woke:
@@ -931,10 +956,41 @@ class Notifier:
             read_timeout=read_timeout,
         )
 
+    def support_app(
+        self,
+        *,
+        auth: Auth,
+        reveal: tuple[Role, ...] = ("operator",),
+        timezone: str = "UTC",
+        secret: bytes | None = None,
+        figures_for: float = 60.0,
+    ) -> SupportApp:
+        """The support page, an ASGI app to mount in the host's app (docs/support.md).
+
+        `auth(request)` returns the role (`"agent"`, `"operator"`), a `Grant`, or None
+        (401), or raises `AccessDenied` (403). `reveal`: the roles that see phone numbers
+        and e-mail addresses in full; `figures_for`: seconds the operator's view keeps a
+        period's figures. Needs the extra `support` (Jinja2)."""
+        from cascade_notify.support import SupportApp
+
+        return SupportApp(
+            self,
+            auth=auth,
+            reveal=reveal,
+            timezone=timezone,
+            secret=secret,
+            figures_for=figures_for,
+        )
+
     def _resolve(self, delivery: Delivery) -> None:
         for future in self._waiters.pop(delivery.id, []):
             if not future.done():
                 future.set_result(delivery.copy())
+
+
+def _channel_of(providers: Mapping[str, Provider], name: str) -> str | None:
+    provider = providers.get(name)
+    return None if provider is None else provider.channel
 
 
 def _noop() -> None:

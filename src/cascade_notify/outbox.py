@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
@@ -22,6 +21,7 @@ from typing import Any, Final
 import aiohttp
 import httpx
 
+from cascade_notify import _logmask
 from cascade_notify.clock import Clock
 from cascade_notify.errors import CascadeError
 from cascade_notify.policy import EventsSettings
@@ -29,7 +29,7 @@ from cascade_notify.providers._signing import StandardWebhooks, wall_time
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores.base import Outbox, OutboxItem
 
-log = logging.getLogger("cascade_notify.outbox")
+log = _logmask.logger("cascade_notify.outbox")
 
 #: The wait before the n-th retry is BACKOFF_BASE * 2**(n-1) seconds, at most BACKOFF_CAP.
 BACKOFF_BASE: Final = 1.0

@@ -34,11 +34,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
+from cascade_notify import _logmask
 from cascade_notify.errors import CascadeError
 from cascade_notify.providers._signing import BadSignature
 from cascade_notify.providers.base import (
@@ -50,7 +50,7 @@ from cascade_notify.providers.base import (
 )
 from cascade_notify.stores.base import ReceiptResult
 
-log = logging.getLogger("cascade_notify.webhooks")
+log = _logmask.logger("cascade_notify.webhooks")
 
 #: The default cap on a webhook body, in bytes.
 MAX_BODY: Final = 256 * 1024
@@ -146,7 +146,9 @@ async def handle_webhook(
     try:
         return await _handle(inbox, provider_name, method.upper(), url, headers, body, max_body)
     except Exception:
-        log.exception("webhook for provider %r failed", provider_name)
+        log.exception(
+            "webhook for provider %r failed", provider_name, extra={"provider": provider_name}
+        )
         return _answer(500, {"error": "internal error"})
 
 
@@ -170,20 +172,39 @@ async def _handle(
     try:
         inbound = await provider.receive(request)
     except BadSignature as bad:
-        log.info("webhook for %r refused: %s", provider_name, bad.reason)
+        log.info(
+            "webhook for %r refused: %s",
+            provider_name,
+            bad.reason,
+            extra={"provider": provider_name},
+        )
         return _answer(bad.status, {"error": "bad or missing signature"})
     except MalformedReceipts as exc:  # some of a batch: the good ones are recorded
         inbound, refused = Inbound(receipts=exc.receipts), exc
     except (ValueError, RecursionError) as exc:
-        log.info("webhook for %r refused: malformed: %s", provider_name, exc)
+        log.info(
+            "webhook for %r refused: malformed: %s",
+            provider_name,
+            exc,
+            extra={"provider": provider_name},
+        )
         return _answer(400, {"error": f"malformed: {exc}"[:300]})
     try:
         results = await inbox.take_in(inbound)
     except CascadeError:
-        log.exception("receipts for %r could not be stored; the sender will retry", provider_name)
+        log.exception(
+            "receipts for %r could not be stored; the sender will retry",
+            provider_name,
+            extra={"provider": provider_name},
+        )
         return _answer(503, {"error": "try again later"}, {"retry-after": "5"})
     if refused is not None:
-        log.info("webhook for %r: some receipts refused: malformed: %s", provider_name, refused)
+        log.info(
+            "webhook for %r: some receipts refused: malformed: %s",
+            provider_name,
+            refused,
+            extra={"provider": provider_name},
+        )
     if refused is None and inbound.answer is not None:
         return inbound.answer
     return _answer(

@@ -16,18 +16,18 @@ which is harmless (a deleted message is gone, a cancellation carries a stable id
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from cascade_notify import _logmask
 from cascade_notify._text import TEXT_LIMIT, storable
 from cascade_notify.clock import Clock
 from cascade_notify.models import Attempt, AttemptStatus, Delivery, ReceiptStatus
 from cascade_notify.providers.base import Provider, WithdrawRequest
 from cascade_notify.stores.base import Transition
 
-log = logging.getLogger("cascade_notify.engine")
+log = _logmask.logger("cascade_notify.engine")
 
 #: Sent, and possibly still in front of the customer: what a finish may withdraw.
 _UNCONFIRMED: Final = frozenset(

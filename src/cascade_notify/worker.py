@@ -1,11 +1,18 @@
 """The claim loop: lease due deliveries from the store and advance each in a task.
 
-A worker claims no more deliveries than it has free slots (`concurrency`), so a claim
-never waits for a slot while its lease runs out: every claim is advanced at once, and
-finishes, waits or is left to the next claim well inside its lease. A slot is a
+A worker advances no more deliveries at once than it has slots (`concurrency`), and
+every claim it starts is advanced at once, so it finishes, waits or is left to the next
+claim well inside its lease. A slot is a
 delivery with provider calls left to make: it is freed when the last one returned,
 before that delivery's outcome is committed, so the next claim and that outcome share a
 commit instead of waiting on each other's (on SQLite, an fsync each).
+
+A worker also keeps up to `concurrency` claims ready beside the ones in hand, so a freed
+slot starts the next delivery at once instead of waiting for a claim's round trip (on
+SQLite a commit each): claiming runs ahead of the slots, not in their way. A ready claim
+is leased like one in hand; one whose lease has run too low by the time a slot frees is
+left alone (its lease runs out and the next claim takes it again), and `stop()` advances
+the ready claims rather than leaving them leased.
 
 It sleeps until the store's next due time, or until poked: by a send or a receipt in
 this process, or by a store that is `Watchable` (other processes' news). A store shared
@@ -16,17 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
+from cascade_notify import _logmask
 from cascade_notify.clock import Clock
-from cascade_notify.engine import Engine, LeaseRanOut
+from cascade_notify.engine import LEASE_MARGIN, Engine, LeaseRanOut
 from cascade_notify.errors import CascadeError, LeaseLost
 from cascade_notify.models import Delivery, DeliveryStatus
 from cascade_notify.stores import Watchable
 from cascade_notify.stores.base import Claim, Store
 
-log = logging.getLogger("cascade_notify")
+log = _logmask.logger("cascade_notify.worker")
 
 #: How often an idle worker looks at a shared store for work other processes did.
 POLL_INTERVAL: Final = 1.0
@@ -56,6 +65,7 @@ class Worker:
         self._poke = asyncio.Event()
         self._free = asyncio.Event()
         self._busy = 0
+        self._ready: deque[Claim] = deque()  # claimed ahead, waiting for a free slot
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -80,31 +90,34 @@ class Worker:
         if self._loop_task is not None:
             await self._loop_task
             self._loop_task = None
+        while self._ready:  # leased already: advance them rather than leave them held
+            self._start(self._ready.popleft())
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._stopping:
-            free = self.concurrency - self._busy
-            if free <= 0:
+            room = 2 * self.concurrency - self._busy - len(self._ready)
+            if room <= 0:
                 self._free.clear()
                 await self._free.wait()
                 continue
             self._poke.clear()
             try:
                 claims = await self.store.claim(
-                    self.clock.now(), limit=min(self.batch, free), lease=self.lease
+                    self.clock.now(), limit=min(self.batch, room), lease=self.lease
                 )
             except CascadeError:
                 log.exception("claiming due deliveries failed; retrying")
                 await self._park(POLL_INTERVAL)
                 continue
-            for claim in claims:
-                self._busy += 1
-                task = loop.create_task(self._advance(claim))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            if claims and log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "claimed %d due deliveries: %s", len(claims),
+                    ", ".join(c.delivery.id for c in claims),
+                )  # fmt: skip
+            self._ready.extend(claims)
+            self._fill()
             if claims:
                 await asyncio.sleep(0)
                 continue
@@ -150,21 +163,42 @@ class Worker:
             if delivery.final:
                 self._on_final(delivery)
         except LeaseRanOut as lost:
-            log.warning("%s; it is left for the next claim", lost)
+            log.warning(
+                "%s; it is left for the next claim", lost,
+                extra={"delivery_id": claim.delivery.id},
+            )  # fmt: skip
         except LeaseLost:
             await self._stepped_back(claim.delivery.id)
         except Exception:
             log.exception(
                 "advancing delivery %s failed; it will be retried when its lease expires",
                 claim.delivery.id,
+                extra={"delivery_id": claim.delivery.id, "step": claim.delivery.step},
             )
         finally:
             calls_done()
             # the store may have re-queued it (a receipt came in while we held the lease)
             self._poke.set()
 
+    def _fill(self) -> None:
+        """Start ready claims in the free slots."""
+        while self._ready and self._busy < self.concurrency:
+            claim = self._ready.popleft()
+            if self.clock.now() >= claim.lease_until - 2 * LEASE_MARGIN:
+                # too little lease left to write an intent and call: the engine would only
+                # write a short wait; the lease runs out and the next claim takes it again
+                continue
+            self._start(claim)
+
+    def _start(self, claim: Claim) -> None:
+        self._busy += 1
+        task = asyncio.get_running_loop().create_task(self._advance(claim))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _release_slot(self) -> None:
         self._busy -= 1
+        self._fill()
         self._free.set()
         self._poke.set()
 
@@ -176,9 +210,15 @@ class Worker:
         except CascadeError:
             now = None
         if now is not None and now.status is DeliveryStatus.CANCELLED:
-            log.info("delivery %s was cancelled while in hand; stepping back", now.id)
+            log.info(
+                "delivery %s was cancelled while in hand; stepping back", now.id,
+                extra={"delivery_id": now.id},
+            )  # fmt: skip
         else:
-            log.warning("lease on delivery %s was taken over; stepping back", delivery_id)
+            log.warning(
+                "lease on delivery %s was taken over; stepping back", delivery_id,
+                extra={"delivery_id": delivery_id},
+            )  # fmt: skip
 
 
 __all__ = ["POLL_INTERVAL", "Worker"]

@@ -247,3 +247,46 @@ def test_the_bundled_scenarios_run_small(name):
     (run,) = report.policies
     assert run.deliveries == 300 and run.delivery_rate > 0.9
     assert run.cost > 0
+
+
+LEARNING = """\
+providers:
+  wa: {{type: fake, channel: whatsapp, breaker: false}}
+  sms: {{type: fake, channel: sms, breaker: false}}
+policies:
+  parcel:
+    order: {order}
+    steps:
+      - {{channel: whatsapp, providers: [wa], wait_for: delivered, timeout: 60s}}
+      - {{channel: sms, providers: [sms], wait_for: delivered, timeout: 5m}}
+"""
+
+
+def test_a_pool_of_recipients_repeats_customers_and_the_learned_order_learns():
+    """`traffic.recipients: 5`: 60 deliveries over a day go to five customers, each in one
+    segment. WhatsApp silently blocked for them: the fixed order pays and waits for
+    WhatsApp on every delivery; the learned order only until SMS has reached a customer."""
+    blocked = load_scenario(
+        """\
+traffic: {deliveries: 60, recipients: 5, window: 1d, start: 2021-10-04T00:00:00Z}
+segments:
+  - {name: all, share: 1, channels: [whatsapp, sms], reads: 0, blocked: {whatsapp: silent}}
+channels: {sms: {delivered: 10s}}
+prices: {wa: 0.01, sms: 0.05}
+"""
+    )
+    fixed, learned = simulate(
+        load_config(LEARNING.format(order="fixed")),
+        blocked,
+        seed=3,
+        compare=load_config(LEARNING.format(order="learned")),
+        breaker_baseline=False,
+    ).policies
+    sends = {
+        name: {c.channel: c.sends for c in run.channels}
+        for name, run in (("fixed", fixed), ("learned", learned))
+    }
+    assert fixed.delivered == learned.delivered == 60
+    assert sends["fixed"] == {"whatsapp": 60, "sms": 60}
+    assert sends["learned"]["sms"] == 60 and sends["learned"]["whatsapp"] <= 5
+    assert (fixed.p50, learned.p50) == (70.0, 10.0)  # 60 s waiting on WhatsApp, then SMS

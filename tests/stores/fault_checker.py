@@ -29,9 +29,14 @@ class Verdicts:
 
 
 def read_logs(log_dir: Path) -> list[dict[str, Any]]:
+    """Every record the processes logged. Each record is one `write` ending in a newline,
+    but a SIGKILL can cut a process's last write where it crosses a page of the file
+    (Linux looks for a fatal signal between the pages it copies): what follows the last
+    newline is such a cut record (the process died in that very write), and is left out."""
     records = []
     for path in sorted(log_dir.glob("*.jsonl")):
-        records.extend(json.loads(line) for line in path.read_text().splitlines() if line)
+        *whole, _cut = path.read_text().split("\n")
+        records.extend(json.loads(line) for line in whole if line)
     return records
 
 

@@ -140,3 +140,15 @@ def test_claimed_is_not_a_way_to_close() -> None:
 
     with pytest.raises(ValueError, match="claim_call"):
         _calls.closed(call(), CallStatus.CLAIMED, NOW, None)
+
+
+async def test_one_call_by_task_id_says_who_took_it(store: Store) -> None:
+    """call(task_id) reads one call as it stands (the support page's "who called")."""
+    calls = queue(store)
+    await calls.put_call(call())
+    await calls.claim_call("irina", NOW)
+    await calls.close_call("ct_1", CallStatus.DONE, NOW + 60, "reached her")
+    found = await calls.call("ct_1")
+    assert found is not None
+    assert (found.operator, found.status, found.note) == ("irina", CallStatus.DONE, "reached her")
+    assert await calls.call("nope") is None

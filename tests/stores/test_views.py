@@ -240,3 +240,70 @@ async def test_timeline_of_a_rescued_delivery(filled: tuple[Notifier, dict[str, 
     tokyo = timeline(await notifier.get(ids["r1"])).to_dict()
     assert tokyo["timezone"] == "Asia/Tokyo"
     assert tokyo["created_at"] == "2026-01-01T09:00:00+09:00"  # NOW is midnight UTC
+
+
+SEARCH_POLICY = """
+default_region: RU
+providers:
+  wa:   {type: fake, channel: whatsapp, behavior: deliver, cost: 0.25}
+  mail: {type: fake, channel: email, behavior: deliver, cost: 0.5}
+policies:
+  service:
+    steps:
+      - {channel: whatsapp, providers: [wa]}
+      - {channel: email, providers: [mail], wait_for: accepted}
+"""
+
+
+async def test_search_by_phone_email_and_idempotency_key(store_factory: StoreFactory) -> None:
+    """A phone on any phone channel, an e-mail in any case and an idempotency key each find
+    their deliveries, newest first, with what they cost."""
+    clock = FakeClock(start=NOW)
+    async with Notifier.from_yaml(SEARCH_POLICY, clock=clock, store=store_factory()) as notifier:
+        whatsapp = await notifier.send(
+            Recipient(id="a", whatsapp="8 (916) 123-45-67"), Message(text="1"), idempotency_key="k1"
+        )
+        await clock.advance(1)
+        sms_only = await notifier.send(
+            Recipient(id="b", sms="+79161234567", email="Anna@Example.com"), Message(text="2")
+        )
+        await clock.advance(1)
+        other = await notifier.send(Recipient(id="c", whatsapp="+79031234567"), Message(text="3"))
+        await run_until_final(notifier, clock, [whatsapp.id, sms_only.id, other.id])
+
+        by_phone = await notifier.deliveries(DeliveryQuery(phone="+79161234567"))
+        assert [d.id for d in by_phone.items] == [sms_only.id, whatsapp.id]
+        assert by_phone.items[1].cost == pytest.approx(0.25)
+        by_email = await notifier.deliveries(DeliveryQuery(email="anna@EXAMPLE.com"))
+        assert [d.id for d in by_email.items] == [sms_only.id]
+        assert by_email.items[0].cost == pytest.approx(0.5)
+        by_key = await notifier.deliveries(DeliveryQuery(idempotency_key="k1"))
+        assert [d.id for d in by_key.items] == [whatsapp.id]
+        assert (await notifier.deliveries(DeliveryQuery(idempotency_key="k2"))).items == ()
+        assert (await notifier.deliveries(DeliveryQuery(phone="+79990000000"))).items == ()
+
+
+async def test_failures_by_kind_match_the_python_definition(
+    filled: tuple[Notifier, dict[str, str]],
+) -> None:
+    """Failed attempts are counted by channel, provider, status and code, most frequent
+    first, alike on every store."""
+    notifier, ids = filled
+    deliveries = [await notifier.get(i) for i in ids.values()]
+    expected = compute.failures(deliveries, WINDOW["since"], WINDOW["until"])
+    got = await notifier.store.failures(WINDOW["since"], WINDOW["until"])  # type: ignore[attr-defined]
+    assert got == expected
+    kinds: dict[tuple[str, str, str], int] = {}
+    for r in got:  # r2's and r5's failures differ by code: two rows
+        kinds[r.channel, r.provider, r.status] = (
+            kinds.get((r.channel, r.provider, r.status), 0) + r.count
+        )
+    # wa: r2's failed receipt, r5 refused; r3 unreachable; tg: r3; sms1: r5's failed receipt
+    assert kinds == {
+        ("whatsapp", "wa", "failed"): 2,
+        ("whatsapp", "wa", "unreachable"): 1,
+        ("telegram", "tg", "failed"): 1,
+        ("sms", "sms1", "failed"): 1,
+    }
+    assert len(got) == 5 and all(r.count == 1 for r in got)
+    assert await notifier.store.failures(NOW + 10 * 86400, NOW + 11 * 86400) == []  # type: ignore[attr-defined]

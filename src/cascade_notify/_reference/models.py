@@ -11,7 +11,7 @@ import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, FilePath, SecretStr
 from pydantic.fields import FieldInfo
@@ -128,11 +128,15 @@ def models_in(annotation: Any) -> Iterator[tuple[type[BaseModel], str]]:
         yield from ((m, ".NAME" + s) for m, s in models_in(get_args(base)[-1]))
 
 
+#: Types whose `min_length` counts characters.
+_TEXT_TYPES: Final = (str, SecretStr)
+
+
 def constraints(metadata: Sequence[Any], base: Any, *, duration: bool = False) -> list[str]:
     """The limits a field's metadata puts on its value, in words."""
     texts: list[str] = []
     union = get_origin(base) in (Union, types.UnionType)
-    textual = any(t in (str, SecretStr) for t in (get_args(base) if union else (base,)))
+    textual = any(t in _TEXT_TYPES for t in (get_args(base) if union else (base,)))
     for item in metadata:
         for attr, sign in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")):
             value = getattr(item, attr, None)

@@ -86,6 +86,12 @@ def validate(
     for policy in config.policies.values():
         chain = " → ".join(step.channel for step in policy.steps)
         marker = " (default)" if policy.name == config.default_policy else ""
+        if policy.order == "learned":  # the steps as written; pinned ones marked
+            pinned = {s.channel for s in policy.steps if s.keep_place}
+            chain = " → ".join(
+                s.channel + ("*" if s.channel in pinned else "") for s in policy.steps
+            )
+            chain += "; order learned" + (" (* keeps its place)" if pinned else "")
         out.print(f"  {escape(policy.name)}{marker}: {chain}; ttl {format_duration(policy.ttl)}")
     for rule in config.routes:  # first match wins
         out.print(f"  {escape(rule.route.describe())} → {escape(rule.policy)}")
@@ -97,7 +103,8 @@ def demo(
         Path | None, typer.Option("--policy", "-p", help="Run another demo policy.")
     ] = None,
 ) -> None:
-    """Watch three deliveries find their way through outages, on fake providers."""
+    """Watch three deliveries find their way through outages, on fake providers; then the
+    2021 WhatsApp outage simulated, cut down, under a fixed and a learned channel order."""
     from cascade_notify.cli.demo import run_demo
 
     bundled = _bundled_demo()

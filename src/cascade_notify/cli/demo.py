@@ -1,11 +1,15 @@
-"""`cascade-notify demo`: three deliveries through a bad hour, on fake providers and fake time."""
+"""`cascade-notify demo`: three deliveries through a bad hour, on fake providers and fake time,
+then the 4 October 2021 outage simulated, scaled down, under a fixed and a learned order."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import sys
 import tempfile
 from collections import defaultdict
+from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
@@ -16,8 +20,14 @@ from cascade_notify.cli._output import aligned
 from cascade_notify.events import Event
 from cascade_notify.models import CHANNELS, Delivery, Message, Recipient
 from cascade_notify.notifier import Notifier
-from cascade_notify.policy import DEFAULT_STORE, Config
+from cascade_notify.policy import DEFAULT_STORE, Config, load_config
+from cascade_notify.simulate import load_scenario, simulate
+from cascade_notify.simulate.report import PolicyReport
 from cascade_notify.testing import FakeClock, run_until_final
+
+#: The last scene: the bundled 2021 scenario (examples/scenarios, copied into the package)
+#: cut to this many deliveries, to customers in the same proportion (a few seconds).
+OUTAGE_DELIVERIES = 2000
 
 PEOPLE = [
     (
@@ -144,7 +154,84 @@ def run_demo(
         store = None
         if config.store == DEFAULT_STORE:
             store = f"sqlite:///{Path(folder) / 'demo.db'}"
-        return asyncio.run(_run(config, console, store, stories))
+        finals = asyncio.run(_run(config, console, store, stories))
+        if stories:
+            outage_scene(console)
+    if store is not None:
+        closing = (
+            "The demo kept its store in a temporary SQLite file, deleted now. In your app "
+            "every step of the three deliveries above stays in the store: `await notifier.get(id)` "
+            "returns it."
+        )
+    else:
+        closing = (
+            "Every step of the three deliveries above is in the store "
+            f"{config.store.split('?')[0]}: `await notifier.get(id)` returns it."
+        )
+    _print(console, closing, "dim")
+    return finals
+
+
+def _packaged(name: str) -> str:
+    return resources.files("cascade_notify.cli").joinpath("outage", name).read_text("utf-8")
+
+
+def outage_scene(console: Console, deliveries: int = OUTAGE_DELIVERIES) -> list[PolicyReport]:
+    """The 4 October 2021 outage on a parcel carrier's day, cut to `deliveries`, simulated
+    under the fixed order and the learned one; printed as a short table."""
+    full = load_scenario(_packaged("outage-2021-10-04.yaml"))
+    traffic = full.model.traffic
+    share = deliveries / traffic.deliveries
+    customers = None if traffic.recipients is None else max(1, round(traffic.recipients * share))
+    cut = traffic.model_copy(update={"deliveries": deliveries, "recipients": customers})
+    scenario = dataclasses.replace(full, model=full.model.model_copy(update={"traffic": cut}))
+    fixed = load_config(_packaged("parcel-policy.yaml"))
+    learned = load_config(_packaged("parcel-policy-learned.yaml"))
+    library = logging.getLogger("cascade_notify")
+    level = library.level
+    library.setLevel(logging.ERROR)  # a breaker opening is the point here, not news
+    try:
+        report = simulate(fixed, scenario, seed=1, compare=learned, breaker_baseline=False)
+    finally:
+        library.setLevel(level)
+    _print(
+        console,
+        "The outage of 4 October 2021, simulated: fixed order against learned order",
+        "bold",
+    )
+    _print(
+        console,
+        f"WhatsApp refusing connections 15:40–21:40 UTC on a parcel carrier's day, cut to "
+        f"{deliveries:,} messages to {customers or deliveries:,} customers (the full day: "
+        f"cascade-notify simulate, docs/simulate.md). The learned order puts first the "
+        "channel that last reached each customer.",
+        "dim",
+    )
+    currency = report.currency or ""
+    rows: list[list[str | Text]] = [
+        [Text(c, style="bold") for c in ("  order", "delivered", "p95", "SMS sends", "SMS cost")]
+    ]
+    for name, run in zip(("fixed", "learned"), report.policies, strict=True):
+        sms = next((c for c in run.channels if c.channel == "sms"), None)
+        rows.append(
+            [
+                "  " + name,
+                f"{run.delivery_rate:.2%}",
+                _p95(run.p95),
+                f"{sms.sends:,}" if sms else "0",
+                f"{sms.cost:,.2f} {currency}".rstrip() if sms else "0",
+            ]
+        )
+    for line in aligned(rows):
+        _print(console, line)
+    _print(console, "")
+    return list(report.policies)
+
+
+def _p95(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds:.1f} s" if seconds < 60 else human_duration(seconds)
 
 
 def _print(console: Console, text: Text | str, style: str = "") -> None:
@@ -215,15 +302,4 @@ async def _run(
     for line in aligned(summary):
         _print(console, line)
     _print(console, "")
-    if store is not None:
-        closing = (
-            "The demo kept its store in a temporary SQLite file, deleted now. In your app "
-            "every step above stays in the store: `await notifier.get(id)` returns it."
-        )
-    else:
-        closing = (
-            f"Every step above is in the store {config.store.split('?')[0]}: "
-            "`await notifier.get(id)` returns it."
-        )
-    _print(console, closing, "dim")
     return finals

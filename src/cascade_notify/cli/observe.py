@@ -121,6 +121,8 @@ def status(
     created = datetime.fromtimestamp(d.created_ts, story.zone)
     if d.route is not None:
         _out.print(f"[dim]policy chosen by {escape(d.route.describe())}[/dim]")
+    if d.order is not None:
+        _out.print(f"[dim]{escape(d.order.describe())}[/dim]")
     _out.print(f"[dim]times in {story.zone_name}; created {created:%Y-%m-%d %H:%M:%S}[/dim]")
     table = Table(box=None, pad_edge=False)
     for column in ("", "after", "at", "step", "channel", "provider", "what", "detail", "cost"):

@@ -10,26 +10,30 @@ the command exits 0, as `cascade-notify worker` does.
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cascade_notify import _logmask
+from cascade_notify.cli import _metrics
 from cascade_notify.cli._output import setup_logging, store_label
-from cascade_notify.errors import PolicyError
+from cascade_notify.errors import CascadeError, PolicyError
 from cascade_notify.notifier import Notifier
+from cascade_notify.observe.metrics import TelemetryError
+from cascade_notify.observe.prometheus import METRICS_PATH, metrics_route
 from cascade_notify.policy import Config, load_config
+from cascade_notify.support.auth import TOKEN_ENV
 from cascade_notify.webhooks import HEALTH_PATH, MAX_BODY, asgi_app
 
 _errors = Console(stderr=True, highlight=False)
 
 
-log = logging.getLogger("cascade_notify.serve")
+log = _logmask.logger("cascade_notify.serve")
 
 
 def _announce(path: Path, config: Config, notifier: Notifier, prefix: str, worker: bool) -> None:
@@ -52,6 +56,46 @@ def _announce(path: Path, config: Config, notifier: Notifier, prefix: str, worke
         else:
             log.info("provider %s (%s, %s): takes no webhooks", name, kind, provider.channel)
     log.info("health: GET %s%s", prefix, HEALTH_PATH)
+
+
+#: Where `serve --support` puts the support page.
+SUPPORT_PATH = "/support"
+
+
+def with_support(receipts: Any, notifier: Notifier) -> Any:
+    """`receipts` with the support page at /support, signed in by the tokens in the
+    environment (`cascade_notify.support.env_auth`); lifespan goes to `receipts`."""
+    import hashlib
+    import os
+
+    from cascade_notify.support import env_auth
+
+    auth = env_auth()
+    # every `serve` with the same token signs forms alike, so a balancer may mix them
+    secret = hashlib.sha256(b"support csrf\n" + os.environ[TOKEN_ENV].encode()).digest()
+    page = notifier.support_app(auth=auth, secret=secret)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (
+            path == SUPPORT_PATH or path.startswith(SUPPORT_PATH + "/")
+        ):
+            if path == SUPPORT_PATH:
+                await _moved(send, SUPPORT_PATH + "/")
+                return
+            await page(
+                {**scope, "root_path": scope.get("root_path", "") + SUPPORT_PATH}, receive, send
+            )
+        else:
+            await receipts(scope, receive, send)
+
+    return app
+
+
+async def _moved(send: Any, location: str) -> None:
+    headers = [(b"location", location.encode()), (b"cache-control", b"no-store")]
+    await send({"type": "http.response.start", "status": 308, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 class _Stopped(Exception):
@@ -85,6 +129,21 @@ def serve(
         int, typer.Option(help="Seconds requests in flight get to finish on shutdown.")
     ] = 30,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    metrics: Annotated[
+        bool | None,
+        typer.Option(
+            "--metrics/--no-metrics",
+            help="Prometheus text at GET /-/metrics (default: on when prometheus-client, "
+            "the otel extra, is installed).",
+        ),
+    ] = None,
+    support: Annotated[
+        bool,
+        typer.Option(
+            "--support/--no-support",
+            help="Also serve the support page at /support (needs CASCADE_NOTIFY_SUPPORT_TOKEN).",
+        ),
+    ] = False,
 ) -> None:
     """Take delivery receipts over HTTP at {prefix}/{provider}, until SIGINT or SIGTERM."""
     try:
@@ -105,7 +164,25 @@ def serve(
     setup_logging(log_level)
     notifier = Notifier(config, worker=worker)
     _announce(policy_file, config, notifier, prefix, worker)
-    app = asgi_app(notifier, prefix=prefix, max_body=max_body, public_url=public_url)
+    app: Any = asgi_app(notifier, prefix=prefix, max_body=max_body, public_url=public_url)
+    if metrics is not False:
+        try:
+            prometheus = _metrics.exporter(notifier)
+        except TelemetryError as exc:
+            if metrics:
+                _errors.print(f"[red]error[/red] --metrics: {escape(str(exc))}")
+                raise typer.Exit(1) from None
+            log.info("metrics: off (%s)", exc)
+        else:
+            app = metrics_route(app, prometheus, _metrics.refresher(notifier))
+            log.info("metrics: GET %s", METRICS_PATH)
+    if support:
+        try:
+            app = with_support(app, notifier)
+        except CascadeError as exc:
+            _errors.print(f"[red]error[/red] --support: {escape(str(exc))}")
+            raise typer.Exit(1) from None
+        log.info("support page: GET %s/ (token in %s)", SUPPORT_PATH, TOKEN_ENV)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

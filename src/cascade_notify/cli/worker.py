@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import os
 import signal
 from typing import Annotated
 
 import typer
 
+from cascade_notify import _logmask
 from cascade_notify._duration import format_duration
+from cascade_notify.cli import _metrics
 from cascade_notify.cli._output import setup_logging, store_label
 from cascade_notify.cli.store import PolicyOption, _config, _fail
 from cascade_notify.errors import CascadeError
 from cascade_notify.notifier import Notifier
 from cascade_notify.policy import Config
 
-log = logging.getLogger("cascade_notify.worker")
+log = _logmask.logger("cascade_notify.worker")
 
 
 def worker(
@@ -30,6 +32,17 @@ def worker(
             "(other processes post them), or `only` (post them, advance no cascade)."
         ),
     ] = "post",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus text at GET /-/metrics on this port (needs the otel extra).",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address the metrics port listens on.")
+    ] = "127.0.0.1",
 ) -> None:
     """Advance cascades from the policy's store until SIGTERM or SIGINT.
 
@@ -48,12 +61,17 @@ def worker(
         )
     setup_logging(log_level)
     try:
-        asyncio.run(_work(config, outbox))
+        asyncio.run(_work(config, metrics_host, metrics_port, outbox))
     except CascadeError as exc:
         raise _fail(str(exc)) from None
 
 
-async def _work(config: Config, outbox: str = "post") -> None:
+async def _work(
+    config: Config,
+    metrics_host: str = "",
+    metrics_port: int | None = None,
+    outbox: str = "post",
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -70,6 +88,21 @@ async def _work(config: Config, outbox: str = "post") -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     notifier = Notifier(config, worker=outbox != "only", outbox=outbox != "no")
+    async with contextlib.AsyncExitStack() as stack:
+        if metrics_port is not None:
+            from cascade_notify.observe.prometheus import METRICS_PATH, serve_metrics
+
+            bound = await stack.enter_async_context(
+                serve_metrics(
+                    _metrics.exporter(notifier), metrics_host, metrics_port,
+                    _metrics.refresher(notifier),
+                )
+            )  # fmt: skip
+            log.info("metrics: GET http://%s:%d%s", metrics_host, bound, METRICS_PATH)
+        await _run(notifier, config, stop)
+
+
+async def _run(notifier: Notifier, config: Config, stop: asyncio.Event) -> None:
     await notifier.start()
     log.info(
         "worker %d on %s: lease %s, up to %d deliveries at once",

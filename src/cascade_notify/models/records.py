@@ -196,6 +196,9 @@ class Step:
     max_segments: int | None = None
     #: Write Cyrillic in Latin letters first (on sms: GSM-7, up to 2.3x cheaper).
     transliterate: bool = False
+    #: Under the policy's `order: learned`: this step stays where the policy puts it
+    #: (an SMS or call fallback that must never be moved first).
+    keep_place: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -375,6 +378,54 @@ class Route:
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Order:
+    """How a delivery of a policy with `order: learned` ordered its steps, and why.
+
+    `channels` is the order its steps run in; `moved` whether that differs from the
+    policy's; `reasons` what the store knew of the recipient, per channel: (channel,
+    `read` or `reached` or `failed`, when). A delivery with an `Order` teaches the
+    recipient's history what came of it."""
+
+    channels: tuple[str, ...]
+    moved: bool = False
+    reasons: tuple[tuple[str, str, float], ...] = ()
+
+    def describe(self) -> str:
+        """For people: `learned order: viber → whatsapp → sms (viber read 2026-12-01
+        10:00 UTC)`, or `learned order: the policy's (...)`."""
+        if not self.reasons:
+            return "learned order: the policy's (nothing learned of this recipient yet)"
+        why = "; ".join(self.reason(channel) or channel for channel, _, _ in self.reasons)
+        if not self.moved:
+            return f"learned order: the policy's ({why})"
+        return f"learned order: {' → '.join(self.channels)} ({why})"
+
+    def reason(self, channel: str) -> str | None:
+        """What was known of `channel`, for people: `viber read 2026-12-01 10:00 UTC`;
+        `whatsapp failed ... UTC, last until it succeeds`; None: nothing."""
+        for name, what, ts in self.reasons:
+            if name == channel:
+                when = f"{datetime.fromtimestamp(ts, UTC):%Y-%m-%d %H:%M} UTC"
+                tail = ", last until it succeeds" if what == "failed" else ""
+                return f"{channel} {what} {when}{tail}"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"channels": list(self.channels), "moved": self.moved}
+        if self.reasons:
+            data["reasons"] = [list(reason) for reason in self.reasons]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Order:
+        return cls(
+            channels=tuple(str(c) for c in data.get("channels", ())),
+            moved=bool(data.get("moved", False)),
+            reasons=tuple((str(c), str(w), float(t)) for c, w, t in data.get("reasons", ())),
+        )
+
+
 #: The routes of a policy chosen by default, or by the caller: shared, never changed.
 DEFAULT_ROUTE: Final = Route(source="default")
 EXPLICIT_ROUTE: Final = Route(source="explicit")
@@ -412,6 +463,9 @@ class Delivery:
     #: How its policy was chosen (a route of the policy file, its default, or the
     #: caller); None: made before the library recorded it, or not by `send`.
     route: Route | None = None
+    #: How a policy with `order: learned` ordered the steps for this recipient, and why;
+    #: None: the policy's order is fixed (such a delivery teaches no history).
+    order: Order | None = None
 
     @property
     def created_at(self) -> datetime:
@@ -464,4 +518,5 @@ class Delivery:
             fingerprint=self.fingerprint,
             priority=self.priority,
             route=self.route,
+            order=self.order,
         )

@@ -10,9 +10,11 @@ from cascade_notify.observe.types import (
     DeliveryPage,
     DeliveryQuery,
     Dimension,
+    FailureRow,
     QueryError,
     Stats,
     check_by,
+    check_window,
 )
 
 if TYPE_CHECKING:
@@ -72,3 +74,14 @@ async def deliveries(
     found = _observable(store)
     assert isinstance(found, Observable)
     return await found.list_deliveries(query or DeliveryQuery(), cursor=cursor, limit=limit)
+
+
+async def failures(store: Store, *, since: float, until: float) -> list[FailureRow]:
+    """The failed attempts of the deliveries created in `[since, until)`, by channel,
+    provider, status and code, most frequent first."""
+    from cascade_notify.stores import Observable
+
+    found = _observable(store)
+    assert isinstance(found, Observable)
+    check_window(since, until)
+    return await found.failures(since, until)

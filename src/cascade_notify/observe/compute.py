@@ -11,6 +11,7 @@ from cascade_notify.models import Attempt, Delivery, DeliveryStatus
 from cascade_notify.observe.types import (
     DAY,
     FAILED,
+    MAX_FAILURE_ROWS,
     PERCENTILES,
     REACHED,
     WINNING,
@@ -18,6 +19,7 @@ from cascade_notify.observe.types import (
     DeliveryQuery,
     DeliverySummary,
     Dimension,
+    FailureRow,
     Key,
     QueryError,
     Stats,
@@ -47,7 +49,24 @@ def matches(delivery: Delivery, query: DeliveryQuery) -> bool:
         and (query.since is None or delivery.created_ts >= query.since)
         and (query.until is None or delivery.created_ts < query.until)
         and (query.channel is None or any(a.channel == query.channel for a in delivery.attempts))
+        and (query.phone is None or query.phone in phones(delivery))
+        and (query.email is None or (delivery.recipient.email or "").lower() == query.email.lower())
+        and (query.idempotency_key is None or delivery.idempotency_key == query.idempotency_key)
     )
+
+
+#: The recipient fields a phone number is searched in (`DeliveryQuery.phone`).
+PHONE_FIELDS = ("whatsapp", "sms", "call")
+
+
+def phones(delivery: Delivery) -> set[str]:
+    recipient = delivery.recipient
+    return {p for name in PHONE_FIELDS if (p := getattr(recipient, name)) is not None}
+
+
+def cost(delivery: Delivery) -> float | None:
+    costs = [a.cost for a in delivery.attempts if a.cost is not None]
+    return sum(costs) if costs else None
 
 
 def summary(delivery: Delivery) -> DeliverySummary:
@@ -60,6 +79,7 @@ def summary(delivery: Delivery) -> DeliverySummary:
         created_ts=delivery.created_ts,
         finished_ts=delivery.finished_ts,
         attempts=len(delivery.attempts),
+        cost=cost(delivery),
     )
 
 
@@ -244,3 +264,32 @@ def stats(
         outcomes=outcomes,
         rows=rows.build(),
     )
+
+
+def failures(deliveries: Iterable[Delivery], since: float, until: float) -> list[FailureRow]:
+    """The failed attempts of the deliveries created in `[since, until)`, by channel,
+    provider, status and code, most frequent first (then by those four)."""
+    check_window(since, until)
+    counts: dict[tuple[str, str, str, str], int] = {}
+    examples: dict[tuple[str, str, str, str], str] = {}
+    for delivery in deliveries:
+        if not since <= delivery.created_ts < until:
+            continue
+        for a in delivery.attempts:
+            if a.status.value not in FAILED:
+                continue
+            # an error at send is the attempt's own; a failed receipt's is on the receipt
+            told = next((r for r in reversed(a.receipts) if r.status.value == "failed"), None)
+            code = a.code if a.code is not None else told.code if told is not None else None
+            error = a.error if a.error is not None else told.error if told is not None else None
+            key = (a.channel, a.provider, a.status.value, code or "")
+            counts[key] = counts.get(key, 0) + 1
+            if error is not None and error > examples.get(key, ""):
+                examples[key] = error  # the greatest, as SQL's max() picks
+    rows = [
+        FailureRow(channel=c, provider=p, status=s, code=code, count=n,
+                   example=examples.get((c, p, s, code)))
+        for (c, p, s, code), n in counts.items()
+    ]  # fmt: skip
+    rows.sort(key=lambda r: (-r.count, r.channel, r.provider, r.status, r.code))
+    return rows[:MAX_FAILURE_ROWS]

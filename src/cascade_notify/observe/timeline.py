@@ -63,6 +63,7 @@ class Timeline:
             "id": d.id,
             "policy": d.policy,
             "route": None if d.route is None else d.route.to_dict(),
+            "order": None if d.order is None else d.order.to_dict(),
             "recipient": d.recipient.id,
             "status": d.status.value,
             "channel": d.channel,
@@ -107,6 +108,8 @@ def timeline(delivery: Delivery) -> Timeline:
     made = delivery.policy
     if delivery.route is not None:  # how the policy was chosen
         made = f"{made} by {delivery.route.describe()}"
+    if delivery.order is not None:  # how the steps were ordered for this recipient
+        made = f"{made}; {delivery.order.describe()}"
     entries = [Entry(ts=start, offset=0.0, kind="created", detail=made)]
     for skip in delivery.skipped:
         detail = skip.reason if skip.detail is None else f"{skip.reason}: {skip.detail}"

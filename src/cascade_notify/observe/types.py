@@ -44,9 +44,15 @@ class DeliveryQuery:
     """Which deliveries to list: each filter given narrows it (all of them: AND).
 
     `channel` keeps deliveries with an attempt on that channel; `since` and `until`
-    bound the creation time (POSIX seconds, `since <= created < until`)."""
+    bound the creation time (POSIX seconds, `since <= created < until`). `phone` (E.164)
+    keeps those whose recipient had that number on a phone channel (whatsapp, sms,
+    call); `email` those sent to that address (any case); `idempotency_key` the one
+    delivery sent with that key. Each of these three is an index lookup on the SQL stores."""
 
     recipient: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    idempotency_key: str | None = None
     status: DeliveryStatus | None = None
     channel: str | None = None
     policy: str | None = None
@@ -78,6 +84,8 @@ class DeliverySummary:
     created_ts: float
     finished_ts: float | None
     attempts: int
+    #: The sum of its attempts' costs (None: no attempt had one).
+    cost: float | None = None
 
     @property
     def created_at(self) -> datetime:
@@ -200,6 +208,25 @@ class Stats:
         }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailureRow:
+    """Failed attempts of one kind in a window: on `channel` at `provider`, ended `status`
+    (failed, unreachable, transient, timed out) with the provider's `code` ("" when it gave
+    none); `count` of them, and `example`, one of their error texts (as the provider
+    wrote it: escape it before showing it)."""
+
+    channel: str
+    provider: str
+    status: str
+    code: str
+    count: int
+    example: str | None = None
+
+
+#: The most kinds of failure `failures` returns, most frequent first.
+MAX_FAILURE_ROWS = 50
+
+
 def check_by(by: Dimension | Sequence[str]) -> tuple[Dimension, ...]:
     """`by` as a tuple of known dimensions, each once; QueryError otherwise."""
     given = (by,) if isinstance(by, str) else tuple(by)
@@ -249,6 +276,7 @@ __all__ = [
     "DeliveryQuery",
     "DeliverySummary",
     "Dimension",
+    "FailureRow",
     "QueryError",
     "Stats",
     "StatsRow",

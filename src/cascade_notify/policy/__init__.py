@@ -24,6 +24,7 @@ from cascade_notify.policy.schema import (
     LinkSettings,
     Policy,
     ProviderConfig,
+    SupportSettings,
     WorkerSettings,
 )
 
@@ -67,6 +68,7 @@ __all__ = [
     "LinkSettings",
     "Policy",
     "ProviderConfig",
+    "SupportSettings",
     "WorkerSettings",
     "load_config",
     "load_config_data",

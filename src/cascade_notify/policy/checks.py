@@ -262,6 +262,7 @@ class Check:
             on_too_long=step.on_too_long,
             max_segments=step.max_segments,
             transliterate=step.transliterate,
+            keep_place=step.keep_place,
         )
 
     def _options(self, step: _Step, loc: Loc) -> dict[str, dict[str, Any]] | None:
@@ -377,6 +378,7 @@ class Check:
             brakes,
             priority=head.priority,
             respect_quiet_hours=head.respect_quiet_hours,
+            order=head.order,
         )
 
     def config(self, data: Any, env: Mapping[str, str] | None) -> Config:
@@ -417,6 +419,7 @@ class Check:
             default_region=top.default_region,
             warnings=tuple(self.sorted(self.warnings)),
             links=top.links,
+            support=top.support,
             routes=routes,
             events=top.events,
         )

@@ -152,6 +152,12 @@ class _Step(_Refs):
         description="Write Cyrillic in Latin letters first, so an SMS fits GSM-7 (160 "
         "characters a segment, not 70).",
     )
+    keep_place: bool = Field(
+        default=False,
+        description="With the policy's `order: learned`: this step stays where it is (an "
+        "SMS or call fallback that must not move first once it has reached someone); the "
+        "other steps are reordered around it.",
+    )
 
 
 class _Policy(_Strict):
@@ -179,6 +185,13 @@ class _Policy(_Strict):
         default=False,
         description="A send scheduled (`at=`) into the quiet hours of the step it would "
         "start on starts when they end.",
+    )
+    order: Literal["fixed", "learned"] = Field(
+        default="fixed",
+        description="`fixed`: the steps run as written. `learned`: the same steps, with the "
+        "channel that last reached the recipient first (a read counts more than a delivery, "
+        "recent more than old) and one that failed them last, from the store's history of "
+        "each recipient; the written order for recipients never seen and for ties.",
     )
 
 
@@ -220,6 +233,26 @@ class LinkSettings(_Strict):
     @property
     def keys(self) -> tuple[bytes, ...]:
         return tuple(secret.get_secret_value().encode() for secret in self.secret)
+
+
+class SupportSettings(_Strict):
+    """`support:` at the top of a policy: what the support page (`notifier.support_app`)
+    shows of a delivery's message."""
+
+    show_text: bool = Field(
+        default=True,
+        description="Show message texts (and subjects) on the support page; false hides "
+        "them for every delivery.",
+    )
+    hide_text_for: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        default=(),
+        description="Message categories whose texts the support page hides even when "
+        "show_text is true (e.g. [medical, legal]).",
+    )
+
+    def shows(self, category: str) -> bool:
+        """Whether a message of `category` has its text shown."""
+        return self.show_text and category not in self.hide_text_for
 
 
 def _as_list(value: object) -> object:
@@ -376,6 +409,11 @@ class _Top(_Strict):
         description="Outcome webhooks: the workers post what happens to each delivery to "
         "this URL, durably (see Events).",
     )
+    support: SupportSettings = Field(
+        default=SupportSettings(),
+        description="What the support page (`notifier.support_app`) shows of messages: "
+        "`show_text`, `hide_text_for`.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +443,8 @@ class Policy:
     brakes: BrakeSettings = DEFAULT_BRAKES
     priority: Priority = Priority.NORMAL
     respect_quiet_hours: bool = False
+    #: `fixed` or `learned` (the steps reordered per recipient by the store's history).
+    order: str = "fixed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +463,8 @@ class Config:
     #: What the load found doubtful but not wrong (the file is used as it is).
     warnings: tuple[PolicyIssue, ...] = ()
     links: LinkSettings | None = None
+    #: What the support page shows of messages.
+    support: SupportSettings = SupportSettings()  # noqa: RUF009 - frozen, shared safely
     #: `routes:`, compiled, in order.
     routes: tuple[Rule, ...] = ()
     #: `events:`, the outcome webhooks (None: none are posted).

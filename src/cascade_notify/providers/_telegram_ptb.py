@@ -165,7 +165,7 @@ def translate(
     from telegram import error as tg
 
     def text(value: object) -> str:
-        return mask.mask(" ".join(str(value).split()))[:_MAX_TEXT_IN_ERROR]
+        return mask.hide_secrets(" ".join(str(value).split()))[:_MAX_TEXT_IN_ERROR]
 
     cause = exc.__cause__
     if isinstance(exc, tg.NetworkError) and isinstance(cause, _Failure):

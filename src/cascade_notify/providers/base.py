@@ -27,7 +27,6 @@ pydantic models).
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,6 +34,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cascade_notify import _logmask
 from cascade_notify._text import CODE_LIMIT, ID_LIMIT, TEXT_LIMIT, finite, storable
 from cascade_notify.clock import Clock, SystemClock
 from cascade_notify.errors import (
@@ -58,7 +58,7 @@ from cascade_notify.models import (
 )
 from cascade_notify.providers._signing import BadSignature
 
-log = logging.getLogger("cascade_notify.providers")
+log = _logmask.logger("cascade_notify.providers")
 
 #: The longest `retry_after` a provider's answer is taken at (seconds): a day.
 MAX_RETRY_AFTER = 86400.0
@@ -246,6 +246,8 @@ class Provider:
             raise ValueError(f"provider {name!r}: no channel given")
         self.channel: str = channel
         self._sink: InboundSink | None = None
+        # every SecretStr of the settings is masked in every log line from now on
+        _logmask.register_secrets(_logmask.secrets_of(settings))
 
     @property
     def accepts_webhooks(self) -> bool:
@@ -378,19 +380,26 @@ async def send_classified(provider: Provider, request: SendRequest) -> SendResul
     except ProviderError as exc:
         if type(exc) is not ProviderError:
             return _storable_error(exc)
-        log.error("provider %s raised a bare ProviderError; outcome unknown", provider.name)
+        log.error(
+            "provider %s raised a bare ProviderError; outcome unknown", provider.name,
+            extra=_fields(provider, request),
+        )  # fmt: skip
         return _storable_error(
             UnknownOutcomeError(_message(exc), provider=provider.name, code=exc.code)
         )
     except Exception as exc:
-        log.exception("provider %s raised an unclassified error; outcome unknown", provider.name)
+        log.exception(
+            "provider %s raised an unclassified error; outcome unknown", provider.name,
+            extra=_fields(provider, request),
+        )  # fmt: skip
         return _storable_error(
             UnknownOutcomeError(f"{type(exc).__name__}: {exc}", provider=provider.name)
         )
     if not isinstance(result, SendResult):
         log.error(
-            "provider %s returned %r, not a SendResult; outcome unknown", provider.name, result
-        )
+            "provider %s returned %r, not a SendResult; outcome unknown", provider.name, result,
+            extra=_fields(provider, request),
+        )  # fmt: skip
         return UnknownOutcomeError(
             f"send() returned {type(result).__name__}, not a SendResult", provider=provider.name
         )
@@ -432,6 +441,15 @@ async def send_parts(
             cost = (cost or 0.0) + result.cost
     assert last is not None
     return SendResult(last.provider_message_id, cost)
+
+
+def _fields(provider: Provider, request: SendRequest) -> dict[str, str]:
+    return {
+        "delivery_id": request.delivery_id,
+        "channel": request.channel,
+        "provider": provider.name,
+        "attempt_id": request.attempt_id,
+    }
 
 
 def _message(exc: BaseException) -> str:

@@ -35,6 +35,7 @@ from cascade_notify.providers.base import (
     SendResult,
     WithdrawRequest,
 )
+from cascade_notify.providers.sms.pricing import SmsPricing
 
 Behavior = Literal[
     "deliver",  # accepted, then a `delivered` receipt
@@ -84,7 +85,7 @@ CHANNEL_RECEIPTS: Final[Mapping[str, frozenset[ReceiptStatus]]] = MappingProxyTy
 ReceiptName = Literal["accepted", "sent", "delivered", "read", "failed"]
 
 
-class FakeSettings(ProviderSettings):
+class FakeSettings(SmsPricing):
     channel: str = Field(min_length=1, description="The channel the fake plays (any channel name).")
     behavior: Behavior = Field(
         default="deliver",
@@ -115,16 +116,6 @@ class FakeSettings(ProviderSettings):
     )
     cost: float | None = Field(
         default=None, description="The cost each accepted send reports; `null`: none."
-    )
-    price_per_segment: float | None = Field(
-        default=None,
-        ge=0,
-        allow_inf_nan=False,
-        description="On sms: what one segment costs; the attempt's cost is the text's segments "
-        "times this.",
-    )
-    currency: str = Field(
-        default="USD", pattern=r"^[A-Z]{3}$", description="The ISO 4217 code the costs are in."
     )
     overrides: dict[str, Behavior] = Field(
         default_factory=dict,

@@ -27,7 +27,6 @@ the settings and `escape()` work without it.
 from __future__ import annotations
 
 import html
-import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal
 import httpx
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
+from cascade_notify import _logmask
 from cascade_notify._duration import Duration
 from cascade_notify.clock import Clock
 from cascade_notify.errors import (
@@ -71,7 +71,7 @@ from cascade_notify.providers.base import (
     WithdrawRequest,
 )
 
-log = logging.getLogger(__name__)
+log = _logmask.logger(__name__)
 
 if TYPE_CHECKING:
     import telegram
@@ -295,8 +295,9 @@ class TelegramProvider(HttpProvider):
             await self._initialize()
         except TransientError as exc:
             log.warning(
-                "%s: Telegram unreachable at start (%s); getMe again at first send", self.name, exc
-            )
+                "%s: Telegram unreachable at start (%s); getMe again at first send", self.name, exc,
+                extra={"provider": self.name, "channel": self.channel},
+            )  # fmt: skip
 
     async def _initialize(self) -> None:
         if self._bot is not None:

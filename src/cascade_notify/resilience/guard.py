@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from tenacity import RetryCallState, wait_exponential_jitter
 
+from cascade_notify import _logmask
 from cascade_notify._duration import parse_duration
 from cascade_notify.clock import Clock
 from cascade_notify.errors import CascadeError, PermanentError, ProviderError
@@ -63,7 +64,7 @@ from cascade_notify.resilience.shared import SharedState, SharedTable
 if TYPE_CHECKING:
     from cascade_notify.policy import Config
 
-log = logging.getLogger("cascade_notify.resilience")
+log = _logmask.logger("cascade_notify.resilience")
 
 #: Skip reasons a brake gives; each skip is repeated as an event of kind `brake`.
 BRAKE_REASONS: Final = frozenset({"brake_country", "brake_recipient", "brake_prefix", "brake_cost"})

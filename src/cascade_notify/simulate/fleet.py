@@ -111,10 +111,17 @@ def draw_traffic(scenario: Scenario, rng: random.Random) -> list[Arrival]:
     cumulative = list(itertools.accumulate(s.share for s in segments))
     channels = scenario.model.channels
     makers = {id(s): _Recipients(s) for s in segments}
+    pool = scenario.model.traffic.recipients
+    customers: dict[int, _Segment] = {}  # with a pool: each customer's segment, once drawn
     arrivals = []
     for index, ts in enumerate(_arrival_times(scenario, rng)):
-        pick = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
-        segment = segments[min(pick, len(segments) - 1)]
+        who = index if pool is None else rng.randrange(pool)
+        segment = customers.get(who) if pool is not None else None
+        if segment is None:
+            pick = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
+            segment = segments[min(pick, len(segments) - 1)]
+            if pool is not None:
+                customers[who] = segment
         reads = rng.random() < segment.reads
         read_after = segment.read_after.sample(rng)
         delays: dict[str, float | None] = {}
@@ -124,7 +131,7 @@ def draw_traffic(scenario: Scenario, rng: random.Random) -> list[Arrival]:
             delay = spec.delivered.sample(rng)
             delays[channel] = None if lost else delay
         arrivals.append(
-            Arrival(ts, makers[id(segment)].make(index), segment, reads, read_after, delays)
+            Arrival(ts, makers[id(segment)].make(who), segment, reads, read_after, delays)
         )
     return arrivals
 
@@ -135,6 +142,12 @@ class World:
     def __init__(self, scenario: Scenario, arrivals: list[Arrival]) -> None:
         self.scenario = scenario
         self.by_recipient = {a.recipient.id: a for a in arrivals}
+        #: Each delivery's arrival, once sent (a repeat customer has several).
+        self.by_delivery: dict[str, Arrival] = {}
+
+    def arrival(self, request: SendRequest) -> Arrival | None:
+        found = self.by_delivery.get(request.delivery_id)
+        return found if found is not None else self.by_recipient.get(request.recipient.id)
 
     def outage(self, provider: str, channel: str, now: float) -> Outage | None:
         for outage in self.scenario.outages:
@@ -192,7 +205,7 @@ class SimulatedProvider(Provider):
             return await self._call("down", request)
         if outage is not None and outage.fails == "5xx":
             return await self._call("transient", request)
-        arrival = self.world.by_recipient.get(request.recipient.id)
+        arrival = self.world.arrival(request)
         blocked = None if arrival is None else arrival.segment.blocked.get(self.channel)
         if blocked == "unreachable":
             return await self._call("unreachable", request)

@@ -100,10 +100,13 @@ async def run_once(
 
     async def feed() -> None:
         send = notifier.send
+        sent = world.by_delivery
         for arrival in arrivals:
             if arrival.ts > clock.now():
                 await clock.sleep(arrival.ts - clock.now())
-            ids.append((await send(arrival.recipient, MESSAGE, policy=chosen.name)).id)
+            made = (await send(arrival.recipient, MESSAGE, policy=chosen.name)).id
+            sent[made] = arrival
+            ids.append(made)
 
     end = scenario.start_ts + scenario.model.traffic.window
     end += scenario.model.run_for or chosen.ttl + 60.0

@@ -135,6 +135,14 @@ class _Traffic(_Strict):
     hourly: list[Annotated[float, Field(ge=0)]] | None = Field(
         default=None, min_length=24, max_length=24
     )
+    recipients: int | None = Field(
+        default=None,
+        ge=1,
+        le=_MAX_DELIVERIES,
+        description="How many different customers the deliveries go to, each drawn at "
+        "random for each delivery (a customer keeps one segment); default: a new "
+        "customer for every delivery. Repeat customers are what `order: learned` learns from.",
+    )
 
     @model_validator(mode="after")
     def _some_hour(self) -> _Traffic:

@@ -8,7 +8,8 @@ which tell workers at once when another process makes a delivery due), `Settling
 store: many new deliveries in one transaction), `Rescheduling` (every store: a
 scheduled delivery's start moved), `AddressBook` (every store: what providers
 learned about addresses, gone or linked to a recipient, for later cascades to skip or
-fill them) and `Observable` (every store: the read-only `deliveries` and `stats`
+fill them), `Learning` (every store: each recipient's channel history, for policies
+with `order: learned`) and `Observable` (every store: the read-only `deliveries` and `stats`
 views, docs/observability.md).
 """
 
@@ -22,6 +23,7 @@ from cascade_notify.models import Delivery
 from cascade_notify.stores.base import (
     AddressBook,
     Claim,
+    Learning,
     ReceiptResult,
     SignalOutcome,
     Store,
@@ -30,7 +32,13 @@ from cascade_notify.stores.base import (
 from cascade_notify.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
+    from cascade_notify.observe.types import (
+        DeliveryPage,
+        DeliveryQuery,
+        Dimension,
+        FailureRow,
+        Stats,
+    )
 
 SCHEMES = ("memory://", "sqlite:///", "postgresql://", "postgres://")
 
@@ -115,6 +123,21 @@ class Observable(Protocol):
         """Statistics of the deliveries created in `[since, until)`, grouped `by`."""
         ...
 
+    async def failures(self, since: float, until: float) -> list[FailureRow]:
+        """The failed attempts of the deliveries created in `[since, until)`, counted by
+        channel, provider, status and code, most frequent first."""
+        ...
+
+
+@runtime_checkable
+class Counting(Protocol):
+    """A store that says how many deliveries are not final (every bundled store), for
+    the `cascade_notify_deliveries_unfinished` gauge."""
+
+    async def unfinished(self) -> dict[str, int]:
+        """How many deliveries are not final, by status (`scheduled`, `pending`)."""
+        ...
+
 
 def open_store(url: str) -> Store:
     """The store a `store:` URL names (not yet opened)."""
@@ -149,6 +172,8 @@ __all__ = [
     "AddressBook",
     "Batching",
     "Claim",
+    "Counting",
+    "Learning",
     "MemoryStore",
     "Migratable",
     "Observable",

@@ -20,6 +20,7 @@ from cascade_notify.models import (
     Delivery,
     DeliveryStatus,
     Message,
+    Order,
     Priority,
     Receipt,
     ReceiptStatus,
@@ -130,6 +131,8 @@ def step_to_dict(step: Step) -> dict[str, Any]:
         data["max_segments"] = step.max_segments
     if step.transliterate:
         data["transliterate"] = True
+    if step.keep_place:
+        data["keep_place"] = True
     return data
 
 
@@ -152,6 +155,7 @@ def step_from_dict(data: dict[str, Any]) -> Step:
         on_too_long=str(data.get("on_too_long", "skip")),
         max_segments=None if data.get("max_segments") is None else int(data["max_segments"]),
         transliterate=bool(data.get("transliterate", False)),
+        keep_place=bool(data.get("keep_place", False)),
     )
 
 
@@ -207,9 +211,19 @@ def decode_skipped(text: str | bytes | Any) -> list[SkippedStep]:
 #: The key of `Delivery.route` in the `unusable` column: both are written once, when
 #: the delivery is made, and no channel name can begin with "@" (so no migration).
 ROUTE_KEY = "@route"
+#: The key of `Delivery.order` there, for the same reasons (the SQL stores' receipts
+#: read it to know whether a delivery teaches the recipient's history).
+ORDER_KEY = "@order"
 
 
-def encode_unusable(unusable: dict[str, str], route: Route | None = None) -> str:
+def encode_unusable(
+    unusable: dict[str, str], route: Route | None = None, order: Order | None = None
+) -> str:
+    if order is not None:
+        data: dict[str, Any] = {**unusable, ORDER_KEY: order.to_dict()}
+        if route is not None:
+            data[ROUTE_KEY] = route.to_dict()
+        return dumps(data)
     if route is None:
         return dumps(unusable) if unusable else "{}"
     if not unusable:
@@ -223,26 +237,35 @@ def _route_only(route: Route) -> str:
     return dumps({ROUTE_KEY: route.to_dict()})
 
 
-def decode_unusable(value: str | bytes | Any) -> tuple[dict[str, str], Route | None]:
-    """`Delivery.unusable` and `Delivery.route` from their column (text, or what the
-    driver decoded of jsonb)."""
+Unusable = tuple[dict[str, str], Route | None, Order | None]
+
+
+def decode_unusable(value: str | bytes | Any) -> Unusable:
+    """`Delivery.unusable`, `Delivery.route` and `Delivery.order` from their column (text,
+    or what the driver decoded of jsonb)."""
     if value is None or value == "{}" or value == {}:
-        return {}, None
+        return {}, None, None
     if isinstance(value, str):
-        unusable, route = _decoded_text(value)
-        return dict(unusable), route
+        unusable, route, order = _decoded_text(value)
+        return dict(unusable), route, order
     return _decoded(loads(value))
 
 
 @functools.lru_cache(maxsize=1024)
-def _decoded_text(text: str) -> tuple[dict[str, str], Route | None]:
+def _decoded_text(text: str) -> Unusable:
     return _decoded(json.loads(text))
 
 
-def _decoded(data: dict[str, Any]) -> tuple[dict[str, str], Route | None]:
-    route = data.get(ROUTE_KEY)
-    unusable = {str(c): str(reason) for c, reason in data.items() if c != ROUTE_KEY}
-    return unusable, None if route is None else Route.from_dict(route)
+def _decoded(data: dict[str, Any]) -> Unusable:
+    route, order = data.get(ROUTE_KEY), data.get(ORDER_KEY)
+    unusable = {
+        str(c): str(reason) for c, reason in data.items() if c not in (ROUTE_KEY, ORDER_KEY)
+    }
+    return (
+        unusable,
+        None if route is None else Route.from_dict(route),
+        None if order is None else Order.from_dict(order),
+    )
 
 
 def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
@@ -262,7 +285,7 @@ def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
         dumps(delivery.message.to_dict()),
         encode_steps(delivery.steps),
         encode_skipped(delivery.skipped),
-        encode_unusable(delivery.unusable, delivery.route),
+        encode_unusable(delivery.unusable, delivery.route, delivery.order),
         delivery.fingerprint,
         delivery.priority.rank,
     )
@@ -304,7 +327,7 @@ def delivery_from_row(
         recipient, message = Recipient.restore(loads(row[10])), Message.restore(loads(row[11]))
     else:
         recipient, message = unchanging.decode(row[0], row[10], row[11])
-    unusable, route = decode_unusable(row[14])
+    unusable, route, order = decode_unusable(row[14])
     return Delivery(
         id=row[0],
         policy=row[1],
@@ -325,6 +348,7 @@ def delivery_from_row(
         priority=Priority.of_rank(int(row[16])),
         attempts=attempts,
         route=route,
+        order=order,
     )
 
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cascade_notify.models import DeliveryStatus
-from cascade_notify.observe.compute import Rows, page_of
+from cascade_notify.observe.compute import PHONE_FIELDS, Rows, page_of
 from cascade_notify.observe.types import (
     FAILED,
+    MAX_FAILURE_ROWS,
     PERCENTILES,
     REACHED,
     WINNING,
@@ -33,6 +34,7 @@ from cascade_notify.observe.types import (
     DeliveryQuery,
     DeliverySummary,
     Dimension,
+    FailureRow,
     Key,
     day_key,
     interpolate,
@@ -48,6 +50,7 @@ class Dialect:
     param: str  # the driver's placeholder
     day: str  # day number of a POSIX time `{}`
     recipient_id: str  # the recipient's id in a `deliveries` row (as its index reads it)
+    field: str  # a recipient field `{}` (whatsapp, sms, call, email), as its index reads it
     skipped_from: str  # the skipped steps of `d`, one row `s` each
     skip_channel: str
     skip_step: str
@@ -60,6 +63,7 @@ SQLITE = Dialect(
     param="?",
     day="CAST({} / 86400 AS INTEGER)",
     recipient_id="json_extract(recipient, '$.id')",
+    field="json_extract(recipient, '$.{}')",
     skipped_from="json_each(d.skipped) s",
     skip_channel="json_extract(s.value, '$.channel')",
     skip_step="json_extract(s.value, '$.step')",
@@ -71,6 +75,7 @@ POSTGRES = Dialect(
     param="%s",
     day="floor({} / 86400)::bigint",
     recipient_id="(recipient->>'id')",
+    field="(recipient->>'{}')",
     skipped_from="jsonb_array_elements(d.skipped) s(value)",
     skip_channel="(s.value->>'channel')",
     skip_step="(s.value->>'step')::integer",
@@ -205,6 +210,36 @@ def won_sql(by: Sequence[Dimension], dialect: Dialect) -> str:
     )
 
 
+def failures_sql(dialect: Dialect) -> str:
+    """Failed attempts by channel, provider, status and code, most frequent first; `max`
+    picks one error text of each (the same one every store picks). A failure a receipt
+    reported carries its code and text on the receipt: the attempt's own (an error at
+    send) come first, then the latest failed receipt's."""
+    latest = (
+        "(SELECT r.{} FROM receipts r WHERE r.attempt_id = a.id AND r.status = 'failed' "
+        "ORDER BY r.seq DESC LIMIT 1)"
+    )
+    failed = (
+        f"SELECT a.channel, a.provider, a.status, coalesce(a.code, {latest.format('code')}, '') "
+        f"AS code, coalesce(a.error, {latest.format('error')}) AS error "
+        "FROM deliveries d JOIN attempts a ON a.delivery_id = d.id "
+        f"WHERE {_WINDOW.format(p=dialect.param)} AND a.status IN {_in(FAILED)}"
+    )
+    return (
+        f"SELECT channel, provider, status, code, count(*), max(error) FROM ({failed}) f "
+        "GROUP BY channel, provider, status, code "
+        f"ORDER BY count(*) DESC, 1, 2, 3, 4 LIMIT {MAX_FAILURE_ROWS}"
+    )
+
+
+def failures_from_rows(found: Iterable[Sequence[Any]]) -> list[FailureRow]:
+    return [
+        FailureRow(channel=str(r[0]), provider=str(r[1]), status=str(r[2]), code=str(r[3]),
+                   count=int(r[4]), example=None if r[5] is None else str(r[5]))
+        for r in found
+    ]  # fmt: skip
+
+
 def outcomes_sql(dialect: Dialect) -> str:
     return (
         "SELECT d.status, count(*) FROM deliveries d "
@@ -271,12 +306,45 @@ def add_won(
         rows.won(key, n, rescues, median, p95)
 
 
+#: How many deliveries are not final, by status (the partial index on pending rows serves it).
+UNFINISHED_SQL = (
+    "SELECT status, count(*) FROM deliveries WHERE status IN ('scheduled', 'pending') "
+    "GROUP BY status"
+)
+
+
+def unfinished_from_rows(found: Iterable[Sequence[Any]]) -> dict[str, int]:
+    counts = {"scheduled": 0, "pending": 0}
+    counts.update({str(status): int(n) for status, n in found})
+    return counts
+
+
 def list_sql(
     query: DeliveryQuery, after: tuple[float, str] | None, limit: int, dialect: Dialect
 ) -> tuple[str, list[Any]]:
     p = dialect.param
     where: list[str] = []
     params: list[Any] = []
+    source = "deliveries"
+    head: list[Any] = []
+    found_by: str | None = None
+    if query.phone is not None:
+        # one index per field (migration 11), ORed; the few rows are sorted
+        found_by = " OR ".join(f"{dialect.field.format(name)} = {p}" for name in PHONE_FIELDS)
+        head.extend([query.phone] * len(PHONE_FIELDS))
+    elif query.email is not None:
+        found_by = f"lower({dialect.field.format('email')}) = lower({p})"
+        head.append(query.email)
+    if found_by is not None:
+        # materialised first: a planner that misjudges how many rows match would else walk
+        # the creation-time index newest first, filtering every row (PostgreSQL does)
+        source = (
+            f"(WITH found AS MATERIALIZED (SELECT * FROM deliveries WHERE {found_by}) "
+            "SELECT * FROM found) deliveries"
+        )
+    if query.phone is not None and query.email is not None:
+        where.append(f"lower({dialect.field.format('email')}) = lower({p})")
+        params.append(query.email)
     if query.recipient is not None:
         where.append(f"{dialect.recipient_id} = {p}")
         params.append(query.recipient)
@@ -298,18 +366,22 @@ def list_sql(
             f"AND a.channel = {p})"
         )
         params.append(query.channel)
+    if query.idempotency_key is not None:
+        where.append(f"idempotency_key = {p}")
+        params.append(query.idempotency_key)
     if after is not None:
         where.append(f"(created_ts, id) < ({p}, {p})")
         params.extend(after)
     sql = (
         f"SELECT id, policy, {dialect.recipient_id}, status, channel, created_ts, finished_ts, "
-        "(SELECT count(*) FROM attempts a WHERE a.delivery_id = deliveries.id) "
-        "FROM deliveries"
+        "(SELECT count(*) FROM attempts a WHERE a.delivery_id = deliveries.id), "
+        f"(SELECT {SPENT} FROM attempts a WHERE a.delivery_id = deliveries.id) "
+        f"FROM {source}"
         + (f" WHERE {' AND '.join(where)}" if where else "")
         + f" ORDER BY created_ts DESC, id DESC LIMIT {p}"
     )
     params.append(limit + 1)
-    return sql, params
+    return sql, [*head, *params]
 
 
 def page_from_rows(found: Sequence[Sequence[Any]], limit: int) -> DeliveryPage:
@@ -324,6 +396,7 @@ def page_from_rows(found: Sequence[Sequence[Any]], limit: int) -> DeliveryPage:
                 created_ts=float(row[5]),
                 finished_ts=None if row[6] is None else float(row[6]),
                 attempts=int(row[7]),
+                cost=None if row[8] is None else float(row[8]),
             )
             for row in found
         ],

@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from cascade_notify.events import OutboxEvent
+from cascade_notify.learned import Seen
 from cascade_notify.models import (
     Attempt,
     CallStatus,
@@ -229,6 +230,21 @@ class AddressBook(Protocol):
 
 
 @runtime_checkable
+class Learning(Protocol):
+    """A store that keeps each recipient's channel history for `order: learned`.
+
+    It is taught inside the writes that learn something: `commit` of a transition that
+    ends a learned-order delivery `delivered` (or finds an address unreachable), and
+    `record_receipts` of a `delivered`, `read` or `failed` receipt for one; at most
+    `learned.HISTORY_LIMIT` channels per recipient; `forget` erases it.
+    """
+
+    async def history(self, recipient_id: str) -> dict[str, Seen]:
+        """What is known of `recipient_id`'s channels: channel -> `Seen` (one indexed read)."""
+        ...
+
+
+@runtime_checkable
 class CallQueue(Protocol):
     """A store that keeps call tasks for people to work through (`type: call_queue`).
 
@@ -245,6 +261,10 @@ class CallQueue(Protocol):
         self, status: Sequence[CallStatus] | None = None, *, limit: int = 100
     ) -> list[QueuedCall]:
         """Calls in these states (all: None), soonest due first, at most `limit`."""
+        ...
+
+    async def call(self, task_id: str) -> QueuedCall | None:
+        """The call `task_id` as it stands (who took it, how it ended), or None."""
         ...
 
     async def claim_call(

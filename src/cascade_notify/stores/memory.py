@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from cascade_notify.errors import LeaseLost
 from cascade_notify.events import OutboxEvent, cancelled_event, receipt_event
+from cascade_notify.learned import Seen
 from cascade_notify.models import (
     OPEN_ATTEMPT,
     AttemptStatus,
@@ -28,9 +29,9 @@ from cascade_notify.models import (
     SignalKind,
 )
 from cascade_notify.observe import compute
-from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
+from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, FailureRow, Stats
 from cascade_notify.resilience.shared import SharedTable
-from cascade_notify.stores import _addresses, _calls
+from cascade_notify.stores import _addresses, _calls, _history
 from cascade_notify.stores.base import (
     Claim,
     OutboxItem,
@@ -91,6 +92,8 @@ class MemoryStore:
         self._outbox: dict[str, deque[_Event]] = {}
         self._outbox_seq: dict[str, int] = {}
         self._outbox_kinds: frozenset[str] = frozenset()
+        # the learned order's history: recipient id -> channel -> what is known
+        self._history: dict[str, dict[str, Seen]] = {}
 
     async def open(self) -> None:
         return None
@@ -181,6 +184,8 @@ class MemoryStore:
         if row is None or row.token != claim.token:
             raise LeaseLost(f"delivery {claim.delivery.id} is leased by another worker now")
         delivery = row.delivery
+        if delivery.order is not None:
+            _history.merge_into(self._history, _history.from_transition(delivery, transition))
         apply_transition(delivery, transition)
         if transition.events:
             self._keep_events(transition.events)
@@ -230,6 +235,13 @@ class MemoryStore:
             fresh = attempt.absorb(receipt)
             if fresh and "receipt" in self._outbox_kinds:
                 self._keep_events([receipt_event(receipt, delivery_id, attempt_id)])
+            if fresh and row.delivery.order is not None:
+                lesson = _history.from_receipt(
+                    row.delivery.recipient.id, attempt.channel, receipt.status,
+                    attempt.status, receipt.ts,
+                )  # fmt: skip
+                if lesson is not None:
+                    _history.merge_into(self._history, [lesson])
             if fresh and row.delivery.status is DeliveryStatus.PENDING and not row.poked:
                 row.poked = True
                 if row.lease_until <= now:
@@ -428,6 +440,18 @@ class MemoryStore:
         """Statistics of the deliveries created in `[since, until)`, grouped `by`."""
         return compute.stats((row.delivery for row in self._rows.values()), since, until, by)
 
+    async def unfinished(self) -> dict[str, int]:
+        """How many deliveries are not final, by status."""
+        counts = {"scheduled": 0, "pending": 0}
+        for row in self._rows.values():
+            if not row.delivery.final:
+                counts[row.delivery.status.value] = counts.get(row.delivery.status.value, 0) + 1
+        return counts
+
+    async def failures(self, since: float, until: float) -> list[FailureRow]:
+        """Failed attempts of the deliveries created in `[since, until)`, by kind."""
+        return compute.failures((row.delivery for row in self._rows.values()), since, until)
+
     # AddressBook
 
     async def record_signals(self, signals: Sequence[Signal]) -> list[SignalOutcome]:
@@ -499,7 +523,12 @@ class MemoryStore:
         keys = list(self._by_recipient.get(recipient_id, ()))
         for key in keys:
             self._drop(key)
-        return len(keys)
+        return len(keys) + len(self._history.pop(recipient_id, {}))
+
+    # Learning
+
+    async def history(self, recipient_id: str) -> dict[str, Seen]:
+        return dict(self._history.get(recipient_id, {}))
 
     # CallQueue (the rules in `stores._calls`)
 
@@ -516,6 +545,10 @@ class MemoryStore:
         found = [c for c in self._calls.values() if states is None or c.status.value in states]
         found.sort(key=lambda c: (c.due_by, c.created_ts, c.task_id))
         return [c.copy() for c in found[:limit]]
+
+    async def call(self, task_id: str) -> QueuedCall | None:
+        found = self._calls.get(task_id)
+        return None if found is None else found.copy()
 
     async def claim_call(
         self, operator: str, now: float, task_id: str | None = None

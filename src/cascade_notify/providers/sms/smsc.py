@@ -34,7 +34,7 @@ from cascade_notify.errors import (
 from cascade_notify.models import Receipt, ReceiptStatus
 from cascade_notify.providers._http import Answer, HttpProvider, form_body
 from cascade_notify.providers.base import ProviderSettings, SendRequest, SendResult
-from cascade_notify.providers.sms import segments
+from cascade_notify.providers.sms.pricing import SmsPricing
 from cascade_notify.providers.sms.twilio import Url
 
 API_URL: Final = "https://smsc.ru"
@@ -92,7 +92,7 @@ DETAILS: Final[dict[int, str]] = {
 }
 
 
-class SmscSettings(ProviderSettings):
+class SmscSettings(SmsPricing):
     """Settings of `type: smsc`."""
 
     login: str = Field(min_length=1, description="The SMSC.ru account login.")
@@ -116,16 +116,6 @@ class SmscSettings(ProviderSettings):
         gt=0,
         description="How often the status of messages awaiting a receipt is polled (SMSC takes "
         "no webhooks here).",
-    )
-    price_per_segment: float | None = Field(
-        default=None,
-        ge=0,
-        allow_inf_nan=False,
-        description="What one SMS segment costs; the attempt's cost is the text's segments "
-        "times this when the gateway reports no price. `null`: no cost recorded.",
-    )
-    currency: str = Field(
-        default="USD", pattern=r"^[A-Z]{3}$", description="The ISO 4217 code the costs are in."
     )
 
 
@@ -189,14 +179,7 @@ class SmscProvider(HttpProvider):
                 code="no_id",
             )
         reported = _number(data.get("cost") if data is not None else None)
-        price = self.settings.price_per_segment
-        cost = (
-            reported
-            if reported is not None
-            else None
-            if price is None
-            else segments.cost(request.text, price)
-        )
+        cost = self.settings.estimate(request.text, reported)
         return SendResult(f"{sent}:{digits(request.address)}", cost)
 
     def refused(self, code: object, words: object) -> ProviderError:
@@ -244,9 +227,10 @@ class SmscProvider(HttpProvider):
         if isinstance(data, dict) and "error_code" in data:
             raise self.refused(data.get("error_code"), data.get("error"))
         entries = data if isinstance(data, list) else [data]
+        named = _by_id(entries)
         receipts = []
         for index, (message, phone) in enumerate(pairs):
-            entry = _entry_for(entries, index, message, phone)
+            entry = _entry_for(entries, named, index, message, phone)
             receipt = None if entry is None else self.receipt(f"{message}:{phone}", entry)
             if receipt is not None:
                 receipts.append(receipt)
@@ -282,14 +266,29 @@ def split(message_id: str) -> tuple[str, str] | None:
     return (sent, phone) if sent and phone else None
 
 
-def _entry_for(entries: list[Any], index: int, message: str, phone: str) -> dict[str, Any] | None:
+def _by_id(entries: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    """The answer's entries that name their `id`, by it, in the answer's order: one pass,
+    so matching a batch of 100 ids is not 100 scans of the answer."""
+    named: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        if isinstance(entry, dict) and "id" in entry:
+            named.setdefault(str(entry["id"]), []).append(entry)
+    return named
+
+
+def _entry_for(
+    entries: list[Any],
+    named: dict[str, list[dict[str, Any]]],
+    index: int,
+    message: str,
+    phone: str,
+) -> dict[str, Any] | None:
     """The answer's entry for one message: by its `id` (and `phone`) where the entries name
     them, else by position (the answer follows the order asked)."""
-    for entry in entries:
-        if isinstance(entry, dict) and str(entry.get("id", "")) == message:
-            named = entry.get("phone")
-            if named is None or digits(str(named)) == phone:
-                return entry
+    for entry in named.get(message, ()):
+        said = entry.get("phone")
+        if said is None or digits(str(said)) == phone:
+            return entry
     if index < len(entries) and isinstance(entries[index], dict) and "id" not in entries[index]:
         found: dict[str, Any] = entries[index]
         return found

@@ -47,7 +47,7 @@ from cascade_notify.providers.base import (
     WebhookRequest,
     WebhookResponse,
 )
-from cascade_notify.providers.sms import segments
+from cascade_notify.providers.sms.pricing import SmsPricing
 from cascade_notify.providers.sms.twilio import Url
 
 API_URL: Final = "https://sms.ru"
@@ -112,7 +112,7 @@ STATUSES: Final[dict[int, tuple[ReceiptStatus, str | None]]] = {
 _WAITS: Final = {206: 3600.0, 231: 60.0}
 
 
-class SmsRuSettings(ProviderSettings):
+class SmsRuSettings(SmsPricing):
     """Settings of `type: smsru`."""
 
     api_id: SecretStr = Field(
@@ -137,16 +137,6 @@ class SmsRuSettings(ProviderSettings):
         gt=0,
         description="How often the status of messages awaiting a receipt is polled; `null`: "
         "rely on the delivery callback alone.",
-    )
-    price_per_segment: float | None = Field(
-        default=None,
-        ge=0,
-        allow_inf_nan=False,
-        description="What one SMS segment costs; the attempt's cost is the text's segments "
-        "times this when the gateway reports no price. `null`: no cost recorded.",
-    )
-    currency: str = Field(
-        default="USD", pattern=r"^[A-Z]{3}$", description="The ISO 4217 code the costs are in."
     )
 
 
@@ -218,8 +208,7 @@ class SmsRuProvider(HttpProvider):
                 provider=self.name,
                 code="no_sms_id",
             )
-        price = self.settings.price_per_segment
-        return SendResult(sms_id, None if price is None else segments.cost(request.text, price))
+        return SendResult(sms_id, self.settings.estimate(request.text))
 
     async def _post(self, method: str, fields: list[tuple[str, str]]) -> Answer:
         answer = await self.request(

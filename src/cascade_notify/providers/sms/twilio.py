@@ -49,7 +49,7 @@ from cascade_notify.providers.base import (
     SendResult,
     WebhookRequest,
 )
-from cascade_notify.providers.sms import segments
+from cascade_notify.providers.sms.pricing import SmsPricing
 
 API_URL: Final = "https://api.twilio.com"
 API_VERSION: Final = "2010-04-01"
@@ -125,7 +125,7 @@ def _check_url(url: str) -> str:
 Url = Annotated[str, AfterValidator(_check_url)]
 
 
-class TwilioSettings(ProviderSettings):
+class TwilioSettings(SmsPricing):
     """Settings of `type: twilio_sms`: exactly one of `from_number` and
     `messaging_service_sid`; `public_url` is this provider's receipts endpoint as Twilio
     reaches it (without it no status callback is asked for, and only `accepted` can be
@@ -165,16 +165,6 @@ class TwilioSettings(ProviderSettings):
         gt=0,
         description="How long one API call may take before it counts as a timeout (transient, "
         "or an unknown outcome once the request went out).",
-    )
-    price_per_segment: float | None = Field(
-        default=None,
-        ge=0,
-        allow_inf_nan=False,
-        description="What one SMS segment costs; the attempt's cost is the text's segments "
-        "times this when the gateway reports no price. `null`: no cost recorded.",
-    )
-    currency: str = Field(
-        default="USD", pattern=r"^[A-Z]{3}$", description="The ISO 4217 code the costs are in."
     )
 
     @model_validator(mode="after")
@@ -263,8 +253,7 @@ class TwilioSmsProvider(HttpProvider):
                 provider=self.name,
                 code="no_sid",
             )
-        price = self.settings.price_per_segment
-        return SendResult(sid, None if price is None else segments.cost(request.text, price))
+        return SendResult(sid, self.settings.estimate(request.text))
 
     def refused(self, answer: Answer) -> ProviderError:
         """The error for a refusal: by Twilio's code (section 4.4), then by HTTP status."""

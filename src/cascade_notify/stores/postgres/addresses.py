@@ -151,8 +151,13 @@ async def known(conn: Conn, recipient_id: str) -> dict[str, Signal]:
 
 
 async def forget(conn: Conn, recipient_id: str) -> int:
-    cur = await conn.execute("DELETE FROM addresses WHERE recipient_id = %s", (recipient_id,))
-    return cur.rowcount
+    async with conn.transaction():
+        cur = await conn.execute("DELETE FROM addresses WHERE recipient_id = %s", (recipient_id,))
+        gone = cur.rowcount
+        cur = await conn.execute(
+            "DELETE FROM channel_history WHERE recipient_id = %s", (recipient_id,)
+        )
+        return gone + cur.rowcount
 
 
 async def purge_spent(conn: Conn, before: float) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 
 from cascade_notify.errors import StoreError
 from cascade_notify.models import Attempt, Delivery, Receipt
+from cascade_notify.stores import _history
 from cascade_notify.stores import _outbox_sql as outbox
 from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
@@ -38,6 +39,7 @@ from cascade_notify.stores._codec import (
 )
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition
 from cascade_notify.stores.memory import ORPHAN_LIMIT, ORPHAN_TTL
+from cascade_notify.stores.postgres import history
 from cascade_notify.stores.postgres.rows import Conn, load
 
 #: The channel a schema's news goes out on (see `PostgresStore.watch`), in SQL: the
@@ -208,9 +210,9 @@ END
 $fn$"""  # noqa: S608 - constant columns
 
 # p_items: transitions, each [delivery id, token, attempts, skipped, step, set status,
-# status, channel, finished_ts, wake_ts, release, outbox events]. One transaction for them
-# all; returns, in order, whether each was written (false: its lease is another's now,
-# nothing written).
+# status, channel, finished_ts, wake_ts, release, lessons (`history`), outbox
+# events]. One transaction for them all; returns, in order, whether each was
+# written (false: its lease is another's now, nothing written).
 # The common writes go set-wise, a few statements for the whole group; a write the store
 # learned something for meanwhile (see `_slow`) goes through cn_write alone. The planner
 # is kept off sequential scans and hash joins: it guesses 100 rows for every
@@ -227,6 +229,7 @@ DECLARE
     v_n bigint;
     v_ok bigint[];
     v_slow bigint[];
+    v_lessons jsonb;
 BEGIN
     -- the message ids these writes make known (an orphan receipt for one waits for us),
     -- then the deliveries' rows: each in one order, as receipts take them
@@ -245,6 +248,14 @@ BEGIN
     FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n)
     JOIN deliveries d ON d.id = i->>0 AND d.token = (i->>1)::bigint;
     {_SLOW}
+    -- the recipients' history learns what the fenced writes teach (`history`)
+    SELECT coalesce(jsonb_agg(l), '[]') INTO v_lessons
+    FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n), jsonb_array_elements(i->11) l
+    WHERE n = ANY (v_ok);
+    IF jsonb_array_length(v_lessons) > 0 THEN
+        {history.TEACH.format(l="v_lessons")};
+        {history.TRIM.format(l="v_lessons")};
+    END IF;
     FOREACH v_n IN ARRAY v_slow LOOP
         PERFORM pg_temp.cn_write(p_items->(v_n::integer - 1));
     END LOOP;
@@ -255,7 +266,7 @@ BEGIN
         coalesce((SELECT max(o.seq) FROM outbox o WHERE o.delivery_id = i->>0), 0) + m,
         x->>1, (x->>2)::float8, x->3, (x->>2)::float8
     FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n),
-        jsonb_array_elements(coalesce(i->11, '[]')) WITH ORDINALITY f(x, m)
+        jsonb_array_elements(coalesce(i->12, '[]')) WITH ORDINALITY f(x, m)
     WHERE n = ANY (v_ok)
     ORDER BY n, m;
     -- the rest: their attempts as written (in the order each write names them, so new
@@ -304,6 +315,8 @@ DECLARE
     v_pmid text;
     v_swept boolean := false;
     v_count bigint;
+    v_after text;
+    v_lesson jsonb;
 BEGIN
     -- every message id's advisory lock (an orphan and the commit that makes its message
     -- known cannot miss each other), then the deliveries' rows, each in one order
@@ -375,7 +388,17 @@ BEGIN
         r_duplicate := NOT FOUND;
         IF NOT r_duplicate THEN
             UPDATE attempts SET status = pg_temp.cn_status_after(status, v_r.status)
-            WHERE id = v_aid;
+            WHERE id = v_aid RETURNING status INTO v_after;
+            IF v_r.status <> 'sent' THEN
+                SELECT jsonb_agg(jsonb_build_array(x.c0, x.c1, x.c2, x.c3, x.c4))
+                INTO v_lesson FROM ({
+    history.RECEIPT_LESSON.format(r="v_r", a="v_aid", d="v_did", after="v_after")
+}) x;
+                IF v_lesson IS NOT NULL THEN
+                    {history.TEACH.format(l="v_lesson")};
+                    {history.TRIM.format(l="v_lesson")};
+                END IF;
+            END IF;
             UPDATE deliveries SET poked = true
             WHERE id = v_did AND status = 'pending' AND NOT poked;
             IF p_events THEN  -- the `receipt` webhook (as `events.receipt_event` builds it)
@@ -549,6 +572,9 @@ def _item(claim: Claim, transition: Transition) -> list[Any]:
         transition.finished_ts,
         transition.wake_ts,
         transition.release,
+        history.lessons_json(_history.from_transition(claim.delivery, transition))
+        if claim.delivery.order is not None
+        else [],
         outbox.pg_events(transition.events),
     ]
 

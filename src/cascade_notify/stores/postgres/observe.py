@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cascade_notify.observe.compute import Rows
-from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
+from cascade_notify.observe.types import (
+    DeliveryPage,
+    DeliveryQuery,
+    Dimension,
+    FailureRow,
+    Stats,
+)
 from cascade_notify.stores import _observe as q
 from cascade_notify.stores.postgres.rows import Conn
 
@@ -16,6 +22,11 @@ async def list_deliveries(
     sql, params = q.list_sql(query, after, limit, q.POSTGRES)
     cur = await conn.execute(sql, params)
     return q.page_from_rows(await cur.fetchall(), limit)
+
+
+async def unfinished(conn: Conn) -> dict[str, int]:
+    cur = await conn.execute(q.UNFINISHED_SQL)
+    return q.unfinished_from_rows(await cur.fetchall())
 
 
 async def stats(conn: Conn, since: float, until: float, by: Sequence[Dimension]) -> Stats:
@@ -44,3 +55,8 @@ async def stats(conn: Conn, since: float, until: float, by: Sequence[Dimension])
         outcomes=outcomes,
         rows=rows.build(),
     )
+
+
+async def failures(conn: Conn, since: float, until: float) -> list[FailureRow]:
+    cur = await conn.execute(q.failures_sql(q.POSTGRES), (since, until))
+    return q.failures_from_rows(await cur.fetchall())

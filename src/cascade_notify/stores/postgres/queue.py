@@ -35,6 +35,12 @@ async def listed(conn: Conn, states: list[str] | None, limit: int) -> list[Queue
     return [_calls.from_row(row) for row in await cur.fetchall()]
 
 
+async def one(conn: Conn, task_id: str) -> QueuedCall | None:
+    cur = await conn.execute(f"{_SELECT} WHERE task_id = %s", (task_id,))
+    row = await cur.fetchone()
+    return None if row is None else _calls.from_row(row)
+
+
 async def _write(conn: Conn, call: QueuedCall) -> None:
     await conn.execute(
         _WRITE,

@@ -19,6 +19,7 @@ from cascade_notify.models import (
     Receipt,
     status_after,
 )
+from cascade_notify.stores import _history
 from cascade_notify.stores import _outbox_sql as outbox
 from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
@@ -35,6 +36,7 @@ from cascade_notify.stores._codec import (
 from cascade_notify.stores._common import cancel_transition, written
 from cascade_notify.stores.base import Claim, ReceiptResult, Transition, apply_transition
 from cascade_notify.stores.memory import ORPHAN_LIMIT, ORPHAN_TTL
+from cascade_notify.stores.postgres import history
 
 Conn = AsyncConnection[Any]
 
@@ -178,6 +180,13 @@ _AFTER_RECEIPT = """
 """
 
 
+# a receipt's delivery, if it teaches (its policy's order is learned): recipient, channel
+_LEARNER = """
+    SELECT d.recipient->>'id', a.channel FROM deliveries d JOIN attempts a ON a.id = %s
+    WHERE d.id = %s AND d.unusable ? '@order'
+"""
+
+
 def _lock_key(provider: str, message_id: str) -> str:
     return f"cascade_notify message {provider}\x1f{message_id}"
 
@@ -245,6 +254,11 @@ async def commit(conn: Conn, claim: Claim, transition: Transition) -> None:
         )
         await conn.execute(*writes(list(merged.values()), fresh, _COMMIT, update))
         await keep_events(conn, transition.events)
+        if claim.delivery.order is not None:
+            for statement in history.teach_statements(
+                _history.from_transition(claim.delivery, transition)
+            ):
+                await conn.execute(*statement)
 
 
 async def keep_events(conn: Conn, events: Sequence[OutboxEvent]) -> None:
@@ -288,6 +302,13 @@ async def record(
         await conn.execute(_AFTER_RECEIPT, (after.value, attempt_id, delivery_id))
         if events:
             await keep_events(conn, [receipt_event(receipt, delivery_id, attempt_id)])
+        learner = await (await conn.execute(_LEARNER, (attempt_id, delivery_id))).fetchone()
+        if learner is not None:
+            lesson = _history.from_receipt(
+                learner[0], learner[1], receipt.status, after, receipt.ts
+            )
+            for statement in history.teach_statements([] if lesson is None else [lesson]):
+                await conn.execute(*statement)
         return ReceiptResult(receipt, delivery_id, False)
 
 

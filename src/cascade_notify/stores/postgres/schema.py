@@ -244,6 +244,37 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (
         11,
         (
+            # the support page's search (`DeliveryQuery.phone`, `.email`): by a phone number
+            # on any phone channel (a BitmapOr of the three), or by e-mail in any case;
+            # partial, so rows without the field cost nothing
+            *(
+                f"CREATE INDEX deliveries_{name} ON deliveries "
+                f"((recipient->>'{name}'), created_ts) WHERE (recipient->>'{name}') IS NOT NULL"
+                for name in ("whatsapp", "sms", "call")
+            ),
+            "CREATE INDEX deliveries_email ON deliveries "
+            "(lower(recipient->>'email'), created_ts) WHERE lower(recipient->>'email') IS NOT NULL",
+        ),
+    ),
+    (
+        12,
+        (
+            # the learned order's history (`Learning`): per recipient and channel, the rank
+            # of its best success (a read counts later), when it last reached them and
+            # when it last failed them; read whole per recipient at each send
+            """CREATE TABLE channel_history (
+            recipient_id text NOT NULL,
+            channel text NOT NULL,
+            rank double precision,
+            reached_ts double precision,
+            failed_ts double precision,
+            PRIMARY KEY (recipient_id, channel)
+        )""",
+        ),
+    ),
+    (
+        13,
+        (
             # outcome webhooks (`events:`), written with the change they tell of; `seq`
             # numbers a delivery's in order; a sent one is kept until its delivery is purged
             """CREATE TABLE outbox (

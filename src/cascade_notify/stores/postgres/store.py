@@ -25,7 +25,6 @@ a call may take before it fails with StoreError, default 10), `prepared`
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -36,13 +35,16 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from cascade_notify import _logmask
 from cascade_notify.errors import LeaseLost, StoreError
+from cascade_notify.learned import Seen
 from cascade_notify.models import CallStatus, Delivery, DeliveryStatus, QueuedCall, Receipt, Signal
 from cascade_notify.observe.compute import check_limit
 from cascade_notify.observe.types import (
     DeliveryPage,
     DeliveryQuery,
     Dimension,
+    FailureRow,
     Stats,
     check_by,
     check_window,
@@ -62,7 +64,7 @@ from cascade_notify.stores.base import (
 )
 from cascade_notify.stores.memory import ORPHAN_TTL
 from cascade_notify.stores.postgres import addresses as book
-from cascade_notify.stores.postgres import calls, queue, rows, shared
+from cascade_notify.stores.postgres import calls, history, queue, rows, shared
 from cascade_notify.stores.postgres import observe as views
 from cascade_notify.stores.postgres import schema as schema_module
 from cascade_notify.stores.postgres.connection import (
@@ -79,7 +81,7 @@ from cascade_notify.stores.postgres.rows import load, upsert_attempts
 
 T = TypeVar("T")
 Conn = rows.Conn
-log = logging.getLogger("cascade_notify.stores.postgres")
+log = _logmask.logger("cascade_notify.stores.postgres")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _OPTIONS = ("schema", "pool_max", "timeout", "prepared")
@@ -544,6 +546,15 @@ class PostgresStore:
         check_window(since, until)
         return await self._run(lambda conn: views.stats(conn, since, until, dims))
 
+    async def unfinished(self) -> dict[str, int]:
+        """How many deliveries are not final, by status."""
+        return await self._run(views.unfinished)
+
+    async def failures(self, since: float, until: float) -> list[FailureRow]:
+        """Failed attempts of the deliveries created in `[since, until)`, by kind."""
+        check_window(since, until)
+        return await self._run(lambda conn: views.failures(conn, since, until))
+
     # AddressBook (the work in `postgres.addresses`)
 
     async def record_signals(self, signals: Sequence[Signal]) -> list[SignalOutcome]:
@@ -568,6 +579,17 @@ class PostgresStore:
             return {}
         return await self._run(lambda conn: book.known(conn, recipient_id))
 
+    async def history(self, recipient_id: str) -> dict[str, Seen]:
+        """The recipient's channel history (`Learning`): one primary-key range read."""
+        if not _addresses.storable(recipient_id):
+            return {}
+
+        async def work(conn: Conn) -> dict[str, Seen]:
+            cur = await conn.execute(history.HISTORY, (recipient_id,))
+            return history.seen(await cur.fetchall())
+
+        return await self._run(work)
+
     async def forget(self, recipient_id: str) -> int:
         if not _addresses.storable(recipient_id):
             return 0
@@ -583,6 +605,9 @@ class PostgresStore:
     ) -> list[QueuedCall]:
         states = _calls.wanted(status)
         return await self._run(lambda conn: queue.listed(conn, states, limit))
+
+    async def call(self, task_id: str) -> QueuedCall | None:
+        return await self._run(lambda conn: queue.one(conn, task_id))
 
     async def claim_call(
         self, operator: str, now: float, task_id: str | None = None

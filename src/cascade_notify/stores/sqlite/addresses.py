@@ -130,7 +130,9 @@ def known(conn: sqlite3.Connection, *, recipient_id: str) -> dict[str, Signal]:
 
 
 def forget(conn: sqlite3.Connection, *, recipient_id: str) -> int:
-    return conn.execute("DELETE FROM addresses WHERE recipient_id = ?", (recipient_id,)).rowcount
+    gone = conn.execute("DELETE FROM addresses WHERE recipient_id = ?", (recipient_id,)).rowcount
+    history = "DELETE FROM channel_history WHERE recipient_id = ?"
+    return gone + conn.execute(history, (recipient_id,)).rowcount
 
 
 def purge_spent(conn: sqlite3.Connection, *, before: float) -> int:

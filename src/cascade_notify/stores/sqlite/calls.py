@@ -9,14 +9,17 @@ from typing import Any
 
 from cascade_notify.errors import CascadeError, LeaseLost, StoreError
 from cascade_notify.events import OutboxEvent, cancelled_event, receipt_event
+from cascade_notify.learned import HISTORY_LIMIT, Lesson, Seen
 from cascade_notify.models import (
     Attempt,
     AttemptStatus,
     Delivery,
     Receipt,
+    ReceiptStatus,
     status_after,
 )
 from cascade_notify.stores import _failpoints as failpoints
+from cascade_notify.stores import _history
 from cascade_notify.stores import _outbox_sql as outbox
 from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
@@ -115,6 +118,44 @@ _UPDATE_DELIVERY = (
     "skipped = ?, lease_until = CASE WHEN ? THEN 0 ELSE lease_until END, "
     "poked = poked OR ?, token = token + ? WHERE id = ?"
 )
+
+
+# SQLite's max() of a NULL is NULL: the later of two times, either of them NULL
+_LATER = "coalesce(max({c}, excluded.{c}), {c}, excluded.{c})"
+_TEACH = (
+    "INSERT INTO channel_history (recipient_id, channel, rank, reached_ts, failed_ts) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (recipient_id, channel) DO UPDATE SET "
+    + ", ".join(f"{c} = {_LATER.format(c=c)}" for c in ("rank", "reached_ts", "failed_ts"))
+)
+# past HISTORY_LIMIT channels, a recipient's oldest go
+_TRIM = (
+    "DELETE FROM channel_history WHERE recipient_id = ?1 AND channel NOT IN ("
+    "SELECT channel FROM channel_history WHERE recipient_id = ?1 ORDER BY "
+    "max(coalesce(reached_ts, 0), coalesce(failed_ts, 0)) DESC, channel DESC LIMIT ?2)"
+)
+# a receipt's delivery, if it teaches (its policy's order is learned): its recipient's id
+_LEARNER = (
+    "SELECT json_extract(recipient, '$.id') FROM deliveries "
+    "WHERE id = ? AND json_type(unusable, '$.\"@order\"') IS NOT NULL"
+)
+
+
+def teach(conn: sqlite3.Connection, lessons: Sequence[Lesson]) -> None:
+    """Merge `lessons` into the recipients' history, in the open transaction."""
+    rows = _history.as_rows(lessons)
+    conn.executemany(_TEACH, rows)
+    for recipient_id in {row[0] for row in rows}:
+        conn.execute(_TRIM, (recipient_id, HISTORY_LIMIT))
+
+
+def history(conn: sqlite3.Connection, *, recipient_id: str) -> dict[str, Seen]:
+    return _history.seen_from_rows(
+        conn.execute(
+            "SELECT channel, rank, reached_ts, failed_ts FROM channel_history "
+            "WHERE recipient_id = ?",
+            (recipient_id,),
+        )
+    )
 
 
 def load(
@@ -230,6 +271,8 @@ def commit(conn: sqlite3.Connection, *, claim: Claim, transition: Transition) ->
             conn.execute(
                 "UPDATE deliveries SET step = ? WHERE id = ?", (transition.step, delivery_id)
             )
+    if claim.delivery.order is not None:  # fenced above: the lease holds
+        teach(conn, _history.from_transition(claim.delivery, transition))
     touched: list[Attempt] = []
     for attempt in transition.attempts:
         if (
@@ -321,7 +364,7 @@ def record(
     results: list[ReceiptResult] = []
     for receipt in receipts:
         found = conn.execute(
-            "SELECT id, delivery_id, status FROM attempts WHERE provider = ? "
+            "SELECT id, delivery_id, status, channel FROM attempts WHERE provider = ? "
             "AND provider_message_id = ? ORDER BY seq LIMIT 1",
             (receipt.provider, receipt.provider_message_id),
         ).fetchone()
@@ -330,7 +373,7 @@ def record(
         if found is None:
             results.append(ReceiptResult(receipt, None, _keep_orphan(conn, receipt, now)))
             continue
-        attempt_id, delivery_id, status = found
+        attempt_id, delivery_id, status, channel = found
         fresh = conn.execute(_INSERT_RECEIPT, (attempt_id, *receipt_values(receipt))).rowcount
         if fresh:
             after = status_after(AttemptStatus(status), receipt.status)
@@ -338,6 +381,8 @@ def record(
                 conn.execute(
                     "UPDATE attempts SET status = ? WHERE id = ?", (after.value, attempt_id)
                 )
+            if receipt.status is not ReceiptStatus.SENT:
+                _teach_receipt(conn, delivery_id, channel, receipt, after)
             conn.execute(
                 "UPDATE deliveries SET poked = 1 WHERE id = ? AND status = 'pending' AND poked = 0",
                 (delivery_id,),
@@ -348,11 +393,21 @@ def record(
     return results
 
 
-def _adopt(conn: sqlite3.Connection, receipt: Receipt) -> tuple[str, str, str] | None:
+def _teach_receipt(
+    conn: sqlite3.Connection, delivery_id: str, channel: str, receipt: Receipt, after: AttemptStatus
+) -> None:
+    learner = conn.execute(_LEARNER, (delivery_id,)).fetchone()
+    if learner is not None:
+        lesson = _history.from_receipt(learner[0], channel, receipt.status, after, receipt.ts)
+        if lesson is not None:
+            teach(conn, [lesson])
+
+
+def _adopt(conn: sqlite3.Connection, receipt: Receipt) -> tuple[str, str, str, str] | None:
     """The attempt a receipt names by our own attempt id (the provider echoed it); one that
     did not know its message id learns it here."""
     row = conn.execute(
-        "SELECT id, delivery_id, status, provider_message_id FROM attempts "
+        "SELECT id, delivery_id, status, provider_message_id, channel FROM attempts "
         "WHERE id = ? AND provider = ?",
         (receipt.attempt_id, receipt.provider),
     ).fetchone()
@@ -363,7 +418,7 @@ def _adopt(conn: sqlite3.Connection, receipt: Receipt) -> tuple[str, str, str] |
             "UPDATE attempts SET provider_message_id = ? WHERE id = ?",
             (receipt.provider_message_id, row[0]),
         )
-    return row[0], row[1], row[2]
+    return row[0], row[1], row[2], row[4]
 
 
 def _keep_orphan(conn: sqlite3.Connection, receipt: Receipt, now: float) -> bool:

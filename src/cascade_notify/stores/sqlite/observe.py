@@ -7,7 +7,13 @@ import sqlite3
 from collections.abc import Sequence
 
 from cascade_notify.observe.compute import Rows
-from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
+from cascade_notify.observe.types import (
+    DeliveryPage,
+    DeliveryQuery,
+    Dimension,
+    FailureRow,
+    Stats,
+)
 from cascade_notify.stores import _observe as q
 
 
@@ -19,6 +25,10 @@ def list_deliveries(
 ) -> DeliveryPage:
     sql, params = q.list_sql(query, after, limit, q.SQLITE)
     return q.page_from_rows(conn.execute(sql, params).fetchall(), limit)
+
+
+def unfinished(conn: sqlite3.Connection) -> dict[str, int]:
+    return q.unfinished_from_rows(conn.execute(q.UNFINISHED_SQL).fetchall())
 
 
 def stats(conn: sqlite3.Connection, since: float, until: float, by: Sequence[Dimension]) -> Stats:
@@ -38,3 +48,7 @@ def stats(conn: sqlite3.Connection, since: float, until: float, by: Sequence[Dim
         outcomes=outcomes,
         rows=rows.build(),
     )
+
+
+def failures(conn: sqlite3.Connection, since: float, until: float) -> list[FailureRow]:
+    return q.failures_from_rows(conn.execute(q.failures_sql(q.SQLITE), (since, until)))

@@ -36,6 +36,11 @@ def listed(conn: sqlite3.Connection, *, states: list[str] | None, limit: int) ->
     return [_calls.from_row(row) for row in rows]
 
 
+def one(conn: sqlite3.Connection, *, task_id: str) -> QueuedCall | None:
+    row = conn.execute(f"{_SELECT} WHERE task_id = ?", (task_id,)).fetchone()
+    return None if row is None else _calls.from_row(row)
+
+
 def _write(conn: sqlite3.Connection, call: QueuedCall) -> None:
     conn.execute(
         _WRITE,

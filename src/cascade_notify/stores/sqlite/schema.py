@@ -221,6 +221,40 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (
         11,
         (
+            # the support page's search (`DeliveryQuery.phone`, `.email`): a recipient's
+            # deliveries by a phone number on any phone channel, or by e-mail in any case;
+            # partial, so rows without the field cost nothing (the expressions are the
+            # ones `stores._observe.SQLITE.field` queries by)
+            *(
+                f"CREATE INDEX deliveries_{name} ON deliveries "
+                f"(json_extract(recipient, '$.{name}'), created_ts) "
+                f"WHERE json_extract(recipient, '$.{name}') IS NOT NULL"
+                for name in ("whatsapp", "sms", "call")
+            ),
+            "CREATE INDEX deliveries_email ON deliveries "
+            "(lower(json_extract(recipient, '$.email')), created_ts) "
+            "WHERE lower(json_extract(recipient, '$.email')) IS NOT NULL",
+        ),
+    ),
+    (
+        12,
+        (
+            # the learned order's history (`Learning`): per recipient and channel, the rank
+            # of its best success (a read counts later), when it last reached them and
+            # when it last failed them; read whole per recipient at each send
+            """CREATE TABLE channel_history (
+            recipient_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            rank REAL,
+            reached_ts REAL,
+            failed_ts REAL,
+            PRIMARY KEY (recipient_id, channel)
+        ) WITHOUT ROWID""",
+        ),
+    ),
+    (
+        13,
+        (
             # outcome webhooks (`events:`), written with the change they tell of; `seq`
             # numbers a delivery's in order; a sent one is kept until its delivery is purged
             """CREATE TABLE outbox (

@@ -29,12 +29,14 @@ from typing import ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from cascade_notify.errors import StoreError
+from cascade_notify.learned import Seen
 from cascade_notify.models import CallStatus, Delivery, QueuedCall, Receipt, Signal
 from cascade_notify.observe.compute import check_limit
 from cascade_notify.observe.types import (
     DeliveryPage,
     DeliveryQuery,
     Dimension,
+    FailureRow,
     Stats,
     check_by,
     check_window,
@@ -382,6 +384,15 @@ class SQLiteStore:
         check_window(since, until)
         return await self._read_snapshot(partial(views.stats, since=since, until=until, by=dims))
 
+    async def unfinished(self) -> dict[str, int]:
+        """How many deliveries are not final, by status."""
+        return await self._read_snapshot(views.unfinished)
+
+    async def failures(self, since: float, until: float) -> list[FailureRow]:
+        """Failed attempts of the deliveries created in `[since, until)`, by kind."""
+        check_window(since, until)
+        return await self._read_snapshot(partial(views.failures, since=since, until=until))
+
     async def _read_snapshot(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run a read-only `work` on a connection of its own in a thread (a snapshot of
         the file: no write lock held, the event loop free meanwhile)."""
@@ -461,6 +472,13 @@ class SQLiteStore:
             return 0
         return await self._call(partial(book.forget, recipient_id=recipient_id), light=True)
 
+    # Learning: the history is written by `commit` and `record_receipts` (`sqlite.calls`)
+
+    async def history(self, recipient_id: str) -> dict[str, Seen]:
+        if not _addresses.storable(recipient_id):
+            return {}
+        return await self._read(partial(calls.history, recipient_id=recipient_id))
+
     # CallQueue (the work in `sqlite.queue`)
 
     async def put_call(self, call: QueuedCall) -> bool:
@@ -471,6 +489,9 @@ class SQLiteStore:
     ) -> list[QueuedCall]:
         states = _calls.wanted(status)
         return await self._call(partial(queue.listed, states=states, limit=limit), light=True)
+
+    async def call(self, task_id: str) -> QueuedCall | None:
+        return await self._call(partial(queue.one, task_id=task_id), light=True)
 
     async def claim_call(
         self, operator: str, now: float, task_id: str | None = None

@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import logging
 import os
 import sys
 from collections.abc import Callable
 from typing import Final
 
-log = logging.getLogger("cascade_notify.stores.sqlite")
+from cascade_notify import _logmask
+
+log = _logmask.logger("cascade_notify.stores.sqlite")
 
 #: Seconds between looks at the lock file where inotify is missing.
 POLL: Final = 0.05

@@ -12,7 +12,6 @@ import contextlib
 import contextvars
 import itertools
 import json
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -21,6 +20,7 @@ from typing import Any, ClassVar, Final, Self
 import aiohttp
 from aiohttp import web
 
+from cascade_notify import _logmask
 from cascade_notify.clock import Clock, SystemClock
 from cascade_notify.testing.emulators._records import (
     Accepted,
@@ -41,7 +41,7 @@ from cascade_notify.testing.emulators._script import (
 )
 
 CONTROL: Final = "/__emulator/"
-logger = logging.getLogger("cascade_notify.emulators")
+logger = _logmask.logger("cascade_notify.emulators")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _current: contextvars.ContextVar[RecordedRequest] = contextvars.ContextVar("record")
 

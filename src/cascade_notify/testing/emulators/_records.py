@@ -11,6 +11,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from cascade_notify._logmask import mask_address
+
 
 @dataclass
 class RecordedRequest:
@@ -125,10 +127,9 @@ def _plain(value: Any) -> Any:
 
 
 def mask(address: str) -> str:
-    """Addresses are phone numbers and user ids: logs show only their ends."""
-    if len(address) <= 4:
-        return "*" * len(address)
-    return address[:2] + "*" * (len(address) - 4) + address[-2:]
+    """Addresses are phone numbers, e-mail addresses and user ids: logs show them masked
+    as the library's own lines do (`cascade_notify._logmask.mask_address`)."""
+    return mask_address(address)
 
 
 __all__ = [
