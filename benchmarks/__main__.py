@@ -50,6 +50,7 @@ SECTIONS = (
     "stats",
     "support",
     "routing",
+    "outbox",
     "learned",
 )
 
@@ -107,6 +108,10 @@ def _section(name: str) -> Callable[[Options], Result]:
         from benchmarks import routing
 
         return routing.run
+    if name == "outbox":
+        from benchmarks import outbox
+
+        return outbox.run
     if name == "learned":
         from benchmarks import learned
 

@@ -31,7 +31,7 @@ from cascade_notify.errors import (
     ProviderError,
     UnreachableError,
 )
-from cascade_notify.events import Event, Listener, emit, transition_events
+from cascade_notify.events import Event, Listener, emit, outbox_events, transition_events
 from cascade_notify.models import (
     OPEN_ATTEMPT,
     Attempt,
@@ -363,7 +363,11 @@ class Engine:
         guard: Guard | None = None,
         poll: Callable[[Attempt], None] | None = None,
         signals: SignalSink | None = None,
+        events: frozenset[str] = frozenset(),
+        wrote_events: Callable[[], None] | None = None,
     ) -> None:
+        """`events`: the kinds of outcome webhook each write adds to the store's outbox;
+        `wrote_events` is called after a write that added some."""
         self.store = store
         self.providers = providers
         self.clock = clock
@@ -371,6 +375,8 @@ class Engine:
         self._listeners = listeners
         self._poll = poll
         self._signals = signals
+        self._events = events
+        self._wrote_events = wrote_events
 
     async def advance(
         self, claim: Claim, *, calls_done: Callable[[], None] | None = None
@@ -392,7 +398,11 @@ class Engine:
             pending = None
             if not isinstance(action, Send | Withdraw) and calls_done is not None:
                 calls_done()
+            if self._events:
+                write.events = outbox_events(delivery.id, write, now, self._events)
             await self.store.commit(claim, write)
+            if write.events and self._wrote_events is not None:
+                self._wrote_events()
             apply_transition(delivery, change, own=True)
             log_transition(log, delivery.id, write)
             if self.guard is not None:

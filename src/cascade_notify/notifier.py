@@ -31,6 +31,7 @@ from cascade_notify.errors import (
     NotRunning,
     RecipientError,
     ScheduleError,
+    StoreError,
     UnknownPolicy,
     WaitTimeout,
 )
@@ -53,6 +54,7 @@ from cascade_notify.models import (
 )
 from cascade_notify.observe import api as views
 from cascade_notify.observe.types import DeliveryPage, DeliveryQuery, Dimension, Stats
+from cascade_notify.outbox import OutboxSender
 from cascade_notify.policy import Config, Policy, load_config
 from cascade_notify.polling import Poller
 from cascade_notify.providers.base import Inbound, Provider, WebhookResponse, WithdrawRequest
@@ -68,7 +70,7 @@ from cascade_notify.stores import (
     SignalOutcome,
     open_store,
 )
-from cascade_notify.stores.base import CallQueue, ReceiptResult, Store
+from cascade_notify.stores.base import CallQueue, Outbox, ReceiptResult, Store
 from cascade_notify.worker import POLL_INTERVAL, Worker
 
 if TYPE_CHECKING:
@@ -82,7 +84,10 @@ class Notifier:
     """Sends messages by cascade. Use as `async with Notifier.from_yaml(...) as notifier:`.
 
     With `worker=False` the notifier only sends and takes receipts: separate
-    `cascade-notify worker` processes on the same store advance the cascades.
+    `cascade-notify worker` processes on the same store advance the cascades. With
+    `events:` in the policy, `outbox` says whether this notifier posts the outcome
+    webhooks: by default where a worker runs; `False` leaves them to other processes on
+    the store, `True` posts them even without a worker (a process that only posts).
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class Notifier:
         worker: bool = True,
         providers: Mapping[str, Provider] | None = None,
         http: HttpClient | None = None,
+        outbox: bool | None = None,
     ) -> None:
         """`providers` replaces the named ones with objects of your own; `http` (an
         `httpx.AsyncClient`, or a transport such as `httpx.MockTransport` or an emulator's)
@@ -103,6 +109,7 @@ class Notifier:
         self._store_spec = store if store is not None else config.store
         self._store: Store | None = None
         self._run_worker = worker
+        self._run_outbox = worker if outbox is None else outbox
         built: dict[str, Provider] = {}
         for name, spec in config.providers.items():
             given = (providers or {}).get(name)
@@ -130,6 +137,7 @@ class Notifier:
         self._engine: Engine | None = None
         self._worker: Worker | None = None
         self._poller: Poller | None = None
+        self._outbox: OutboxSender | None = None
         self._remove_idle_check = _noop
         self._settling: Settling | None = None
         #: The call queue of `type: call_queue`: list, claim and close calls.
@@ -145,9 +153,11 @@ class Notifier:
         worker: bool = True,
         env: Mapping[str, str] | None = None,
         http: HttpClient | None = None,
+        outbox: bool | None = None,
     ) -> Self:
         """A notifier for the policy file at `source` (a path, or the YAML text itself)."""
-        return cls(load_config(source, env=env), clock=clock, store=store, worker=worker, http=http)
+        config = load_config(source, env=env)
+        return cls(config, clock=clock, store=store, worker=worker, http=http, outbox=outbox)
 
     @property
     def store(self) -> Store:
@@ -194,6 +204,15 @@ class Notifier:
             open_store(self._store_spec) if isinstance(self._store_spec, str) else self._store_spec
         )
         await store.open()
+        events = self.config.events
+        if events is not None:
+            if not isinstance(store, Outbox):
+                await store.close()
+                raise StoreError(
+                    f"events: the store {store!r} keeps no outbox, so it cannot post outcome "
+                    "webhooks; use memory://, sqlite:// or postgresql://"
+                )
+            store.outbox_kinds(frozenset(events.kinds))
         started: list[Provider] = []
         try:
             for provider in self._providers.values():
@@ -221,6 +240,8 @@ class Notifier:
             guard=self._guard,
             poll=self._poller.request,
             signals=self.record_signals,
+            events=frozenset(events.kinds) if events is not None else frozenset(),
+            wrote_events=self._poke_outbox,
         )
         self._remove_idle_check = self.clock.add_idle_check(self._idle)
         if self._run_worker:
@@ -235,6 +256,16 @@ class Notifier:
                 on_final=self._resolve,
             )
             await self._worker.start()
+        if events is not None and self._run_outbox:
+            assert isinstance(store, Outbox)
+            # held past a POST's timeout, so a sender alive is not overtaken
+            lease = max(self.config.worker.lease, 2 * events.timeout)
+            self._outbox = OutboxSender(store, events, self.clock, shared=store.shared, lease=lease)
+            await self._outbox.start()
+
+    def _poke_outbox(self) -> None:
+        if self._outbox is not None:
+            self._outbox.poke()
 
     async def stop(self) -> None:
         """Stop taking work, let the transitions in hand finish, and close everything."""
@@ -243,6 +274,9 @@ class Notifier:
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None
+        if self._outbox is not None:
+            await self._outbox.stop()
+            self._outbox = None
         if self._poller is not None:
             await self._poller.aclose()
             self._poller = None
@@ -667,6 +701,7 @@ class Notifier:
             raise DeliveryNotFound(delivery_id)
         await self._withdraw_cancelled(delivery, now)
         self._resolve(delivery)
+        self._poke_outbox()
         if self._listeners:
             self._emit(
                 Event("finished", delivery.id, self.clock.now(), status=delivery.status.value)
@@ -765,6 +800,7 @@ class Notifier:
                     )
         if woke:
             self._poke()
+            self._poke_outbox()
         return results
 
     async def _gone_addresses(self, results: Sequence[ReceiptResult]) -> None:

@@ -94,6 +94,13 @@ def test_worker_refuses_the_memory_store(tmp_path: Path) -> None:
     assert "lives in one process" in result.output
 
 
+def test_worker_refuses_an_unknown_outbox_mode(tmp_path: Path) -> None:
+    """`--outbox` is post, no or only; anything else is refused before the store opens."""
+    result = runner.invoke(app, ["worker", "--policy", str(policy(tmp_path)), "--outbox", "x"])
+    assert result.exit_code == 2
+    assert "use post, no or only" in result.output
+
+
 WORKER = "import typer; from cascade_notify.cli.worker import worker; typer.run(worker)"
 
 

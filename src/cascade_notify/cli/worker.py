@@ -25,6 +25,13 @@ log = _logmask.logger("cascade_notify.worker")
 def worker(
     policy: PolicyOption,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    outbox: Annotated[
+        str,
+        typer.Option(
+            help="With `events:`: `post` the outcome webhooks here too (default), `no` "
+            "(other processes post them), or `only` (post them, advance no cascade)."
+        ),
+    ] = "post",
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -44,6 +51,8 @@ def worker(
     once they expire.
     """
     config = _config(policy)
+    if outbox not in ("post", "no", "only"):
+        raise _fail(f"--outbox {outbox!r}: use post, no or only", 2)
     if config.store.startswith("memory"):
         raise _fail(
             f"{policy}: store: memory:// lives in one process, so a worker would see nothing "
@@ -52,12 +61,17 @@ def worker(
         )
     setup_logging(log_level)
     try:
-        asyncio.run(_work(config, metrics_host, metrics_port))
+        asyncio.run(_work(config, metrics_host, metrics_port, outbox))
     except CascadeError as exc:
         raise _fail(str(exc)) from None
 
 
-async def _work(config: Config, metrics_host: str = "", metrics_port: int | None = None) -> None:
+async def _work(
+    config: Config,
+    metrics_host: str = "",
+    metrics_port: int | None = None,
+    outbox: str = "post",
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -73,7 +87,7 @@ async def _work(config: Config, metrics_host: str = "", metrics_port: int | None
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    notifier = Notifier(config, worker=True)
+    notifier = Notifier(config, worker=outbox != "only", outbox=outbox != "no")
     async with contextlib.AsyncExitStack() as stack:
         if metrics_port is not None:
             from cascade_notify.observe.prometheus import METRICS_PATH, serve_metrics

@@ -20,6 +20,7 @@ from cascade_notify.policy.marked import read_yaml
 from cascade_notify.policy.schema import (
     DEFAULT_STORE,
     Config,
+    EventsSettings,
     LinkSettings,
     Policy,
     ProviderConfig,
@@ -63,6 +64,7 @@ def load_config_data(
 __all__ = [
     "DEFAULT_STORE",
     "Config",
+    "EventsSettings",
     "LinkSettings",
     "Policy",
     "ProviderConfig",

@@ -421,6 +421,7 @@ class Check:
             links=top.links,
             support=top.support,
             routes=routes,
+            events=top.events,
         )
 
     def routes(self, raw: Any, policies: Mapping[str, Any]) -> tuple[Rule, ...]:

@@ -22,6 +22,7 @@ from pydantic import (
 from cascade_notify._duration import Duration
 from cascade_notify.errors import PolicyIssue
 from cascade_notify.models import Priority, Step, WaitFor
+from cascade_notify.providers._signing import decode_whsec
 from cascade_notify.providers.base import Provider, ProviderSettings
 from cascade_notify.resilience.settings import (
     DEFAULT_BRAKES,
@@ -329,6 +330,44 @@ class WorkerSettings(_Strict):
     )
 
 
+EventKind = Literal["finished", "attempt", "receipt", "skipped"]
+
+
+def _check_whsec(secret: SecretStr) -> SecretStr:
+    decode_whsec(secret.get_secret_value())
+    return secret
+
+
+def _check_url(url: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError("must be an http:// or https:// URL")
+    return url
+
+
+class EventsSettings(_Strict):
+    """`events:` at the top of a policy file: outcome webhooks to the business's backend,
+    posted from the store's outbox, Standard-Webhooks-signed, at least once, in order per
+    delivery."""
+
+    url: Annotated[str, AfterValidator(_check_url)] = Field(
+        description="Where each event is POSTed (http:// or https://)."
+    )
+    secret: Annotated[SecretStr, AfterValidator(_check_whsec)] = Field(
+        description="The Standard Webhooks secret that signs each event: `whsec_` and the "
+        "key in base64 (24 to 64 random bytes); the receiver verifies with the same one."
+    )
+    kinds: tuple[EventKind, ...] = Field(
+        default=("finished", "attempt", "receipt", "skipped"),
+        min_length=1,
+        description="Which events are posted: `finished` (the cascade ended), `attempt` "
+        "(a provider call's outcome), `receipt` (a provider's report), `skipped` (a step "
+        "passed over, and why).",
+    )
+    timeout: Duration = Field(
+        default=10.0, gt=0, description="How long one POST may take before it is retried."
+    )
+
+
 class _Top(_Strict):
     store: str = Field(
         default=DEFAULT_STORE,
@@ -364,6 +403,11 @@ class _Top(_Strict):
         default_factory=list,
         description="Which policy a send gets: the first route whose `when` holds, else "
         "`default_policy`; `send(policy=)` overrides (see Routing).",
+    )
+    events: EventsSettings | None = Field(
+        default=None,
+        description="Outcome webhooks: the workers post what happens to each delivery to "
+        "this URL, durably (see Events).",
     )
     support: SupportSettings = Field(
         default=SupportSettings(),
@@ -423,3 +467,5 @@ class Config:
     support: SupportSettings = SupportSettings()  # noqa: RUF009 - frozen, shared safely
     #: `routes:`, compiled, in order.
     routes: tuple[Rule, ...] = ()
+    #: `events:`, the outcome webhooks (None: none are posted).
+    events: EventsSettings | None = None

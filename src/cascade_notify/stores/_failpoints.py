@@ -17,6 +17,9 @@ write (nothing of it stored) and `after` it (stored, the caller not told):
 | `finish` | the delivery ends |
 | `receipt` | receipts are recorded and wake their deliveries |
 
+The outbox sender (`cascade_notify.outbox`) has two more, `outbox.before` (an event
+leased, its POST not made) and `outbox.after` (its 2xx in, not yet marked sent).
+
 An `attempt`, `timer` or `finish` write may also carry the outcome of the
 provider request made just before it: `*.before` there is the "request sent,
 outcome not recorded" window, the one place a crash leaves an attempt's outcome
@@ -35,14 +38,18 @@ ENV = "CASCADE_NOTIFY_FAILPOINTS"
 PATHS = ("send", "claim", "attempt", "timer", "finish", "receipt")
 #: Every failpoint there is; a fault test must have a case for each.
 FAILPOINTS = tuple(f"{path}.{when}" for path in PATHS for when in ("before", "after"))
+#: The outbox sender's (`cascade_notify.outbox`): right before an event's POST (leased,
+#: nothing posted), and after its 2xx (posted, not yet marked sent: it is posted again).
+OUTBOX_FAILPOINTS = ("outbox.before", "outbox.after")
 
 
 def _armed(spec: str) -> dict[str, int]:
     armed: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, _, nth = item.partition("@")
-        if name not in FAILPOINTS:
-            raise ValueError(f"{ENV}: unknown failpoint {name!r}; known: {', '.join(FAILPOINTS)}")
+        if name not in FAILPOINTS + OUTBOX_FAILPOINTS:
+            known = ", ".join(FAILPOINTS + OUTBOX_FAILPOINTS)
+            raise ValueError(f"{ENV}: unknown failpoint {name!r}; known: {known}")
         armed[name] = int(nth or "1")
     return armed
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from cascade_notify.events import OutboxEvent
 from cascade_notify.learned import Seen
 from cascade_notify.models import (
     Attempt,
@@ -60,6 +61,9 @@ class Transition:
     finished_ts: float | None = None
     wake_ts: float | None = None
     release: bool = True
+    #: Outcome webhooks this change means (`events:` in the policy), written to the
+    #: store's outbox in the same transaction as the change.
+    events: list[OutboxEvent] = field(default_factory=list)
 
     def merge(self, later: Transition) -> Transition:
         """This transition followed by `later`, as one write."""
@@ -75,7 +79,19 @@ class Transition:
             finished_ts=later.finished_ts if later.finished_ts is not None else self.finished_ts,
             wake_ts=later.wake_ts,
             release=later.release,
+            events=[*self.events, *later.events],
         )
+
+
+@dataclass(slots=True)
+class OutboxItem:
+    """An outbox event leased to one sender: the event, its place in its delivery's
+    order, how often it was tried, and the fence (`token`) its `outbox_*` writes match."""
+
+    event: OutboxEvent
+    seq: int
+    tries: int
+    token: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,4 +279,38 @@ class CallQueue(Protocol):
     ) -> tuple[QueuedCall | None, bool]:
         """End an open or claimed call as `status` (or reopen it: `open`); the call as it
         stands and whether this changed it (None: no such call)."""
+        ...
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """A store that keeps outcome webhooks to post (`events:`): written with the change
+    they tell of, in one transaction, and leased to a sender one delivery's head at a time.
+
+    `outbox_claim` leases, for up to `limit` deliveries, the earliest unsent event, if it
+    is due and not leased; while it is unsent no later event of that delivery is handed
+    out, so a delivery's events go in order. `outbox_sent` and `outbox_retry` are fenced
+    by the item's token: a sender whose lease ran out (and was taken over) changes nothing.
+    """
+
+    def outbox_kinds(self, kinds: frozenset[str]) -> None:
+        """The kinds of event the store adds itself, for the writes that carry no
+        `Transition`: `receipt` (record_receipts) and `finished` (cancel)."""
+        ...
+
+    async def outbox_claim(self, now: float, *, limit: int, lease: float) -> list[OutboxItem]:
+        """Lease due head events of up to `limit` deliveries for `lease` seconds."""
+        ...
+
+    async def outbox_sent(self, items: Sequence[OutboxItem], now: float) -> list[bool]:
+        """Mark the items posted, in one write (each delivery's next event becomes due);
+        for each, whether it was (False: fenced out, another sender has it now)."""
+        ...
+
+    async def outbox_retry(self, item: OutboxItem, at: float) -> bool:
+        """Release the item to be tried again at `at`, one try counted; False: fenced out."""
+        ...
+
+    async def outbox_next(self) -> float | None:
+        """When the earliest unsent head event is due (or its lease ends); None: none."""
         ...

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cascade_notify.errors import LeaseLost
+from cascade_notify.events import OutboxEvent, cancelled_event, receipt_event
 from cascade_notify.learned import Seen
 from cascade_notify.models import (
     OPEN_ATTEMPT,
@@ -33,6 +34,7 @@ from cascade_notify.resilience.shared import SharedTable
 from cascade_notify.stores import _addresses, _calls, _history
 from cascade_notify.stores.base import (
     Claim,
+    OutboxItem,
     ReceiptResult,
     SignalOutcome,
     Transition,
@@ -42,6 +44,16 @@ from cascade_notify.stores.base import (
 #: Receipts for messages not (yet) known are kept this long, at most this many.
 ORPHAN_TTL = 3600.0
 ORPHAN_LIMIT = 10_000
+
+
+@dataclass(slots=True)
+class _Event:
+    event: OutboxEvent
+    seq: int
+    next_ts: float
+    tries: int = 0
+    lease_until: float = 0.0
+    token: int = 0
 
 
 @dataclass(slots=True)
@@ -76,6 +88,10 @@ class MemoryStore:
         self._by_recipient: dict[str, set[tuple[str, str]]] = {}
         # digests of the link tokens that linked -> when
         self._spent: dict[str, float] = {}
+        # the outbox: delivery id -> its unsent events in order; how many each has had
+        self._outbox: dict[str, deque[_Event]] = {}
+        self._outbox_seq: dict[str, int] = {}
+        self._outbox_kinds: frozenset[str] = frozenset()
         # the learned order's history: recipient id -> channel -> what is known
         self._history: dict[str, dict[str, Seen]] = {}
 
@@ -171,6 +187,8 @@ class MemoryStore:
         if delivery.order is not None:
             _history.merge_into(self._history, _history.from_transition(delivery, transition))
         apply_transition(delivery, transition)
+        if transition.events:
+            self._keep_events(transition.events)
         for attempt in transition.attempts:
             self._by_attempt.setdefault(attempt.id, delivery.id)
         for attempt in delivery.attempts:
@@ -215,6 +233,8 @@ class MemoryStore:
                 continue
             attempt = next(a for a in row.delivery.attempts if a.id == attempt_id)
             fresh = attempt.absorb(receipt)
+            if fresh and "receipt" in self._outbox_kinds:
+                self._keep_events([receipt_event(receipt, delivery_id, attempt_id)])
             if fresh and row.delivery.order is not None:
                 lesson = _history.from_receipt(
                     row.delivery.recipient.id, attempt.channel, receipt.status,
@@ -274,6 +294,8 @@ class MemoryStore:
                 delivery,
                 Transition(attempts=closed, status=DeliveryStatus.CANCELLED, finished_ts=now),
             )
+            if "finished" in self._outbox_kinds:
+                self._keep_events([cancelled_event(delivery)])
         return delivery.copy()
 
     async def next_wake(self) -> float | None:
@@ -307,6 +329,60 @@ class MemoryStore:
                 return when
             heapq.heappop(timers)
         return None
+
+    # Outbox: outcome webhooks to post
+
+    def _keep_events(self, events: Sequence[OutboxEvent]) -> None:
+        for event in events:
+            seq = self._outbox_seq.get(event.delivery_id, 0) + 1
+            self._outbox_seq[event.delivery_id] = seq
+            self._outbox.setdefault(event.delivery_id, deque()).append(_Event(event, seq, event.ts))
+
+    def outbox_kinds(self, kinds: frozenset[str]) -> None:
+        self._outbox_kinds = kinds
+
+    async def outbox_claim(self, now: float, *, limit: int, lease: float) -> list[OutboxItem]:
+        items: list[OutboxItem] = []
+        for queue in self._outbox.values():
+            if len(items) >= limit:
+                break
+            head = queue[0]
+            if head.next_ts <= now and head.lease_until <= now:
+                head.token += 1
+                head.lease_until = now + lease
+                items.append(OutboxItem(head.event, head.seq, head.tries, head.token))
+        return items
+
+    def _head(self, item: OutboxItem) -> _Event | None:
+        queue = self._outbox.get(item.event.delivery_id)
+        if not queue or queue[0].seq != item.seq or queue[0].token != item.token:
+            return None
+        return queue[0]
+
+    async def outbox_sent(self, items: Sequence[OutboxItem], now: float) -> list[bool]:
+        done: list[bool] = []
+        for item in items:
+            done.append(self._head(item) is not None)
+            if done[-1]:
+                queue = self._outbox[item.event.delivery_id]
+                queue.popleft()
+                if not queue:
+                    del self._outbox[item.event.delivery_id]
+        return done
+
+    async def outbox_retry(self, item: OutboxItem, at: float) -> bool:
+        head = self._head(item)
+        if head is None:
+            return False
+        head.tries += 1
+        head.next_ts = at
+        head.lease_until = 0.0
+        return True
+
+    async def outbox_next(self) -> float | None:
+        return min(
+            (max(q[0].next_ts, q[0].lease_until) for q in self._outbox.values()), default=None
+        )
 
     # state the workers' guards share (cascade_notify.resilience.SharedState)
 

@@ -23,6 +23,7 @@ from typing import Any
 from cascade_notify.errors import StoreError
 from cascade_notify.models import Attempt, Delivery, Receipt
 from cascade_notify.stores import _history
+from cascade_notify.stores import _outbox_sql as outbox
 from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
     DELIVERY_COLUMNS,
@@ -209,9 +210,9 @@ END
 $fn$"""  # noqa: S608 - constant columns
 
 # p_items: transitions, each [delivery id, token, attempts, skipped, step, set status,
-# status, channel, finished_ts, wake_ts, release, lessons (`history`)]. One transaction
-# for them all; returns, in order, whether each was written (false: its lease is
-# another's now, nothing written).
+# status, channel, finished_ts, wake_ts, release, lessons (`history`), outbox
+# events]. One transaction for them all; returns, in order, whether each was
+# written (false: its lease is another's now, nothing written).
 # The common writes go set-wise, a few statements for the whole group; a write the store
 # learned something for meanwhile (see `_slow`) goes through cn_write alone. The planner
 # is kept off sequential scans and hash joins: it guesses 100 rows for every
@@ -258,6 +259,16 @@ BEGIN
     FOREACH v_n IN ARRAY v_slow LOOP
         PERFORM pg_temp.cn_write(p_items->(v_n::integer - 1));
     END LOOP;
+    -- the outcome webhooks of the written ones, numbered on from each delivery's last
+    -- (its row is locked above, as receipts lock it before adding theirs)
+    INSERT INTO outbox (id, delivery_id, seq, kind, ts, data, next_ts)
+    SELECT x->>0, i->>0,
+        coalesce((SELECT max(o.seq) FROM outbox o WHERE o.delivery_id = i->>0), 0) + m,
+        x->>1, (x->>2)::float8, x->3, (x->>2)::float8
+    FROM jsonb_array_elements(p_items) WITH ORDINALITY e(i, n),
+        jsonb_array_elements(coalesce(i->12, '[]')) WITH ORDINALITY f(x, m)
+    WHERE n = ANY (v_ok)
+    ORDER BY n, m;
     -- the rest: their attempts as written (in the order each write names them, so new
     -- attempts get their seq in the transition's order), their receipts, their rows
     INSERT INTO attempts ({_A})
@@ -291,7 +302,8 @@ $fn$"""  # noqa: S608 - constant columns
 # duplicate.
 _RECORD_FUNCTION = f"""
 CREATE FUNCTION pg_temp.cn_record(
-    p_receipts jsonb, p_now double precision, p_ttl double precision, p_limit bigint
+    p_receipts jsonb, p_now double precision, p_ttl double precision, p_limit bigint,
+    p_events boolean
 ) RETURNS TABLE (r_delivery text, r_duplicate boolean) LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
 AS $fn$
@@ -389,6 +401,17 @@ BEGIN
             END IF;
             UPDATE deliveries SET poked = true
             WHERE id = v_did AND status = 'pending' AND NOT poked;
+            IF p_events THEN  -- the `receipt` webhook (as `events.receipt_event` builds it)
+                INSERT INTO outbox (id, delivery_id, seq, kind, ts, data, next_ts)
+                SELECT 'evt_' || replace(gen_random_uuid()::text, '-', ''), v_did,
+                    coalesce((SELECT max(o.seq) FROM outbox o WHERE o.delivery_id = v_did), 0)
+                        + 1,
+                    'receipt', v_r.ts,
+                    jsonb_build_object('attempt_id', v_aid, 'provider', v_r.provider,
+                        'provider_message_id', v_r.provider_message_id, 'status', v_r.status,
+                        'code', v_r.code, 'error', v_r.error, 'cost', v_r.cost),
+                    v_r.ts;
+            END IF;
             -- the workers listening are told (once, at commit)
             PERFORM pg_notify({_CHANNEL}, '');
         END IF;
@@ -479,7 +502,7 @@ RESCHEDULE = (
 _COMMIT = "SELECT pg_temp.cn_commit(%s::jsonb)"
 _RECORD = (
     "SELECT r_delivery, r_duplicate "
-    "FROM pg_temp.cn_record(%s::jsonb, %s::float8, %s::float8, %s::bigint)"
+    "FROM pg_temp.cn_record(%s::jsonb, %s::float8, %s::float8, %s::bigint, %s::boolean)"
 )
 
 
@@ -552,6 +575,7 @@ def _item(claim: Claim, transition: Transition) -> list[Any]:
         history.lessons_json(_history.from_transition(claim.delivery, transition))
         if claim.delivery.order is not None
         else [],
+        outbox.pg_events(transition.events),
     ]
 
 
@@ -571,10 +595,13 @@ async def commit(conn: Conn, writes: Sequence[str]) -> list[bool]:
     return [bool(done) for done in row[0]]
 
 
-async def record(conn: Conn, receipts: Sequence[Receipt], now: float) -> list[ReceiptResult]:
-    """Record a batch of receipts in one statement (one transaction)."""
+async def record(
+    conn: Conn, receipts: Sequence[Receipt], now: float, events: bool = False
+) -> list[ReceiptResult]:
+    """Record a batch of receipts in one statement (one transaction); with `events`, add
+    the `receipt` webhook of each new one to the outbox."""
     payload = dumps([_receipt_json(r) for r in receipts])
-    cur = await conn.execute(_RECORD, (payload, now, ORPHAN_TTL, ORPHAN_LIMIT))
+    cur = await conn.execute(_RECORD, (payload, now, ORPHAN_TTL, ORPHAN_LIMIT, events))
     found = await cur.fetchall()
     if len(found) != len(receipts):  # pragma: no cover - the function answers each one
         raise StoreError(f"PostgreSQL answered {len(found)} of {len(receipts)} receipts")

@@ -8,8 +8,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
+from psycopg.types.json import Jsonb
 
 from cascade_notify.errors import LeaseLost
+from cascade_notify.events import OutboxEvent, cancelled_event, receipt_event
 from cascade_notify.models import (
     Attempt,
     AttemptStatus,
@@ -18,6 +20,7 @@ from cascade_notify.models import (
     status_after,
 )
 from cascade_notify.stores import _history
+from cascade_notify.stores import _outbox_sql as outbox
 from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
     DELIVERY_COLUMNS,
@@ -250,6 +253,7 @@ async def commit(conn: Conn, claim: Claim, transition: Transition) -> None:
             claim.token,
         )
         await conn.execute(*writes(list(merged.values()), fresh, _COMMIT, update))
+        await keep_events(conn, transition.events)
         if claim.delivery.order is not None:
             for statement in history.teach_statements(
                 _history.from_transition(claim.delivery, transition)
@@ -257,7 +261,25 @@ async def commit(conn: Conn, claim: Claim, transition: Transition) -> None:
                 await conn.execute(*statement)
 
 
-async def record(conn: Conn, *, receipt: Receipt, now: float) -> ReceiptResult:
+async def keep_events(conn: Conn, events: Sequence[OutboxEvent]) -> None:
+    """Add `events` to the outbox, in this transaction (the change's)."""
+    if events:
+        async with conn.cursor() as cur:
+            await cur.executemany(_INSERT_EVENT, [_event_values(e) for e in events])
+
+
+_INSERT_EVENT = outbox.pg(outbox.INSERT)
+
+
+def _event_values(event: OutboxEvent) -> tuple[Any, ...]:
+    values = list(outbox.values(event))
+    values[5] = Jsonb(event.data)
+    return tuple(values)
+
+
+async def record(
+    conn: Conn, *, receipt: Receipt, now: float, events: bool = False
+) -> ReceiptResult:
     key = (receipt.provider, receipt.provider_message_id)
     async with conn.transaction():
         # finding the attempt locks its delivery: receipts and commits of one delivery
@@ -278,6 +300,8 @@ async def record(conn: Conn, *, receipt: Receipt, now: float) -> ReceiptResult:
             return ReceiptResult(receipt, delivery_id, True)
         after = status_after(AttemptStatus(row[0]), receipt.status)
         await conn.execute(_AFTER_RECEIPT, (after.value, attempt_id, delivery_id))
+        if events:
+            await keep_events(conn, [receipt_event(receipt, delivery_id, attempt_id)])
         learner = await (await conn.execute(_LEARNER, (attempt_id, delivery_id))).fetchone()
         if learner is not None:
             lesson = _history.from_receipt(
@@ -324,7 +348,7 @@ async def keep_orphan(conn: Conn, receipt: Receipt, now: float) -> bool:
     return False
 
 
-async def cancel(conn: Conn, delivery_id: str, now: float) -> Delivery | None:
+async def cancel(conn: Conn, delivery_id: str, now: float, events: bool = False) -> Delivery | None:
     async with conn.transaction():
         cur = await conn.execute(
             "SELECT 1 FROM deliveries WHERE id = %s FOR UPDATE", (delivery_id,)
@@ -348,4 +372,6 @@ async def cancel(conn: Conn, delivery_id: str, now: float) -> Delivery | None:
                 delivery_id,
             ),
         )
+        if events:
+            await keep_events(conn, [cancelled_event(delivery)])
         return delivery

@@ -272,6 +272,29 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
         )""",
         ),
     ),
+    (
+        13,
+        (
+            # outcome webhooks (`events:`), written with the change they tell of; `seq`
+            # numbers a delivery's in order; a sent one is kept until its delivery is purged
+            """CREATE TABLE outbox (
+            id text PRIMARY KEY,
+            delivery_id text NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            seq integer NOT NULL,
+            kind text NOT NULL,
+            ts double precision NOT NULL,
+            data jsonb NOT NULL,
+            sent_ts double precision,
+            next_ts double precision NOT NULL,
+            lease_until double precision NOT NULL DEFAULT 0,
+            token bigint NOT NULL DEFAULT 0,
+            tries integer NOT NULL DEFAULT 0,
+            UNIQUE (delivery_id, seq)
+        )""",
+            "CREATE INDEX outbox_due ON outbox (next_ts) WHERE sent_ts IS NULL",
+            "CREATE INDEX outbox_unsent ON outbox (delivery_id, seq) WHERE sent_ts IS NULL",
+        ),
+    ),
 ]
 
 

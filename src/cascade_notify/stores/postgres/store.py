@@ -52,9 +52,16 @@ from cascade_notify.observe.types import (
 )
 from cascade_notify.stores import _addresses, _calls
 from cascade_notify.stores import _failpoints as failpoints
+from cascade_notify.stores import _outbox_sql as outbox
 from cascade_notify.stores._codec import DELIVERY_COLUMNS, delivery_values
 from cascade_notify.stores._common import PURGE_CHUNK
-from cascade_notify.stores.base import Claim, ReceiptResult, SignalOutcome, Transition
+from cascade_notify.stores.base import (
+    Claim,
+    OutboxItem,
+    ReceiptResult,
+    SignalOutcome,
+    Transition,
+)
 from cascade_notify.stores.memory import ORPHAN_TTL
 from cascade_notify.stores.postgres import addresses as book
 from cascade_notify.stores.postgres import calls, history, queue, rows, shared
@@ -130,6 +137,7 @@ class PostgresStore:
         self._in_flight = 0
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._sweep_ts = 0.0
+        self._outbox_kinds: frozenset[str] = frozenset()
         # concurrent calls share a transaction (see `_pg_group`)
         self._commits: Group[str, bool] = Group(self._commit_group, alone=_refused)
         self._creates: Group[tuple[Delivery, str], tuple[Delivery, bool]] = Group(
@@ -462,16 +470,58 @@ class PostgresStore:
             pass
         elif self.prepared:
             # the batch in one statement: message ids' advisory locks, then rows, each sorted
-            results = await self._run(lambda conn: calls.record(conn, receipts, now))
+            events = "receipt" in self._outbox_kinds
+            results = await self._run(lambda conn: calls.record(conn, receipts, now, events))
         else:
             # one transaction each: a receipt holds at most one row lock and one advisory lock
+            events = "receipt" in self._outbox_kinds
             for receipt in receipts:
-                results.append(await self._run(partial(rows.record, receipt=receipt, now=now)))
+                results.append(
+                    await self._run(partial(rows.record, receipt=receipt, now=now, events=events))
+                )
         failpoints.hit("receipt.after")
         return results
 
     async def cancel(self, delivery_id: str, now: float) -> Delivery | None:
-        return await self._run(lambda conn: rows.cancel(conn, delivery_id, now))
+        events = "finished" in self._outbox_kinds
+        return await self._run(lambda conn: rows.cancel(conn, delivery_id, now, events))
+
+    # Outbox: outcome webhooks to post (`stores.base.Outbox`)
+
+    def outbox_kinds(self, kinds: frozenset[str]) -> None:
+        self._outbox_kinds = kinds
+
+    async def outbox_claim(self, now: float, *, limit: int, lease: float) -> list[OutboxItem]:
+        async def work(conn: Conn) -> list[OutboxItem]:
+            params = {"now": now, "limit": limit, "until": now + lease}
+            cur = await conn.execute(outbox.PG_CLAIM, params)
+            found = [outbox.item(row) for row in await cur.fetchall()]
+            return sorted(found, key=lambda i: i.event.ts)
+
+        return await self._run(work)
+
+    async def outbox_sent(self, items: Sequence[OutboxItem], now: float) -> list[bool]:
+        async def work(conn: Conn) -> list[bool]:
+            ids = [i.event.id for i in items]
+            cur = await conn.execute(_SENT, (now, ids, [i.token for i in items]))
+            marked = {row[0] for row in await cur.fetchall()}
+            return [i in marked for i in ids]
+
+        return await self._run(work) if items else []
+
+    async def outbox_retry(self, item: OutboxItem, at: float) -> bool:
+        async def work(conn: Conn) -> bool:
+            cur = await conn.execute(_RETRY, (at, item.event.id, item.token))
+            return bool(cur.rowcount)
+
+        return await self._run(work)
+
+    async def outbox_next(self) -> float | None:
+        async def work(conn: Conn) -> float | None:
+            row = await (await conn.execute(outbox.PG_NEXT)).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        return await self._run(work)
 
     async def next_wake(self) -> float | None:
         async def work(conn: Conn) -> float | None:
@@ -607,8 +657,7 @@ class PostgresStore:
                 await shared.sweep(conn, now)
                 await book.purge_spent(conn, now - _addresses.SPENT_TTL)
                 cur = await conn.execute(
-                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
-                    "WHERE status <> 'pending' AND finished_ts <= %s LIMIT %s)",
+                    _PURGE,
                     (now - older_than, PURGE_CHUNK),
                 )
                 return cur.rowcount
@@ -620,5 +669,18 @@ class PostgresStore:
             if count < PURGE_CHUNK:
                 return total
 
+
+# one statement for a sender's batch
+_SENT = (
+    "UPDATE outbox o SET sent_ts = %s, lease_until = 0 "
+    "FROM unnest(%s::text[], %s::bigint[]) AS s(id, token) "
+    "WHERE o.id = s.id AND o.token = s.token AND o.sent_ts IS NULL RETURNING o.id"
+)
+_RETRY = outbox.pg(outbox.RETRY)
+# (a delivery whose outcome webhooks are not all posted yet is kept)
+_PURGE = (
+    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "  # noqa: S608 - constant
+    f"WHERE status <> 'pending' AND finished_ts <= %s AND id NOT IN ({outbox.UNSENT}) LIMIT %s)"
+)
 
 __all__ = ["PostgresStore"]

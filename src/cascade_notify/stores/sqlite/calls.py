@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cascade_notify.errors import CascadeError, LeaseLost, StoreError
+from cascade_notify.events import OutboxEvent, cancelled_event, receipt_event
 from cascade_notify.learned import HISTORY_LIMIT, Lesson, Seen
 from cascade_notify.models import (
     Attempt,
@@ -19,6 +20,7 @@ from cascade_notify.models import (
 )
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores import _history
+from cascade_notify.stores import _outbox_sql as outbox
 from cascade_notify.stores._codec import (
     ATTEMPT_COLUMNS,
     DELIVERY_COLUMNS,
@@ -34,7 +36,13 @@ from cascade_notify.stores._codec import (
     receipt_values,
 )
 from cascade_notify.stores._common import PURGE_CHUNK, cancel_transition, written
-from cascade_notify.stores.base import Claim, ReceiptResult, Transition, apply_transition
+from cascade_notify.stores.base import (
+    Claim,
+    OutboxItem,
+    ReceiptResult,
+    Transition,
+    apply_transition,
+)
 from cascade_notify.stores.memory import ORPHAN_LIMIT, ORPHAN_TTL
 
 _D = ", ".join(DELIVERY_COLUMNS)
@@ -276,6 +284,13 @@ def commit(conn: sqlite3.Connection, *, claim: Claim, transition: Transition) ->
         touched.append(_merge_stored(conn, attempt))
     if _write_attempts(conn, touched):
         conn.execute("UPDATE deliveries SET poked = 1 WHERE id = ?", (delivery_id,))
+    if transition.events:
+        keep_events(conn, transition.events)
+
+
+def keep_events(conn: sqlite3.Connection, events: Sequence[OutboxEvent]) -> None:
+    """Add `events` to the outbox, in this transaction (the change's)."""
+    conn.executemany(outbox.INSERT, [outbox.values(e) for e in events])
 
 
 def _move(conn: sqlite3.Connection, claim: Claim, transition: Transition) -> None:
@@ -343,7 +358,9 @@ def _update(
     )
 
 
-def record(conn: sqlite3.Connection, *, receipts: list[Receipt], now: float) -> list[ReceiptResult]:
+def record(
+    conn: sqlite3.Connection, *, receipts: list[Receipt], now: float, events: bool = False
+) -> list[ReceiptResult]:
     results: list[ReceiptResult] = []
     for receipt in receipts:
         found = conn.execute(
@@ -370,6 +387,8 @@ def record(conn: sqlite3.Connection, *, receipts: list[Receipt], now: float) -> 
                 "UPDATE deliveries SET poked = 1 WHERE id = ? AND status = 'pending' AND poked = 0",
                 (delivery_id,),
             )
+            if events:
+                keep_events(conn, [receipt_event(receipt, delivery_id, attempt_id)])
         results.append(ReceiptResult(receipt, delivery_id, not fresh))
     return results
 
@@ -417,7 +436,9 @@ def _keep_orphan(conn: sqlite3.Connection, receipt: Receipt, now: float) -> bool
     return False
 
 
-def cancel(conn: sqlite3.Connection, *, delivery_id: str, now: float) -> Delivery | None:
+def cancel(
+    conn: sqlite3.Connection, *, delivery_id: str, now: float, events: bool = False
+) -> Delivery | None:
     delivery = load(conn, delivery_id=delivery_id)
     if delivery is None or delivery.final:
         return delivery
@@ -425,6 +446,8 @@ def cancel(conn: sqlite3.Connection, *, delivery_id: str, now: float) -> Deliver
     apply_transition(delivery, transition)
     _write_attempts(conn, written(delivery, transition))
     _update(conn, delivery, release=True, poke=False, bump=True)
+    if events:
+        keep_events(conn, [cancelled_event(delivery)])
     return delivery
 
 
@@ -452,13 +475,16 @@ def next_wake(conn: sqlite3.Connection) -> float | None:
     return min(found, default=None)
 
 
+# (a delivery whose outcome webhooks are not all posted yet is kept)
+_PURGE = (
+    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "  # noqa: S608 - constant
+    f"WHERE status <> 'pending' AND finished_ts <= ? AND id NOT IN ({outbox.UNSENT}) LIMIT ?)"
+)
+
+
 def purge(conn: sqlite3.Connection, *, cutoff: float, now: float) -> int:
     conn.execute("DELETE FROM orphan_receipts WHERE kept_ts <= ?", (now - ORPHAN_TTL,))
-    return conn.execute(
-        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
-        "WHERE status <> 'pending' AND finished_ts <= ? LIMIT ?)",
-        (cutoff, PURGE_CHUNK),
-    ).rowcount
+    return conn.execute(_PURGE, (cutoff, PURGE_CHUNK)).rowcount
 
 
 def create_many(
@@ -490,3 +516,23 @@ def reschedule(conn: sqlite3.Connection, *, delivery_id: str, start: float) -> D
         (start, delivery_id),
     )
     return load(conn, delivery_id=delivery_id)
+
+
+def outbox_claim(
+    conn: sqlite3.Connection, *, now: float, limit: int, lease: float
+) -> list[OutboxItem]:
+    ids = [row[0] for row in conn.execute(outbox.DUE, (now, now, limit)).fetchall()]
+    return [outbox.item(conn.execute(outbox.LEASE, (now + lease, i)).fetchone()) for i in ids]
+
+
+def outbox_sent(conn: sqlite3.Connection, *, items: Sequence[OutboxItem], now: float) -> list[bool]:
+    return [bool(conn.execute(outbox.SENT, (now, i.event.id, i.token)).rowcount) for i in items]
+
+
+def outbox_retry(conn: sqlite3.Connection, *, item: OutboxItem, at: float) -> bool:
+    return bool(conn.execute(outbox.RETRY, (at, item.event.id, item.token)).rowcount)
+
+
+def outbox_next(conn: sqlite3.Connection) -> float | None:
+    row = conn.execute(outbox.NEXT).fetchone()
+    return None if row is None or row[0] is None else float(row[0])

@@ -252,6 +252,30 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
         ) WITHOUT ROWID""",
         ),
     ),
+    (
+        13,
+        (
+            # outcome webhooks (`events:`), written with the change they tell of; `seq`
+            # numbers a delivery's in order; a sent one is kept until its delivery is purged
+            """CREATE TABLE outbox (
+            id TEXT PRIMARY KEY,  -- the webhook-id
+            delivery_id TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            ts REAL NOT NULL,
+            data TEXT NOT NULL,
+            sent_ts REAL,
+            next_ts REAL NOT NULL,             -- not tried again before this
+            lease_until REAL NOT NULL DEFAULT 0,
+            token INTEGER NOT NULL DEFAULT 0,  -- the fence: bumped by each lease
+            tries INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (delivery_id, seq)
+        )""",
+            # the sender's: unsent events by due time, and each delivery's unsent head
+            "CREATE INDEX outbox_due ON outbox (next_ts) WHERE sent_ts IS NULL",
+            "CREATE INDEX outbox_unsent ON outbox (delivery_id, seq) WHERE sent_ts IS NULL",
+        ),
+    ),
 ]
 
 

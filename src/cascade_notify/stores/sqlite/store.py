@@ -46,7 +46,7 @@ from cascade_notify.stores import _addresses, _calls
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import Unchanging
 from cascade_notify.stores._common import PURGE_CHUNK, url_options
-from cascade_notify.stores.base import Claim, ReceiptResult, SignalOutcome, Transition
+from cascade_notify.stores.base import Claim, OutboxItem, ReceiptResult, SignalOutcome, Transition
 from cascade_notify.stores.sqlite import addresses as book
 from cascade_notify.stores.sqlite import calls, queue, schema, shared
 from cascade_notify.stores.sqlite import observe as views
@@ -99,6 +99,7 @@ class SQLiteStore:
         self._shared_sweep_ts = 0.0  # when `shared_bump` next forgets expired keys
         self._cookie: int | None = None  # SQLite's schema cookie when our version was checked
         self._unchanging = Unchanging()
+        self._outbox_kinds: frozenset[str] = frozenset()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -283,16 +284,47 @@ class SQLiteStore:
     async def record_receipts(self, receipts: Sequence[Receipt], now: float) -> list[ReceiptResult]:
         failpoints.hit("receipt.before")
         results = await self._call(
-            partial(calls.record, receipts=list(receipts), now=now), light=True, notify=True
+            partial(
+                calls.record,
+                receipts=list(receipts),
+                now=now,
+                events="receipt" in self._outbox_kinds,
+            ),
+            light=True,
+            notify=True,
         )
         failpoints.hit("receipt.after")
         return results
 
     async def cancel(self, delivery_id: str, now: float) -> Delivery | None:
-        return await self._call(partial(calls.cancel, delivery_id=delivery_id, now=now), light=True)
+        events = "finished" in self._outbox_kinds
+        return await self._call(
+            partial(calls.cancel, delivery_id=delivery_id, now=now, events=events), light=True
+        )
 
     async def next_wake(self) -> float | None:
         return await self._call(calls.next_wake, light=True)
+
+    # Outbox: outcome webhooks to post (`stores.base.Outbox`)
+
+    def outbox_kinds(self, kinds: frozenset[str]) -> None:
+        self._outbox_kinds = kinds
+
+    async def outbox_claim(self, now: float, *, limit: int, lease: float) -> list[OutboxItem]:
+        return await self._call(
+            partial(calls.outbox_claim, now=now, limit=limit, lease=lease), light=True
+        )
+
+    async def outbox_sent(self, items: Sequence[OutboxItem], now: float) -> list[bool]:
+        if not items:
+            return []
+        return await self._call(partial(calls.outbox_sent, items=items, now=now), light=True)
+
+    async def outbox_retry(self, item: OutboxItem, at: float) -> bool:
+        return await self._call(partial(calls.outbox_retry, item=item, at=at), light=True)
+
+    async def outbox_next(self) -> float | None:
+        return await self._call(calls.outbox_next, light=True)
 
     async def purge(self, older_than: float, now: float) -> int:
         """Delete deliveries final for at least `older_than` seconds, with everything of
