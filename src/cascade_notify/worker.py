@@ -12,7 +12,8 @@ slot starts the next delivery at once instead of waiting for a claim's round tri
 SQLite a commit each): claiming runs ahead of the slots, not in their way. A ready claim
 is leased like one in hand; one whose lease has run too low by the time a slot frees is
 left alone (its lease runs out and the next claim takes it again), and `stop()` advances
-the ready claims rather than leaving them leased. Ready claims start highest priority
+hands the ready claims back to the store, due at once, rather than leaving them leased
+until their leases run out. Ready claims start highest priority
 first; a send of a higher priority than some ready claim (a one-time code during a bulk
 mailing) makes the next freed slot wait for one claim, so that send is among the ready
 ones and starts in that slot instead of behind them.
@@ -36,7 +37,7 @@ from cascade_notify.engine import LEASE_MARGIN, Engine, LeaseRanOut
 from cascade_notify.errors import CascadeError, LeaseLost
 from cascade_notify.models import Delivery, DeliveryStatus, Priority
 from cascade_notify.stores import Watchable
-from cascade_notify.stores.base import Claim, Store
+from cascade_notify.stores.base import Claim, Store, Transition
 
 log = _logmask.logger("cascade_notify.worker")
 
@@ -99,10 +100,24 @@ class Worker:
         if self._loop_task is not None:
             await self._loop_task
             self._loop_task = None
-        while self._ready:  # leased already: advance them rather than leave them held
-            self._start(self._ready.popleft())
+        await self._hand_back()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _hand_back(self) -> None:
+        """Release the ready claims, due now: another worker takes them at once."""
+        while self._ready:
+            claim = self._ready.popleft()
+            try:
+                await self.store.commit(claim, Transition(wake_ts=self.clock.now()))
+            except LeaseLost:
+                pass  # taken over or cancelled meanwhile: no longer ours to hand back
+            except CascadeError:
+                log.warning(
+                    "handing back delivery %s failed; it is taken again when its lease expires",
+                    claim.delivery.id,
+                    exc_info=True,
+                )
 
     async def _run(self) -> None:
         while not self._stopping:
