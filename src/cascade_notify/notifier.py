@@ -301,9 +301,9 @@ class Notifier:
         # thread says whether it has any in hand
         return self._settling is None or self._settling.idle()
 
-    def _poke(self) -> None:
+    def _poke(self, priority: Priority | None = None) -> None:
         if self._worker is not None:
-            self._worker.poke()
+            self._worker.poke(priority)
 
     # the verbs
 
@@ -398,7 +398,8 @@ class Notifier:
         if self._listeners:
             for delivery in deliveries:
                 self._emit(Event("created", delivery.id, self.clock.now(), detail=delivery.policy))
-        self._poke()
+        top = min((d.priority for d in deliveries), key=lambda p: p.rank, default=None)
+        self._poke(top)
 
     async def reschedule(self, delivery_id: str, at: datetime) -> Delivery:
         """Move a scheduled delivery's start to `at` (its TTL moves with it); a delivery

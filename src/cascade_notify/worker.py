@@ -12,7 +12,11 @@ slot starts the next delivery at once instead of waiting for a claim's round tri
 SQLite a commit each): claiming runs ahead of the slots, not in their way. A ready claim
 is leased like one in hand; one whose lease has run too low by the time a slot frees is
 left alone (its lease runs out and the next claim takes it again), and `stop()` advances
-the ready claims rather than leaving them leased.
+hands the ready claims back to the store, due at once, rather than leaving them leased
+until their leases run out. Ready claims start highest priority
+first; a send of a higher priority than some ready claim (a one-time code during a bulk
+mailing) makes the next freed slot wait for one claim, so that send is among the ready
+ones and starts in that slot instead of behind them.
 
 It sleeps until the store's next due time, or until poked: by a send or a receipt in
 this process, or by a store that is `Watchable` (other processes' news). A store shared
@@ -31,9 +35,9 @@ from cascade_notify import _logmask
 from cascade_notify.clock import Clock
 from cascade_notify.engine import LEASE_MARGIN, Engine, LeaseRanOut
 from cascade_notify.errors import CascadeError, LeaseLost
-from cascade_notify.models import Delivery, DeliveryStatus
+from cascade_notify.models import Delivery, DeliveryStatus, Priority
 from cascade_notify.stores import Watchable
-from cascade_notify.stores.base import Claim, Store
+from cascade_notify.stores.base import Claim, Store, Transition
 
 log = _logmask.logger("cascade_notify.worker")
 
@@ -66,12 +70,18 @@ class Worker:
         self._free = asyncio.Event()
         self._busy = 0
         self._ready: deque[Claim] = deque()  # claimed ahead, waiting for a free slot
+        self._news = False  # a send outranks a ready claim: claim before filling a slot
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
-    def poke(self) -> None:
-        """Look for due work now (a send or a receipt made some due)."""
+    def poke(self, priority: Priority | None = None) -> None:
+        """Look for due work now (a send or a receipt made some due); `priority`: that of
+        the sends made due, when known."""
+        if priority is not None and any(
+            claim.delivery.priority.rank > priority.rank for claim in self._ready
+        ):
+            self._news = True  # claim it before the next slot takes a ready claim
         self._poke.set()
 
     async def start(self) -> None:
@@ -90,10 +100,24 @@ class Worker:
         if self._loop_task is not None:
             await self._loop_task
             self._loop_task = None
-        while self._ready:  # leased already: advance them rather than leave them held
-            self._start(self._ready.popleft())
+        await self._hand_back()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _hand_back(self) -> None:
+        """Release the ready claims, due now: another worker takes them at once."""
+        while self._ready:
+            claim = self._ready.popleft()
+            try:
+                await self.store.commit(claim, Transition(wake_ts=self.clock.now()))
+            except LeaseLost:
+                pass  # taken over or cancelled meanwhile: no longer ours to hand back
+            except CascadeError:
+                log.warning(
+                    "handing back delivery %s failed; it is taken again when its lease expires",
+                    claim.delivery.id,
+                    exc_info=True,
+                )
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -116,7 +140,13 @@ class Worker:
                     "claimed %d due deliveries: %s", len(claims),
                     ", ".join(c.delivery.id for c in claims),
                 )  # fmt: skip
-            self._ready.extend(claims)
+            self._news = False
+            if claims:
+                self._ready.extend(claims)
+                if any(c.delivery.priority is not Priority.NORMAL for c in self._ready):
+                    # highest first; equal ones in the order claimed
+                    ordered = sorted(self._ready, key=lambda c: c.delivery.priority.rank)
+                    self._ready = deque(ordered)
             self._fill()
             if claims:
                 await asyncio.sleep(0)
@@ -198,7 +228,8 @@ class Worker:
 
     def _release_slot(self) -> None:
         self._busy -= 1
-        self._fill()
+        if not self._news:
+            self._fill()
         self._free.set()
         self._poke.set()
 
