@@ -176,8 +176,9 @@ def run(options: Options) -> Result:
         "`no lookup`: chat id given, no provider reports addresses; `by id`: Recipient(id=…) "
         "only, the chat id found by `known(recipient_id)`; `given, checked`: chat id given and "
         "looked up among the gone (`unusable`). The three take turns send by send; each figure "
-        "is the median of the runs' medians. On SQLite the lookups read on a connection of "
-        "their own, outside the group commit."
+        "is the median of the runs' medians. The lookups come in the create's own store call: "
+        "on SQLite inside its write transaction, on PostgreSQL one read statement on the "
+        "insert's connection."
     )
     return Result([table], targets)
 

@@ -16,7 +16,7 @@ import os
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from cascade_notify import _logmask, bulk, learned, linking, webhooks
 from cascade_notify.bulk import Send, SendManyResult
@@ -36,6 +36,7 @@ from cascade_notify.errors import (
     WaitTimeout,
 )
 from cascade_notify.events import Event, Listener, emit
+from cascade_notify.learned import Seen
 from cascade_notify.models import (
     CHANNEL_KINDS,
     EXPLICIT_ROUTE,
@@ -70,7 +71,15 @@ from cascade_notify.stores import (
     SignalOutcome,
     open_store,
 )
-from cascade_notify.stores.base import CallQueue, Outbox, ReceiptResult, Store
+from cascade_notify.stores.base import (
+    CallQueue,
+    Outbox,
+    ReadingCreate,
+    ReceiptResult,
+    SendFacts,
+    SendReads,
+    Store,
+)
 from cascade_notify.worker import POLL_INTERVAL, Worker
 
 if TYPE_CHECKING:
@@ -343,10 +352,22 @@ class Notifier:
         counts from its start. `priority` (`high`, `normal`, `bulk`) overrides the
         policy's: workers take due deliveries of a higher priority first.
         """
-        delivery = await self._prepare(
-            Send(recipient, message, idempotency_key, policy, at, priority)
-        )
-        stored, created = await self.store.create(delivery)
+        item = Send(recipient, message, idempotency_key, policy, at, priority)
+        store = self.store
+        reads, build = self._plan(item)
+        if reads and _can(store, ReadingCreate):
+            # the reads come in the create's own call: no round trip of their own
+            made: list[Delivery] = []
+
+            def building(facts: SendFacts) -> Delivery:
+                made[:] = [build(facts)]
+                return made[0]
+
+            stored, created = await cast(ReadingCreate, store).create_read(reads, building)
+            delivery = made[0]
+        else:
+            delivery = build(await _read(store, reads))
+            stored, created = await store.create(delivery)
         if created:
             self._created([stored])
         else:
@@ -431,6 +452,17 @@ class Notifier:
         defaults: tuple[str | None, datetime | None, Priority | str | None] = (None, None, None),
     ) -> Delivery:
         """The new delivery `item` asks for, checked (nothing stored yet)."""
+        reads, build = self._plan(item, defaults)
+        return build(await _read(self.store, reads))
+
+    def _plan(
+        self,
+        item: Send,
+        defaults: tuple[str | None, datetime | None, Priority | str | None] = (None, None, None),
+    ) -> tuple[SendReads, Callable[[SendFacts], Delivery]]:
+        """What the store must be asked of `item`'s recipient, and how the new delivery is
+        made (checked, nothing stored) from its answer: every check that needs no store
+        is made here, before anything is read."""
         recipient, message = item.recipient, item.message
         if not isinstance(recipient, Recipient):
             raise RecipientError(
@@ -459,71 +491,58 @@ class Notifier:
         fingerprint = (
             _fingerprint(recipient, message, chosen.name) if item.idempotency_key else None
         )
-        now = self.clock.now()
-        start = now if at is None else bulk.start_ts(at, now)
-        recipient, unusable = await self._addresses_known(self.store, chosen, recipient)
-        _check_reachable(chosen, recipient, unusable)
-        steps, order = chosen.steps, None
         store = self.store
-        if chosen.order == "learned" and isinstance(store, Learning):
-            steps, order = learned.reorder(steps, await store.history(recipient.id))
-        delivery = Delivery(
-            id=new_id(),
-            policy=chosen.name,
-            recipient=recipient,
-            message=message,
-            steps=steps,
-            created_ts=now,
-            expires_ts=now + chosen.ttl,
-            wake_ts=now,
-            idempotency_key=item.idempotency_key,
-            unusable=unusable,
-            fingerprint=fingerprint,
-            priority=priority,
-            route=route,
-            order=order,
-        )
-        if at is not None:
-            start = bulk.quiet_start(chosen, delivery, start)
-            delivery.status = DeliveryStatus.SCHEDULED
-            delivery.wake_ts, delivery.expires_ts = start, start + chosen.ttl
-        return delivery
+        missing, given = self._address_reads(store, chosen, recipient)
+        learns = chosen.order == "learned" and _can(store, Learning)
+        reads = SendReads(recipient.id, known=bool(missing), addresses=given, history=learns)
 
-    async def _addresses_known(
+        def build(facts: SendFacts) -> Delivery:
+            now = self.clock.now()
+            start = now if at is None else bulk.start_ts(at, now)
+            filled, unusable = _addresses_known(recipient, missing, facts)
+            _check_reachable(chosen, filled, unusable)
+            steps, order = chosen.steps, None
+            if learns:
+                steps, order = learned.reorder(steps, facts.history)
+            delivery = Delivery(
+                id=new_id(),
+                policy=chosen.name,
+                recipient=filled,
+                message=message,
+                steps=steps,
+                created_ts=now,
+                expires_ts=now + chosen.ttl,
+                wake_ts=now,
+                idempotency_key=item.idempotency_key,
+                unusable=unusable,
+                fingerprint=fingerprint,
+                priority=priority,
+                route=route,
+                order=order,
+            )
+            if at is not None:
+                start = bulk.quiet_start(chosen, delivery, start)
+                delivery.status = DeliveryStatus.SCHEDULED
+                delivery.wake_ts, delivery.expires_ts = start, start + chosen.ttl
+            return delivery
+
+        return reads, build
+
+    def _address_reads(
         self, store: Store, policy: Policy, recipient: Recipient
-    ) -> tuple[Recipient, dict[str, str]]:
-        """The recipient with the addresses the store knows of it filled in where it has
-        none, and the channels whose address is known gone: channel -> why. Asked only
-        of a store that keeps addresses, for a policy with a provider that reports them:
-        one query for a recipient known by id only (`known`), one for given addresses."""
-        if not self._asks_addresses.get(policy.name) or not isinstance(store, AddressBook):
-            return recipient, {}
+    ) -> tuple[list[str], tuple[tuple[str, str], ...]]:
+        """What `send` asks the address book of `recipient`: the channels whose address
+        the store may know (`known`), and the given addresses to check (`unusable`).
+        Asked only of a store that keeps addresses, for a policy with a provider that
+        reports them."""
+        if not self._asks_addresses.get(policy.name) or not _can(store, AddressBook):
+            return [], ()
         channels = [step.channel for step in policy.steps]
         missing = [c for c in channels if c in CHANNEL_KINDS and recipient.address(c) is None]
-        gone: dict[str, Signal] = {}
-        filled: dict[str, str] = {}
-        if missing:
-            known = await store.known(recipient.id)
-            for channel in missing:
-                entry = known.get(channel)
-                if entry is not None:
-                    filled[channel] = entry.address
-                    if entry.kind is SignalKind.GONE:  # linked once, since blocked the bot
-                        gone[channel] = entry
-            if filled:
-                recipient = dataclasses.replace(recipient, **filled)  # type: ignore[arg-type]
-        pairs = [
-            (c, a) for c in channels if c not in filled and (a := recipient.address(c)) is not None
-        ]
-        if pairs:
-            gone.update(
-                {channel: signal for (channel, _), signal in (await store.unusable(pairs)).items()}
-            )
-        return recipient, {
-            channel: f"the address is gone: {signal.reason} ({signal.provider}, "
-            f"{signal.at:%Y-%m-%d %H:%M} UTC)"
-            for channel, signal in gone.items()
-        }
+        given = tuple(
+            dict.fromkeys((c, a) for c in channels if (a := recipient.address(c)) is not None)
+        )
+        return missing, given
 
     def link(
         self,
@@ -1026,6 +1045,63 @@ def _differs(stored: Delivery, given: Delivery) -> str:
     if stored.message.to_dict() != given.message.to_dict():
         return "message"
     return "recipient"
+
+
+_CAN: dict[tuple[type, object], bool] = {}
+
+
+def _can(store: Store, capability: object) -> bool:
+    """`isinstance(store, capability)` for a store capability (a runtime protocol),
+    remembered per store class: the protocol check walks the protocol's attributes each
+    time, some 8 µs, which a `send` would pay for each capability it asks about."""
+    key = (type(store), capability)
+    found = _CAN.get(key)
+    if found is None:
+        found = _CAN[key] = isinstance(store, capability)  # type: ignore[arg-type]
+    return found
+
+
+async def _read(store: Store, reads: SendReads) -> SendFacts:
+    """`reads` asked of `store` one lookup at a time (a store that cannot read them in
+    its create, and `send_many`)."""
+    if not reads:
+        return SendFacts()
+    known: Mapping[str, Signal] = {}
+    unusable: Mapping[tuple[str, str], Signal] = {}
+    if isinstance(store, AddressBook):
+        if reads.known:
+            known = await store.known(reads.recipient_id)
+        if reads.addresses:
+            unusable = await store.unusable(reads.addresses)
+    history: Mapping[str, Seen] = {}
+    if reads.history and isinstance(store, Learning):
+        history = await store.history(reads.recipient_id)
+    return SendFacts(known, unusable, history)
+
+
+def _addresses_known(
+    recipient: Recipient, missing: Sequence[str], facts: SendFacts
+) -> tuple[Recipient, dict[str, str]]:
+    """The recipient with the addresses the store knows of it filled in where it has
+    none (`missing`), and the channels whose address is known gone: channel -> why."""
+    gone: dict[str, Signal] = {}
+    filled: dict[str, str] = {}
+    for channel in missing:
+        entry = facts.known.get(channel)
+        if entry is not None:
+            filled[channel] = entry.address
+            if entry.kind is SignalKind.GONE:  # linked once, since blocked the bot
+                gone[channel] = entry
+    if filled:
+        recipient = dataclasses.replace(recipient, **filled)  # type: ignore[arg-type]
+    for (channel, _), signal in facts.unusable.items():
+        if channel not in filled:
+            gone[channel] = signal
+    return recipient, {
+        channel: f"the address is gone: {signal.reason} ({signal.provider}, "
+        f"{signal.at:%Y-%m-%d %H:%M} UTC)"
+        for channel, signal in gone.items()
+    }
 
 
 def _check_reachable(policy: Policy, recipient: Recipient, unusable: Mapping[str, str]) -> None:

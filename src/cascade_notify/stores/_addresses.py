@@ -22,6 +22,7 @@ from typing import Final
 
 from cascade_notify.errors import StoreError
 from cascade_notify.models import Signal, SignalKind
+from cascade_notify.stores.base import SendReads
 
 #: The longest address, provider name and recipient id a store takes (an email address is
 #: at most 254 characters, a bot's user id a few dozen).
@@ -159,3 +160,14 @@ def outcome(
         recipient_id = signal.recipient_id or (None if stored is None else stored.recipient_id)
     entry = Entry(signal.kind, signal.reason, signal.provider, signal.ts, recipient_id)
     return entry, ended
+
+
+def asked(reads: SendReads) -> SendReads:
+    """`reads` cut to what a store could hold (an id no store keeps knows nothing)."""
+    keeps = storable(reads.recipient_id)
+    return SendReads(
+        reads.recipient_id,
+        known=reads.known and keeps,
+        addresses=tuple(wanted(reads.addresses)),
+        history=reads.history and keeps,
+    )

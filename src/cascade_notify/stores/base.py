@@ -15,7 +15,7 @@ can never write over its successor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -241,6 +241,44 @@ class Learning(Protocol):
 
     async def history(self, recipient_id: str) -> dict[str, Seen]:
         """What is known of `recipient_id`'s channels: channel -> `Seen` (one indexed read)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SendReads:
+    """What `send()` reads of a recipient before it writes the delivery: its known
+    addresses (`AddressBook.known`) if `known`, the gone ones among `addresses`
+    (`AddressBook.unusable`), its channel history (`Learning.history`) if `history`."""
+
+    recipient_id: str
+    known: bool = False
+    addresses: tuple[tuple[str, str], ...] = ()
+    history: bool = False
+
+    def __bool__(self) -> bool:
+        return self.known or bool(self.addresses) or self.history
+
+
+@dataclass(frozen=True, slots=True)
+class SendFacts:
+    """What the store answered to `SendReads` (empty where it was not asked)."""
+
+    known: Mapping[str, Signal] = field(default_factory=dict)
+    unusable: Mapping[tuple[str, str], Signal] = field(default_factory=dict)
+    history: Mapping[str, Seen] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ReadingCreate(Protocol):
+    """A store that reads what `send()` needs of a recipient in the same call as its
+    `create` (on SQLite inside the write's group transaction, on PostgreSQL on the one
+    connection of the insert), instead of separate lookups before it."""
+
+    async def create_read(
+        self, reads: SendReads, build: Callable[[SendFacts], Delivery]
+    ) -> tuple[Delivery, bool]:
+        """Read `reads`, make the delivery with `build(facts)` and `create` it: as
+        `create`. An error `build` raises reaches the caller, and nothing is stored."""
         ...
 
 

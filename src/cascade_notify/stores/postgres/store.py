@@ -59,12 +59,14 @@ from cascade_notify.stores.base import (
     Claim,
     OutboxItem,
     ReceiptResult,
+    SendFacts,
+    SendReads,
     SignalOutcome,
     Transition,
 )
 from cascade_notify.stores.memory import ORPHAN_TTL
 from cascade_notify.stores.postgres import addresses as book
-from cascade_notify.stores.postgres import calls, history, queue, rows, shared
+from cascade_notify.stores.postgres import calls, history, queue, reading, rows, shared
 from cascade_notify.stores.postgres import observe as views
 from cascade_notify.stores.postgres import schema as schema_module
 from cascade_notify.stores.postgres.connection import (
@@ -142,6 +144,9 @@ class PostgresStore:
         self._commits: Group[str, bool] = Group(self._commit_group, alone=_refused)
         self._creates: Group[tuple[Delivery, str], tuple[Delivery, bool]] = Group(
             self._create_group, alone=_refused
+        )
+        self._reading: Group[reading.Item, reading.Answer] = Group(
+            self._read_create_group, alone=_refused
         )
 
     @classmethod
@@ -369,6 +374,23 @@ class PostgresStore:
             result = await self._run(work)
         failpoints.hit("send.after")
         return result
+
+    async def create_read(
+        self, reads: SendReads, build: Callable[[SendFacts], Delivery]
+    ) -> tuple[Delivery, bool]:
+        """`create`, the reads on its connection, in one statement with those of the sends
+        of its group (`ReadingCreate`, the work in `postgres.reading`)."""
+        failpoints.hit("send.before")
+        self._in_flight += 1  # queued for a group: not idle
+        try:
+            result = await self._reading.submit((_addresses.asked(reads), build))
+        finally:
+            self._in_flight -= 1
+        failpoints.hit("send.after")
+        return reading.answer(result)
+
+    async def _read_create_group(self, items: Sequence[reading.Item]) -> list[reading.Answer]:
+        return await self._run(lambda conn: reading.create(conn, items))
 
     async def create_many(
         self, deliveries: Sequence[Delivery]

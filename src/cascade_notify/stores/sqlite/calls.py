@@ -4,7 +4,7 @@ call, run by the writer inside the open transaction (`writer.py`)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cascade_notify.errors import CascadeError, LeaseLost, StoreError
@@ -40,10 +40,13 @@ from cascade_notify.stores.base import (
     Claim,
     OutboxItem,
     ReceiptResult,
+    SendFacts,
+    SendReads,
     Transition,
     apply_transition,
 )
 from cascade_notify.stores.memory import ORPHAN_LIMIT, ORPHAN_TTL
+from cascade_notify.stores.sqlite import addresses as book
 
 _D = ", ".join(DELIVERY_COLUMNS)
 _A = ", ".join(ATTEMPT_COLUMNS)
@@ -225,6 +228,25 @@ def create(
     _write_attempts(conn, delivery.attempts)
     unchanging.remember(delivery)
     return delivery.copy(), True
+
+
+def create_read(
+    conn: sqlite3.Connection,
+    *,
+    reads: SendReads,
+    build: Callable[[SendFacts], Delivery],
+    unchanging: Unchanging,
+) -> tuple[Delivery, bool]:
+    """`create` of the delivery `build` makes from what `reads` finds, in the open write
+    transaction: the reads see the rows as the insert will (one connection, its cache
+    warm), and cost no call, thread hop or transaction of their own. `reads` is from
+    `_addresses.asked`. Nothing is written before `build` returns."""
+    facts = SendFacts(
+        known=book.known(conn, recipient_id=reads.recipient_id) if reads.known else {},
+        unusable=book.unusable(conn, addresses=reads.addresses) if reads.addresses else {},
+        history=history(conn, recipient_id=reads.recipient_id) if reads.history else {},
+    )
+    return create(conn, delivery=build(facts), unchanging=unchanging)
 
 
 def claim(

@@ -46,7 +46,15 @@ from cascade_notify.stores import _addresses, _calls
 from cascade_notify.stores import _failpoints as failpoints
 from cascade_notify.stores._codec import Unchanging
 from cascade_notify.stores._common import PURGE_CHUNK, url_options
-from cascade_notify.stores.base import Claim, OutboxItem, ReceiptResult, SignalOutcome, Transition
+from cascade_notify.stores.base import (
+    Claim,
+    OutboxItem,
+    ReceiptResult,
+    SendFacts,
+    SendReads,
+    SignalOutcome,
+    Transition,
+)
 from cascade_notify.stores.sqlite import addresses as book
 from cascade_notify.stores.sqlite import calls, queue, schema, shared
 from cascade_notify.stores.sqlite import observe as views
@@ -232,6 +240,24 @@ class SQLiteStore:
         failpoints.hit("send.before")
         result = await self._call(
             partial(calls.create, delivery=delivery, unchanging=self._unchanging),
+            light=True,
+            notify=True,
+        )
+        failpoints.hit("send.after")
+        return result
+
+    async def create_read(
+        self, reads: SendReads, build: Callable[[SendFacts], Delivery]
+    ) -> tuple[Delivery, bool]:
+        """`create`, the reads in its job: no read of their own (`ReadingCreate`)."""
+        failpoints.hit("send.before")
+        result = await self._call(
+            partial(
+                calls.create_read,
+                reads=_addresses.asked(reads),
+                build=build,
+                unchanging=self._unchanging,
+            ),
             light=True,
             notify=True,
         )
