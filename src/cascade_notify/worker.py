@@ -2,21 +2,23 @@
 
 A worker advances no more deliveries at once than it has slots (`concurrency`), and
 every claim it starts is advanced at once, so it finishes, waits or is left to the next
-claim well inside its lease. A slot is a
-delivery with provider calls left to make: it is freed when the last one returned,
-before that delivery's outcome is committed, so the next claim and that outcome share a
-commit instead of waiting on each other's (on SQLite, an fsync each).
+claim well inside its lease. A slot is a delivery with provider calls left to make: it
+is freed when the last one returned, before that delivery's outcome is committed, so
+the next claim and that outcome share a commit instead of waiting on each other's (on
+SQLite, an fsync each).
 
 A worker also keeps up to `concurrency` claims ready beside the ones in hand, so a freed
 slot starts the next delivery at once instead of waiting for a claim's round trip (on
-SQLite a commit each): claiming runs ahead of the slots, not in their way. A ready claim
-is leased like one in hand; one whose lease has run too low by the time a slot frees is
-left alone (its lease runs out and the next claim takes it again), and `stop()` advances
-hands the ready claims back to the store, due at once, rather than leaving them leased
-until their leases run out. Ready claims start highest priority
-first; a send of a higher priority than some ready claim (a one-time code during a bulk
-mailing) makes the next freed slot wait for one claim, so that send is among the ready
-ones and starts in that slot instead of behind them.
+SQLite a commit each): claiming runs ahead of the slots, not in their way.
+
+- A ready claim is leased like one in hand; one whose lease has run too low by the time
+  a slot frees is left alone (its lease runs out and the next claim takes it again).
+- Ready claims start highest priority first. A send of a higher priority than some
+  ready claim (a one-time code during a bulk mailing) makes the next freed slot wait
+  for one claim, so that send is among the ready ones and starts in that slot instead
+  of behind them.
+- `stop()` hands the ready claims back to the store, due at once, rather than starting
+  them during shutdown or leaving them leased until their leases run out.
 
 It sleeps until the store's next due time, or until poked: by a send or a receipt in
 this process, or by a store that is `Watchable` (other processes' news). A store shared
