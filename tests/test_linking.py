@@ -106,6 +106,24 @@ def test_a_changed_token_is_forged(tamper: object) -> None:
     assert refused.value.reason == "forged"
 
 
+def test_a_token_with_the_unused_bits_of_its_last_character_changed_is_forged() -> None:
+    """base64 decodes such a token to the same bytes; it is still not the token issued
+    (this made the tampering test above pass or fail by the token's random nonce)."""
+    for index in range(64):
+        who = "r" * (index % 8 + 1)
+        token = issue(KEY, channel="telegram", recipient_id=who, expires_ts=NOW + 60, limit=64)
+        bits = {2: 4, 3: 2}.get(len(token) % 4, 0)  # low bits the last character wastes
+        if not bits:
+            continue
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        value = alphabet.index(token[-1])
+        same_bytes = alphabet[value ^ 1]  # the lowest, unused bit flipped
+        with pytest.raises(Refused, match="as issued"):
+            verify((KEY,), channel="telegram", payload=token[:-1] + same_bytes, now=NOW)
+        return
+    pytest.fail("no token length with unused bits in 64 tries")
+
+
 def test_another_key_or_another_channel_is_forged_and_a_rotated_key_still_verifies() -> None:
     """The mac covers the key and the channel; any of several keys verifies (rotation)."""
     token = issue(OLD, channel="telegram", recipient_id="anna", expires_ts=NOW + 60, limit=64)

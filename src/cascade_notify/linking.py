@@ -155,6 +155,10 @@ def verify(keys: tuple[bytes, ...], *, channel: str, payload: str, now: float) -
         raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
     except (binascii.Error, ValueError):
         raise Refused("forged", "the payload is not a link token") from None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != payload:
+        # base64 ignores the unused low bits of the last character: a token with them
+        # changed decodes to the same bytes, but it is not the token that was issued
+        raise Refused("forged", "the payload is not a link token as issued")
     if len(raw) < OVERHEAD + 1 or raw[0] >> 4 != VERSION:
         raise Refused("forged", "the payload is not a link token of this version")
     body, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
