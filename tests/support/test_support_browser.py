@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,14 @@ from .scene import TYPED, Scene
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
+#: Where the screenshots go: docs/img (what docs/support.md shows) when
+#: CASCADE_NOTIFY_SCREENSHOTS=docs is set, so a plain test run leaves the tree clean.
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+SHOTS = (
+    DOCS_IMG
+    if os.environ.get("CASCADE_NOTIFY_SCREENSHOTS") == "docs"
+    else Path(tempfile.mkdtemp(prefix="support-shots-"))
+)
 AGENT_TOKEN = "agent-token-0123456789"
 OPERATOR_TOKEN = "operator-token-0123456789"
 
