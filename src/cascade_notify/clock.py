@@ -49,3 +49,16 @@ class SystemClock:
 
 def _nothing() -> None:
     return None
+
+
+async def wait_for(event: asyncio.Event, clock: Clock, delay: float | None) -> None:
+    """Until `event` is set, or `delay` seconds pass on `clock` (None: no time limit):
+    how the worker, the poller and the outbox sender sleep between rounds."""
+    waits: set[asyncio.Future[object]] = {asyncio.ensure_future(event.wait())}
+    if delay is not None:
+        waits.add(asyncio.ensure_future(clock.sleep(max(0.0, delay))))
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()

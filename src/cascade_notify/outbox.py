@@ -16,13 +16,13 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 import httpx
 
 from cascade_notify import _logmask
-from cascade_notify.clock import Clock
+from cascade_notify.clock import Clock, wait_for
 from cascade_notify.errors import CascadeError
 from cascade_notify.policy import EventsSettings
 from cascade_notify.providers._signing import StandardWebhooks, wall_time
@@ -165,14 +165,7 @@ class OutboxSender:
         if self._shared:
             # other processes (a receiver recording receipts) add events to a shared store
             delay = POLL_INTERVAL if delay is None else min(delay, POLL_INTERVAL)
-        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._poke.wait())}
-        if delay is not None:
-            waits.add(asyncio.ensure_future(self.clock.sleep(delay)))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
+        await wait_for(self._poke, self.clock, delay)
 
     async def _request(self, body: bytes, headers: dict[str, str]) -> tuple[int, str | None]:
         """POST `body`; the answer's status and Retry-After."""

@@ -25,10 +25,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 from cascade_notify import _logmask
-from cascade_notify.clock import Clock
+from cascade_notify.clock import Clock, wait_for
 from cascade_notify.models import Attempt, Receipt, ReceiptStatus
 from cascade_notify.providers.base import Provider
 
@@ -98,7 +98,9 @@ class Poller:
             self._bring_due(queue, later, watched)
             if not queue:
                 wake.clear()
-                await self._until(wake, later[0][0] if later else None)
+                await wait_for(
+                    wake, self._clock, later[0][0] - self._clock.now() if later else None
+                )
                 continue
             ids = list(queue)[: max(1, provider.poll_batch)]
             try:
@@ -154,17 +156,6 @@ class Poller:
                 watched.pop(message_id, None)
             else:
                 queue[message_id] = None
-
-    async def _until(self, wake: asyncio.Event, due: float | None) -> None:
-        """Wait for a request, or until `due` (the next scheduled poll)."""
-        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(wake.wait())}
-        if due is not None:
-            waits.add(asyncio.ensure_future(self._clock.sleep(max(0.0, due - self._clock.now()))))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
 
     async def aclose(self) -> None:
         """Stop polling; ids still queued are asked about again by their deliveries."""

@@ -31,10 +31,10 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from cascade_notify import _logmask
-from cascade_notify.clock import Clock
+from cascade_notify.clock import Clock, wait_for
 from cascade_notify.engine import LEASE_MARGIN, Engine, LeaseRanOut
 from cascade_notify.errors import CascadeError, LeaseLost
 from cascade_notify.models import Delivery, DeliveryStatus, Priority
@@ -172,14 +172,7 @@ class Worker:
             # shared store: a Watchable one pokes us when they do, and in any case we look
             # again within POLL_INTERVAL whatever our own next timer says
             delay = POLL_INTERVAL if delay is None else min(delay, POLL_INTERVAL)
-        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._poke.wait())}
-        if delay is not None:
-            waits.add(asyncio.ensure_future(self.clock.sleep(delay)))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
+        await wait_for(self._poke, self.clock, delay)
 
     async def _advance(self, claim: Claim) -> None:
         slot = True  # this delivery counts against `concurrency` until its calls are done
